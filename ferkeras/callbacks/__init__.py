@@ -1,0 +1,1 @@
+"""Keras callbacks: validation + checkpoints, run state for resume, NaN guard, noise split."""

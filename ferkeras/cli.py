@@ -1,0 +1,185 @@
+"""The `ferkeras` command line. Thin: every command calls the library.
+
+Nothing heavy is imported here: `ferkeras --help` and `ferkeras predict` never load
+TensorFlow. Sub-commands living in `ferkeras.commands` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+_LAZY = {
+    "export": "ferkeras.commands.export_cmd:export",
+    "predict": "ferkeras.commands.predict_cmd:predict",
+}
+_LAZY_DATA = {
+    "synth": "ferkeras.commands.data_synth:synth",
+    "sheet": "ferkeras.commands.data_synth:sheet",
+    "stats": "ferkeras.commands.data_stats:stats",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose listed commands are imported only when looked up."""
+
+    def __init__(self, *args, lazy=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            module, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+@click.group(cls=LazyGroup, lazy=_LAZY)
+@click.version_option(package_name="ferkeras")
+def cli():
+    """Train facial expression recognition models that survive noisy, long-tailed labels."""
+
+
+@cli.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder [runs/<name>].")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this folder from its last epoch.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--strategy", type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+              default="auto", show_default=True, help="tf.distribute strategy.")
+@click.option("--smoke", is_flag=True,
+              help="Shrink the recipe to a seconds-long smoke run (1 epoch, few steps).")
+@click.option("-q", "--quiet", is_flag=True, help="No per-step progress bar.")
+def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, quiet):
+    """Train RECIPE (a YAML file); `--resume RUN_DIR` continues a killed run."""
+    import pathlib
+
+    from ferkeras.recipe import RecipeError, load_recipe
+
+    if resume_dir:
+        recipe_path = recipe or str(pathlib.Path(resume_dir) / "recipe.yaml")
+        run_dir = run_dir or resume_dir
+    elif recipe is None:
+        raise click.UsageError("give a RECIPE file, or --resume RUN_DIR.")
+    else:
+        recipe_path = recipe
+    try:
+        rec = load_recipe(recipe_path, [*(_smoke_overrides() if smoke else ()), *overrides])
+    except RecipeError as err:
+        raise click.ClickException(str(err)) from None
+    run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / rec.name)
+    _quiet_tf()
+    from ferkeras.callbacks.evaluate import NaNLossError
+    from ferkeras.runs import RunFolderError
+    from ferkeras.training import train_recipe
+
+    try:
+        metrics = train_recipe(rec, run_dir=run_dir, resume=bool(resume_dir),
+                               overwrite=overwrite, strategy=strategy,
+                               verbose=0 if quiet else 1, echo=click.echo)
+    except (RunFolderError, NaNLossError, ValueError, OSError) as err:
+        raise click.ClickException(_one_line(err)) from None
+    click.echo(format_summary(metrics, run_dir))
+
+
+def _smoke_overrides():
+    return ["train.epochs=1", "train.steps_per_epoch=2", "data.synthetic.n_train=256",
+            "data.synthetic.n_val=64", "data.synthetic.n_test=64", "train.batch_size=32",
+            "cycle.warmup_epochs=1", "cycle.cycles=1", "cycle.epochs_per_cycle=1"]
+
+
+def _one_line(err) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0] if "\n" in text else text
+
+
+def format_summary(metrics: dict, run_dir) -> str:
+    lines = [f"run folder: {run_dir}"]
+    for split in ("val", "test"):
+        block = metrics.get(split) or {}
+        for which in ("best", "last"):
+            m = block.get(which)
+            if m:
+                lines.append(
+                    f"{split:4s} {which:4s}: accuracy {m['accuracy']:.4f}  balanced accuracy "
+                    f"{m['balanced_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
+    lines.append(f"best epoch on validation: {metrics.get('best_epoch')}  "
+                 f"wall time: {metrics.get('wall_seconds')} s")
+    if "noise_detection" in metrics:
+        nd = metrics["noise_detection"]
+        lines.append(f"noise detection: ROC-AUC {nd.get('auc')}  precision {nd.get('precision')}"
+                     f"  recall {nd.get('recall')}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["val", "test", "train"]), default="val",
+              show_default=True)
+@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Point at other data, e.g. --set data.root=/other (repeatable).")
+def evaluate(run_dir, split, weights, overrides):
+    """Recompute the metrics of RUN_DIR on any split."""
+    _quiet_tf()
+    from ferkeras.evaluate_run import evaluate_run
+    from ferkeras.recipe import RecipeError
+
+    try:
+        metrics = evaluate_run(run_dir, split=split, weights=weights, overrides=overrides)
+    except (RecipeError, ValueError, OSError) as err:
+        raise click.ClickException(_one_line(err)) from None
+    click.echo(f"{split} ({weights}): accuracy {metrics['accuracy']:.4f}  balanced accuracy "
+               f"{metrics['balanced_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+               f"(n={metrics['n']})")
+    for name, r in metrics["per_class_recall"].items():
+        click.echo(f"  recall {name:9s} {'-' if r is None else f'{r:.3f}'}")
+
+
+@cli.command()
+def models():
+    """List the registered backbones."""
+    from ferkeras.models import describe_models
+
+    for name, doc in describe_models().items():
+        click.echo(f"{name:18s} {doc}")
+
+
+@cli.command(name="recipe-doc")
+def recipe_doc():
+    """Print every recipe key with its default and meaning."""
+    from ferkeras.recipe import describe_fields
+
+    for key, doc, default in describe_fields():
+        click.echo(f"{key} = {default!r}\n    {doc}")
+
+
+@cli.group(cls=LazyGroup, lazy=_LAZY_DATA)
+def data():
+    """Synthesize, inspect and summarise datasets."""
+
+
+def main():
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

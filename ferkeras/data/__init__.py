@@ -1,0 +1,1 @@
+"""Data sources, the synthetic face generator and the tf.data pipeline."""

@@ -1,0 +1,131 @@
+"""tf.data pipelines from a host-side `Split`.
+
+Every dataset yields `(image, label, sample_index)`:
+  image: float32 (S, S, C) in [0, 255] (or a `(weak, strong)` pair in view mode),
+  label: int32, the given label; sample_index: int32, the row of the Split.
+Images in memory are sliced; image files are decoded in parallel, cropped to their face
+box, resized and converted to the recipe's channels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from ferkeras import augment as aug
+
+
+def to_model_input(image, *, size: int, channels: int):
+    """Cast to float32 in [0, 255], convert grey <-> RGB and resize to (size, size)."""
+    image = tf.cast(image, tf.float32)
+    have = image.shape[-1]
+    if have == 4:
+        image = image[..., :3]
+        have = 3
+    if have is None:
+        raise ValueError("to_model_input needs a static channel count.")
+    if have == 1 and channels == 3:
+        image = tf.image.grayscale_to_rgb(image)
+    elif have == 3 and channels == 1:
+        image = tf.image.rgb_to_grayscale(image)
+    if image.shape[0] != size or image.shape[1] != size:
+        image = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+        image = tf.clip_by_value(image, 0.0, 255.0)
+    image.set_shape((size, size, channels))
+    return image
+
+
+def decode_file(path, box, *, size: int, channels: int):
+    """Read an image file, crop `box` (x, y, w, h; negative w means no box), resize."""
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False)
+    image.set_shape((None, None, 3))
+    h = tf.shape(image)[0]
+    w = tf.shape(image)[1]
+    x0 = tf.clip_by_value(box[0], 0, w - 1)
+    y0 = tf.clip_by_value(box[1], 0, h - 1)
+    bw = tf.where(box[2] > 0, tf.minimum(box[2], w - x0), w - x0)
+    bh = tf.where(box[3] > 0, tf.minimum(box[3], h - y0), h - y0)
+    x0 = tf.where(box[2] > 0, x0, 0)
+    y0 = tf.where(box[3] > 0, y0, 0)
+    image = tf.image.crop_to_bounding_box(image, y0, x0, bh, bw)
+    return to_model_input(image, size=size, channels=channels)
+
+
+def _source_dataset(split, data_cfg):
+    """(image, label, index) before batching, decoded and in model shape."""
+    size, channels = data_cfg.image_size, data_cfg.channels
+    index = np.arange(len(split), dtype=np.int32)
+    labels = split.labels.astype(np.int32)
+    if split.images is not None:
+        ds = tf.data.Dataset.from_tensor_slices((split.images, labels, index))
+        return ds.map(
+            lambda im, y, i: (to_model_input(im, size=size, channels=channels), y, i),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ), True
+    boxes = split.boxes if split.boxes is not None else np.full((len(split), 4), -1, np.int32)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (split.paths.astype(str), boxes.astype(np.int32), labels, index)
+    )
+    return ds.map(
+        lambda p, b, y, i: (decode_file(p, b, size=size, channels=channels), y, i),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ), False
+
+
+def make_dataset(
+    split,
+    data_cfg,
+    *,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: str = "none",
+    views: bool = False,
+    seed: int = 0,
+    drop_remainder: bool = False,
+    cache: str = "",
+):
+    """A batched `tf.data.Dataset` over `split`.
+
+    augment: 'none', 'weak' or 'strong' for the single view. views=True yields
+    `((weak, strong), label, index)`, the FixMatch view pair of the same sample.
+    cache: '' (no cache), 'memory', or a file path: caches decoded, un-augmented images.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
+    ds, in_memory = _source_dataset(split, data_cfg)
+    if cache == "memory":
+        ds = ds.cache()
+    elif cache:
+        ds = ds.cache(cache)
+    if shuffle:
+        ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    if views or augment != "none":
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds))
+        if views:
+            def _views(elem, s):
+                image, label, index = elem
+                s_weak, s_strong = tf.unstack(tf.random.experimental.stateless_split(s, 2))
+                weak = aug.weak_augment(image, s_weak)
+                strong = aug.strong_augment(image, s_strong)
+                return (weak, strong), label, index
+
+            ds = ds.map(_views, num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(
+                lambda elem, s: (aug.augment(elem[0], s, mode=augment), elem[1], elem[2]),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def collect_images(split, data_cfg, *, limit: int | None = None, batch_size: int = 256):
+    """(N, S, S, C) float32 model-ready images of the first `limit` rows, in order."""
+    sub = split if limit is None or limit >= len(split) else split.subset(np.arange(limit))
+    out = [b[0].numpy() for b in make_dataset(sub, data_cfg, batch_size=batch_size)]
+    return np.concatenate(out, axis=0) if out else np.zeros((0,), np.float32)

@@ -1,0 +1,311 @@
+"""Images in, face crops out: reading files, frame sources, Haar detection, cropping.
+
+Keras-free and import-light: OpenCV, Pillow and tqdm are imported inside the functions that
+need them. OpenCV is the `[webcam]` extra; without it, still images can be read (Pillow) and
+predicted with `detect=False`, while detection, video, webcam and annotation say how to get it.
+
+Conventions: frames from OpenCV are BGR (H, W, 3) uint8; boxes are (x, y, w, h) in pixels of
+the frame they were found in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pathlib
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+HAAR_FILE = "haarcascade_frontalface_default.xml"
+INSTALL_HINT = "pip install 'ferkeras[webcam]' (or: pip install 'opencv-python-headless<5')"
+
+
+class OpenCVMissingError(RuntimeError):
+    """OpenCV is not installed, or is a build without what a feature needs."""
+
+
+class FrameSourceError(RuntimeError):
+    """A webcam or video file could not be opened."""
+
+
+def import_cv2(feature: str):
+    """Import OpenCV or raise `OpenCVMissingError` saying how to install it."""
+    try:
+        import cv2
+    except ImportError:
+        raise OpenCVMissingError(f"{feature} needs OpenCV: {INSTALL_HINT}") from None
+    return cv2
+
+
+# ----------------------------------------------------------------------------- detection
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade, run on a downscaled grey copy of the frame.
+
+    max_side: frames are shrunk so that their longer side is at most this many pixels before
+      detection (320 keeps a 640x480 frame well under 10 ms on one core).
+    min_size: smallest face, in pixels of the downscaled frame.
+    """
+
+    def __init__(self, *, max_side: int = 320, scale_factor: float = 1.1,
+                 min_neighbors: int = 5, min_size: int = 24):
+        if max_side < 32:
+            raise ValueError(f"max_side must be >= 32. Received: max_side={max_side}")
+        if scale_factor <= 1.0:
+            raise ValueError(f"scale_factor must be > 1. Received: scale_factor={scale_factor}")
+        cv2 = import_cv2("Face detection")
+        data = getattr(cv2, "data", None)
+        path = os.path.join(getattr(data, "haarcascades", ""), HAAR_FILE)
+        if data is None or not os.path.isfile(path):
+            raise OpenCVMissingError(
+                f"OpenCV {cv2.__version__} ships no Haar cascades (OpenCV 5 removed them); "
+                "install 'opencv-python-headless<5', or pass --no-detect for face crops"
+            )
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise OpenCVMissingError(f"OpenCV could not load its Haar cascade {path}")
+        self._cv2 = cv2
+        self.max_side = max_side
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_size = min_size
+
+    def __call__(self, frame: np.ndarray, *, color: str = "bgr") -> list[tuple[int, ...]]:
+        """Boxes (x, y, w, h) of the faces in a (H, W), (H, W, 1) or (H, W, 3) uint8 frame."""
+        cv2 = self._cv2
+        if frame.ndim == 3 and frame.shape[-1] in (3, 4):
+            code = cv2.COLOR_BGR2GRAY if color == "bgr" else cv2.COLOR_RGB2GRAY
+            grey = cv2.cvtColor(np.ascontiguousarray(frame[..., :3]), code)
+        else:
+            grey = to_grey(frame)
+        height, width = grey.shape
+        scale = min(1.0, self.max_side / max(height, width))
+        if scale < 1.0:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        grey = cv2.equalizeHist(grey)
+        found = self._cascade.detectMultiScale(
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
+            minSize=(self.min_size, self.min_size),
+        )
+        boxes = [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found)]
+        return sorted(boxes, key=lambda b: (b[0], b[1]))
+
+
+# ----------------------------------------------------------------------------- pixels
+def to_grey(image: np.ndarray, *, color: str = "rgb") -> np.ndarray:
+    """(H, W) uint8 luma of a grey, grey-with-axis, RGB(A) or BGR(A) image."""
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"Expected an (H, W[, 1|3|4]) image. Received: shape={image.shape}")
+    if image.shape[-1] == 1:
+        return image[..., 0]
+    weights = (0.299, 0.587, 0.114) if color == "rgb" else (0.114, 0.587, 0.299)
+    grey = image[..., :3].astype(np.float32) @ np.asarray(weights, np.float32)
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+
+
+def convert_channels(image: np.ndarray, *, channels: int, color: str = "rgb") -> np.ndarray:
+    """(H, W, channels) image; 3 channels come out RGB whatever `color` the input was."""
+    if color not in ("rgb", "bgr"):
+        raise ValueError(f"color must be 'rgb' or 'bgr'. Received: color={color!r}")
+    if channels == 1:
+        return to_grey(image, color=color)[..., None]
+    if channels != 3:
+        raise ValueError(f"channels must be 1 or 3. Received: channels={channels}")
+    if image.ndim == 2 or image.shape[-1] == 1:
+        grey = image.reshape(image.shape[:2])
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if image.ndim != 3 or image.shape[-1] not in (3, 4):
+        raise ValueError(f"Expected an (H, W[, 1|3|4]) image. Received: shape={image.shape}")
+    rgb = image[..., :3]
+    return rgb[..., ::-1] if color == "bgr" else rgb
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an (H, W[, C]) uint8 image to (size, size[, C]): OpenCV area/linear, or Pillow."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    try:
+        import cv2
+    except ImportError:
+        from PIL import Image
+
+        squeeze = image.ndim == 3 and image.shape[-1] == 1
+        pil = Image.fromarray(image[..., 0] if squeeze else image)
+        out = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0))
+        return out[..., None] if squeeze else out
+    shrink = image.shape[0] > size or image.shape[1] > size
+    out = cv2.resize(image, (size, size),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(size, size, *image.shape[2:])
+
+
+def crop_box(image: np.ndarray, box, *, margin: float = 0.1) -> np.ndarray:
+    """The square around `box` grown by `margin` x its size on each side, clipped to the image."""
+    x, y, w, h = (int(v) for v in box)
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0, y0 = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
+    x1 = min(image.shape[1], round(cx + side / 2))
+    y1 = min(image.shape[0], round(cy + side / 2))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"Box lies outside the image. Received: box={box}, "
+                         f"image shape={image.shape}")
+    return image[y0:y1, x0:x1]
+
+
+# ----------------------------------------------------------------------------- sources
+def read_image(path: str | os.PathLike) -> np.ndarray | None:
+    """BGR (H, W, 3) uint8 pixels of an image file, or None if it is not a readable image."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    try:
+        import cv2
+    except ImportError:
+        return _read_image_pil(path)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return image if image is not None and image.size else None
+
+
+def _read_image_pil(path) -> np.ndarray | None:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as pil:
+            rgb = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return pathlib.Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def collect_inputs(inputs) -> list[pathlib.Path]:
+    """Expand files, folders (recursively, image files only) and glob patterns into files.
+
+    Raises FileNotFoundError naming an input that matches nothing, and ValueError for a folder
+    without images. Explicitly named files are kept whatever their suffix, so that a file
+    that is not an image is reported as such rather than dropped.
+    """
+    files: list[pathlib.Path] = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(f"{item}: no images in this folder (looked for "
+                                 f"{', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(str(item)):
+            found = sorted(pathlib.Path(p) for p in glob.glob(str(item), recursive=True))
+            found = [p for p in found if p.is_file()]
+            if not found:
+                raise FileNotFoundError(f"{item}: no file matches this pattern")
+            files += found
+        else:
+            raise FileNotFoundError(f"{item}: no such file or folder")
+    return files
+
+
+@contextlib.contextmanager
+def _quiet_opencv(cv2):
+    """Silence OpenCV's own stderr warnings (e.g. a missing camera) for the block."""
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(level)
+
+
+def open_capture(source: int | str | os.PathLike):
+    """An opened `cv2.VideoCapture` for a webcam index or a video file.
+
+    Raises FrameSourceError naming the device or file that could not be opened.
+    """
+    cv2 = import_cv2("Video and webcam input")
+    name = f"webcam {source}" if isinstance(source, int) else f"{source}"
+    if not isinstance(source, int) and not os.path.isfile(source):
+        raise FrameSourceError(f"{name}: no such video file")
+    with _quiet_opencv(cv2):
+        capture = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+        opened = capture.isOpened()
+    if not opened:
+        capture.release()
+        if isinstance(source, int):
+            raise FrameSourceError(f"cannot open {name} (no camera at index {source}, or it "
+                                   "is busy or not permitted)")
+        raise FrameSourceError(f"{name}: cannot open as a video")
+    return capture
+
+
+def count_frames(capture) -> int | None:
+    """Frame count a capture reports (video files), or None when unknown (webcams)."""
+    import cv2
+
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    return total if total > 0 else None
+
+
+def iter_frames(capture, *, every: int = 1, max_frames: int = 0):
+    """Yield (frame_index, BGR frame) for every `every`-th frame of an opened capture.
+
+    The same generator serves webcams and video files. It releases the capture when done.
+    max_frames: stop after yielding this many frames (0: until the source ends).
+    """
+    if every < 1:
+        raise ValueError(f"every must be >= 1. Received: every={every}")
+    if max_frames < 0:
+        raise ValueError(f"max_frames must be >= 0. Received: max_frames={max_frames}")
+    index, yielded = 0, 0
+    try:
+        while not max_frames or yielded < max_frames:
+            if not capture.grab():
+                return
+            if index % every == 0:
+                ok, frame = capture.retrieve()
+                if not ok or frame is None:
+                    return
+                yield index, frame
+                yielded += 1
+            index += 1
+    finally:
+        capture.release()
+
+
+def draw_faces(frame: np.ndarray, faces: list[dict]) -> np.ndarray:
+    """A BGR copy of `frame` with each face's box and top label drawn on it."""
+    cv2 = import_cv2("--annotate")
+    canvas = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    thickness = max(1, round(max(canvas.shape[:2]) / 320))
+    for face in faces:
+        if face.get("box") is None:
+            continue
+        x, y, w, h = face["box"]
+        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 255, 0), thickness)
+        if face.get("label"):
+            text = f"{face['label']} {face['score']:.2f}"
+            scale = 0.4 * thickness
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+            top = max(0, y - th - base - 2)
+            cv2.rectangle(canvas, (x, top), (x + tw + 2, top + th + base + 2), (0, 255, 0), -1)
+            cv2.putText(canvas, text, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (0, 0, 0), thickness, cv2.LINE_AA)
+    return canvas

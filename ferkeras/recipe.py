@@ -1,0 +1,380 @@
+"""Typed recipes: dataclasses with a default and a docstring for every field.
+
+`load_recipe(path, overrides)` reads YAML, applies `--set key=value` overrides and validates
+everything, raising `RecipeError` that names the key and the value received. Unknown keys
+suggest the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import pathlib
+import typing
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe key is unknown, has the wrong type, or is out of range."""
+
+
+def _field(default, doc, *, choices=None, min=None, max=None, factory=None):
+    meta = {"doc": doc, "choices": choices, "min": min, "max": max}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclasses.dataclass
+class SyntheticConfig:
+    """Procedurally drawn faces, generated on the spot (source: synthetic)."""
+
+    n_train: int = _field(6000, "Training images to draw.", min=8)
+    n_val: int = _field(800, "Validation images (balanced, clean labels).", min=8)
+    n_test: int = _field(1600, "Test images (balanced, clean labels).", min=0)
+    profile: str = _field(
+        "affectnet",
+        "Class imbalance: 'affectnet' (AffectNet training proportions), 'uniform', or "
+        "'factor' (geometric decay with `imbalance`).",
+        choices=("affectnet", "uniform", "factor"),
+    )
+    imbalance: float = _field(10.0, "Head/tail ratio when profile is 'factor'.", min=1.0)
+    noise: float = _field(0.0, "Label noise rate in the training split.", min=0.0, max=0.95)
+    noise_type: str = _field(
+        "asymmetric",
+        "'symmetric' flips to any other class; 'asymmetric' flips along confusable pairs.",
+        choices=("symmetric", "asymmetric"),
+    )
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the faces come from and how they are shaped."""
+
+    source: str = _field(
+        "synthetic",
+        "Data source: synthetic, fer2013, ferplus, affectnet, rafdb, folder or tfds.",
+        choices=("synthetic", "fer2013", "ferplus", "affectnet", "rafdb", "folder", "tfds"),
+    )
+    root: str = _field("", "Dataset folder or file on disk (not used by synthetic).")
+    class_set: str = _field(
+        "affectnet8",
+        "Class set, which fixes class ids: affectnet8, affectnet7, fer2013, rafdb.",
+        choices=("affectnet8", "affectnet7", "fer2013", "rafdb"),
+    )
+    image_size: int = _field(48, "Side of the square model input, in pixels.", min=16, max=512)
+    channels: int = _field(1, "1 for grey, 3 for RGB; sources are converted.", choices=(1, 3))
+    val_fraction: float = _field(
+        0.1,
+        "Share of training carved out (stratified, seeded) for validation when the source "
+        "has no validation split.",
+        min=0.0,
+        max=0.5,
+    )
+    missing_split: str = _field(
+        "carve",
+        "When the file lacks the validation split: 'carve' it from training, or 'error'.",
+        choices=("carve", "error"),
+    )
+    label_mode: str = _field(
+        "majority",
+        "FERPlus label mode: majority, plurality or probability.",
+        choices=("majority", "plurality", "probability"),
+    )
+    ferplus_path: str = _field(
+        "", "fer2013new.csv for source fer2013: attaches FERPlus majority as true labels."
+    )
+    face_margin: float = _field(
+        0.1, "AffectNet: margin around the face box, as a share of its size.", min=0.0, max=1.0
+    )
+    noisy_labels: str = _field(
+        "", "RAF-DB: a noisy label file (same 'name label' format) replacing train labels."
+    )
+    tfds_name: str = _field("", "source tfds: the registered dataset name.")
+    tfds_data_dir: str = _field("", "source tfds: the TFDS data_dir.")
+    cache: str = _field("", "Cache decoded images: '' none, 'memory', or a file path.")
+    synthetic: SyntheticConfig = _field(None, "Synthetic faces.", factory=SyntheticConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The network."""
+
+    backbone: str = _field(
+        "small_cnn", "Backbone from the registry (see `ferkeras models`).", choices=None
+    )
+    width: int = _field(32, "Base channel width of the in-house CNNs.", min=4, max=512)
+    dropout: float = _field(0.2, "Dropout before the classifier.", min=0.0, max=0.9)
+    weights: str = _field(
+        "",
+        "'' for random init, 'imagenet' to download pretrained weights (keras.applications "
+        "backbones only, needs internet), or a path to a .weights.h5 file.",
+    )
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation."""
+
+    epochs: int = _field(10, "Epochs of training (warm-up included for the cycle).", min=1)
+    batch_size: int = _field(
+        128, "Global batch size, summed over replicas and workers.", min=1, max=65536
+    )
+    optimizer: str = _field("adamw", "adamw or sgd.", choices=("adamw", "sgd"))
+    learning_rate: float = _field(
+        2e-3, "Peak learning rate for `batch_size` (the global batch).", min=0.0, max=10.0
+    )
+    weight_decay: float = _field(1e-4, "Decoupled weight decay.", min=0.0, max=1.0)
+    warmup_epochs: float = _field(
+        0.5, "Linear learning-rate warm-up, in epochs, before cosine decay.", min=0.0
+    )
+    label_smoothing: float = _field(0.0, "Label smoothing for cross-entropy.", min=0.0, max=0.5)
+    loss: str = _field(
+        "ce",
+        "Supervised loss: ce, logit_adjusted, balanced_softmax or class_balanced.",
+        choices=("ce", "logit_adjusted", "balanced_softmax", "class_balanced"),
+    )
+    tau: float = _field(1.0, "Logit adjustment temperature.", min=0.0, max=10.0)
+    cb_beta: float = _field(0.999, "Class-balanced effective-number beta.", min=0.0, max=1.0)
+    augment: str = _field(
+        "weak", "Training augmentation: none, weak (flip+translate) or strong.",
+        choices=("none", "weak", "strong"),
+    )
+    select_metric: str = _field(
+        "balanced_accuracy",
+        "Validation metric that picks the best epoch.",
+        choices=("balanced_accuracy", "accuracy", "macro_f1"),
+    )
+    ema_decay: float = _field(
+        0.0, "EMA of weights for evaluation and export; 0 turns it off.", min=0.0, max=1.0
+    )
+    steps_per_epoch: int = _field(
+        0, "Cap on steps per epoch; 0 means one pass over the training data.", min=0
+    )
+    nan_policy: str = _field(
+        "stop", "On a NaN loss: 'stop' (keep last good checkpoint, exit non-zero).",
+        choices=("stop",),
+    )
+
+
+@dataclasses.dataclass
+class CycleConfig:
+    """The noise-robust cycle: split by per-sample loss, then FixMatch on the noisy part."""
+
+    enabled: bool = _field(False, "Run the cycle after warm-up; false trains supervised only.")
+    warmup_epochs: int = _field(3, "Epochs on all labels before the first split.", min=0)
+    cycles: int = _field(2, "Number of (split -> SSL epochs) cycles.", min=0)
+    epochs_per_cycle: int = _field(3, "SSL epochs in each cycle.", min=1)
+    resplit_every_epoch: bool = _field(False, "Also re-split at every epoch within a cycle.")
+    selector: str = _field(
+        "gmm", "gmm (DivideMix) or small_loss (Co-teaching).", choices=("gmm", "small_loss")
+    )
+    normalize: str = _field(
+        "per_class", "Loss normalisation: global or per_class.", choices=("global", "per_class")
+    )
+    gmm_scope: str = _field(
+        "global", "Fit one GMM on all normalised losses, or one per class.",
+        choices=("global", "per_class"),
+    )
+    loss_window: int = _field(1, "Average each sample's loss over the last k evaluations.", min=1)
+    p_clean: float = _field(0.5, "Clean-probability threshold for the labelled set.", min=0.0,
+                            max=1.0)
+    keep_ratio: float = _field(0.7, "small_loss: share kept as clean per class.", min=0.01,
+                               max=1.0)
+    min_class_samples: int = _field(
+        20, "Classes with fewer samples fall back to a rank rule instead of a GMM.", min=2
+    )
+    mu: int = _field(2, "Unlabelled batch size as a multiple of the labelled one.", min=1)
+    lambda_u: float = _field(1.0, "Weight of the unsupervised loss.", min=0.0)
+    threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
+    threshold_mode: str = _field(
+        "adaptive", "fixed (FixMatch) or adaptive (FlexMatch-style, per class).",
+        choices=("fixed", "adaptive"),
+    )
+    distribution_alignment: bool = _field(
+        True, "Align pseudo-label distribution with the estimated clean prior."
+    )
+    co_divide: bool = _field(False, "Two networks; each one's split trains the other.")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A full experiment: data, model, training and the noise-robust cycle."""
+
+    name: str = _field("run", "Run name; the default run folder is runs/<name>.")
+    seed: int = _field(0, "Global seed: data, init, augmentation and GMM.", min=0)
+    data: DataConfig = _field(None, "Data.", factory=DataConfig)
+    model: ModelConfig = _field(None, "Model.", factory=ModelConfig)
+    train: TrainConfig = _field(None, "Training.", factory=TrainConfig)
+    cycle: CycleConfig = _field(None, "Noise-robust cycle.", factory=CycleConfig)
+
+
+# ----------------------------------------------------------------------------- building
+def _closest(key: str, valid) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+def _coerce(value: Any, typ, key: str):
+    """Check `value` against the annotation `typ`; ints are accepted for floats."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if value is None:
+            return ""
+    name = getattr(typ, "__name__", str(typ))
+    raise RecipeError(
+        f"Recipe key '{key}' must be {name}. Received: {value!r} ({type(value).__name__})"
+    )
+
+
+def _build(cls, values: dict, prefix: str):
+    if not isinstance(values, dict):
+        raise RecipeError(
+            f"Recipe key '{prefix.rstrip('.') or '<root>'}' must be a mapping. "
+            f"Received: {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            raise RecipeError(
+                f"Unknown recipe key '{prefix}{key}'.{_closest(key, fields)} "
+                f"Valid keys here: {sorted(fields)}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        key = prefix + name
+        typ = hints[name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[name] = _build(typ, values.get(name, {}) or {}, key + ".")
+            continue
+        if name not in values:
+            continue
+        value = _coerce(values[name], typ, key)
+        meta = f.metadata
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise RecipeError(
+                f"Recipe key '{key}' must be one of {list(meta['choices'])}. "
+                f"Received: {value!r}.{_closest(str(value), map(str, meta['choices']))}"
+            )
+        if meta.get("min") is not None and value < meta["min"]:
+            raise RecipeError(f"Recipe key '{key}' must be >= {meta['min']}. Received: {value!r}")
+        if meta.get("max") is not None and value > meta["max"]:
+            raise RecipeError(f"Recipe key '{key}' must be <= {meta['max']}. Received: {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(f"--set expects key=value. Received: {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(values: dict, overrides) -> dict:
+    """Set dotted keys (`train.epochs=3`) in a nested dict; values are parsed as YAML."""
+    for item in overrides or ():
+        path, value = _parse_override(item)
+        node = values
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {item!r}: '{part}' is not a section.")
+            node = child
+        node[path[-1]] = value
+    return values
+
+
+def recipe_from_dict(values: dict, overrides=()) -> Recipe:
+    """Validate a nested dict (plus overrides) into a Recipe."""
+    values = apply_overrides(dict(values or {}), overrides)
+    recipe = _build(Recipe, values, "")
+    _check_cross_fields(recipe)
+    return recipe
+
+
+def _check_cross_fields(recipe: Recipe) -> None:
+    from ferkeras.models import list_models  # light import: no TensorFlow
+
+    if recipe.model.backbone not in list_models():
+        raise RecipeError(
+            f"Recipe key 'model.backbone' must be one of {list_models()}. "
+            f"Received: {recipe.model.backbone!r}.{_closest(recipe.model.backbone, list_models())}"
+        )
+    if recipe.data.source not in ("synthetic", "tfds") and not recipe.data.root:
+        raise RecipeError(
+            f"Recipe key 'data.root' is required for source {recipe.data.source!r}. "
+            "Received: ''"
+        )
+    if recipe.data.source == "synthetic" and recipe.data.class_set not in (
+        "affectnet8",
+        "affectnet7",
+    ):
+        raise RecipeError(
+            "Recipe key 'data.class_set' must be affectnet8 or affectnet7 for synthetic "
+            f"faces. Received: {recipe.data.class_set!r}"
+        )
+
+
+def load_recipe(path: str | pathlib.Path, overrides=()) -> Recipe:
+    """Read a YAML recipe file, apply `--set` overrides, validate."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    try:
+        return recipe_from_dict(values, overrides)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    return dataclasses.asdict(recipe)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """Short stable hash of the resolved recipe."""
+    blob = json.dumps(recipe_to_dict(recipe), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def describe_fields(cls=Recipe, prefix="") -> list[tuple[str, str, Any]]:
+    """(dotted key, doc, default) for every field: the recipe reference."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            rows += describe_fields(typ, prefix + f.name + ".")
+        else:
+            rows.append((prefix + f.name, f.metadata.get("doc", ""), f.default))
+    return rows
+
+

@@ -1,0 +1,409 @@
+"""Which training labels to trust: loss normalisation, two-component GMM, small-loss rule.
+
+Plain NumPy/scikit-learn functions, no Keras, in the style of `cleanlab.filter`. The cycle
+calls them between epochs on the per-sample losses of the current model (DivideMix):
+
+    losses = average_loss_history(history, window=cfg.loss_window)          # (N,)
+    clean_prob = clean_probability(losses, labels, num_classes=K, normalize=cfg.normalize,
+                                   gmm_scope=cfg.gmm_scope, seed=seed)      # (N,)
+    labelled = split_by_threshold(clean_prob, labels, p_clean=cfg.p_clean, num_classes=K)
+    prior = estimate_clean_prior(labels, labelled, num_classes=K)          # (K,)
+
+Conventions: `labels` are given (possibly noisy) int class ids in [0, K); a sample is
+*labelled* (trusted) when `clean_prob > p_clean`, as in DivideMix, and *flagged as noisy*
+otherwise.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import roc_auc_score
+from sklearn.mixture import GaussianMixture
+
+_NORMALIZE_MODES = ("global", "per_class")
+_GMM_SCOPES = ("global", "per_class")
+
+
+# ----------------------------------------------------------------------------- checks
+def _as_1d_float(values, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"`{name}` must be 1-D, shape (N,). Received shape: {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
+        raise ValueError(f"`{name}` must be finite. Received non-finite values at indices {bad}")
+    return arr
+
+
+def _as_labels(labels, n, num_classes: int) -> np.ndarray:
+    """Check int labels of shape (n,) in [0, num_classes); n=None accepts any length."""
+    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be a positive int. Received: {num_classes!r}")
+    arr = np.asarray(labels)
+    n = arr.shape[0] if n is None and arr.ndim == 1 else n
+    if arr.shape != (n,) or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(
+            f"`labels` must be ints of shape ({n},). Received shape {arr.shape}, dtype {arr.dtype}"
+        )
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+        raise ValueError(
+            f"`labels` must lie in [0, {num_classes}). Received min={arr.min()}, max={arr.max()}"
+        )
+    return arr
+
+
+def _check_int(value, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {value!r}")
+
+
+def _check_choice(value, name: str, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {value!r}")
+
+
+# ----------------------------------------------------------------------------- losses
+def _min_max(values: np.ndarray) -> np.ndarray:
+    lo, hi = values.min(), values.max()
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        return np.zeros_like(values)
+    return (values - lo) / (hi - lo)
+
+
+def normalize_losses(losses, labels, *, num_classes: int, mode: str = "per_class") -> np.ndarray:
+    """Min-max scale per-sample losses into [0, 1].
+
+    Args:
+        losses: (N,) float, per-sample training losses.
+        labels: (N,) int, given labels in [0, K).
+        num_classes: K.
+        mode: "global" scales all losses together (DivideMix). "per_class" scales each
+            given class on its own, so a tail class whose clean losses are all high is not
+            flagged as noisy wholesale; every class then spans [0, 1].
+
+    Plain min-max is used (no percentile clipping): the GMM needs the real tails, and the
+    lowest-loss sample of each class is a reliable anchor for "clean". A set with no spread
+    (constant, or a single sample) maps to 0: no evidence of noise.
+
+    Returns:
+        (N,) float64 in [0, 1].
+    """
+    losses = _as_1d_float(losses, "losses")
+    labels = _as_labels(labels, losses.size, num_classes)
+    _check_choice(mode, "mode", _NORMALIZE_MODES)
+    if losses.size == 0 or mode == "global":
+        return _min_max(losses) if losses.size else losses
+    out = np.empty_like(losses)
+    for c in np.unique(labels):
+        idx = labels == c
+        out[idx] = _min_max(losses[idx])
+    return out
+
+
+def average_loss_history(history, *, window: int) -> np.ndarray:
+    """Mean of the last `window` loss evaluations, per sample (DivideMix's loss averaging).
+
+    Args:
+        history: (T, N) float, one row per evaluation, oldest first; a (N,) array counts as
+            T=1.
+        window: number of most recent rows to average, >= 1; all T rows when window > T.
+
+    Returns:
+        (N,) float64.
+    """
+    _check_int(window, "window", 1)
+    arr = np.asarray(history, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise ValueError(f"`history` must have shape (T>=1, N). Received shape: {arr.shape}")
+    return arr[-window:].mean(axis=0)
+
+
+# ----------------------------------------------------------------------------- GMM
+def fit_two_component_gmm(
+    losses,
+    *,
+    seed: int = 0,
+    reg_covar: float = 5e-4,
+    max_iter: int = 20,
+    tol: float = 1e-2,
+    monotone: bool = True,
+) -> np.ndarray:
+    """Clean probability of each sample from a 2-component 1-D GMM on its loss (DivideMix).
+
+    Args:
+        losses: (N,) float, usually normalised to [0, 1] (`normalize_losses`); the default
+            `reg_covar` assumes that scale.
+        seed: random state of the GMM initialisation.
+        reg_covar, max_iter, tol: passed to `sklearn.mixture.GaussianMixture`. DivideMix
+            stops EM early on purpose, so sklearn's ConvergenceWarning is silenced here.
+        monotone: a 1-D GMM posterior is not monotone in the tails when the two variances
+            differ (a wide clean component "wins" back very high losses). If True, losses
+            below the clean mean get at least the posterior at that mean and losses above
+            the noisy mean at most the posterior at that mean. False is DivideMix as-is.
+
+    Returns:
+        (N,) float64 in [0, 1]: posterior of the component with the lower mean. With no
+        information to split on (N < 2, or all losses equal) every sample gets 1.0: no
+        evidence of noise, so nothing is thrown away.
+    """
+    losses = _as_1d_float(losses, "losses")
+    if losses.size < 2 or np.ptp(losses) <= 1e-12 * max(1.0, np.abs(losses).max()):
+        return np.ones_like(losses)
+    gmm = GaussianMixture(
+        n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
+    )
+    x = losses.reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(x)
+    means = gmm.means_.ravel()
+    clean, noisy = int(means.argmin()), int(means.argmax())
+    prob = gmm.predict_proba(x)[:, clean]
+    if monotone and clean != noisy:
+        at_means = gmm.predict_proba(means[[clean, noisy]].reshape(-1, 1))[:, clean]
+        low, high = losses <= means[clean], losses >= means[noisy]
+        prob[low] = np.maximum(prob[low], at_means[0])
+        prob[high] = np.minimum(prob[high], at_means[1])
+    return np.clip(prob, 0.0, 1.0)
+
+
+def _rank_clean_prob(losses: np.ndarray) -> np.ndarray:
+    """1 - mid-rank percentile within the set: n=1 -> 0.5; n=2 -> 0.75, 0.25."""
+    ranks = scipy.stats.rankdata(losses, method="average") - 1.0
+    return 1.0 - (ranks + 0.5) / losses.size
+
+
+def clean_probability(
+    losses,
+    labels,
+    *,
+    num_classes: int,
+    normalize: str = "per_class",
+    gmm_scope: str = "global",
+    min_class_samples: int = 20,
+    seed: int = 0,
+) -> np.ndarray:
+    """Normalise losses, then fit one GMM on all samples or one per given class.
+
+    Args:
+        losses: (N,) float, per-sample losses (averaged over a window if wanted).
+        labels: (N,) int, given labels in [0, K).
+        num_classes: K.
+        normalize: "global" or "per_class", see `normalize_losses`.
+        gmm_scope: "global" fits one GMM on all normalised losses (every sample uses it,
+            whatever its class size); "per_class" fits one GMM per given class.
+        min_class_samples: with gmm_scope="per_class", a class with fewer samples gets no GMM
+            but the rank rule clean_prob = 1 - (mid-rank percentile of its loss in the class),
+            which flags roughly its higher-loss half at p_clean=0.5.
+        seed: GMM random state (the same for every class).
+
+    Returns:
+        (N,) float64 clean probability in [0, 1].
+    """
+    _check_choice(gmm_scope, "gmm_scope", _GMM_SCOPES)
+    _check_int(min_class_samples, "min_class_samples", 1)
+    normed = normalize_losses(losses, labels, num_classes=num_classes, mode=normalize)
+    labels = np.asarray(labels, dtype=np.int64)
+    if gmm_scope == "global":
+        return fit_two_component_gmm(normed, seed=seed)
+    out = np.empty_like(normed)
+    for c in np.unique(labels):
+        idx = labels == c
+        if idx.sum() < min_class_samples:
+            out[idx] = _rank_clean_prob(normed[idx])
+        else:
+            out[idx] = fit_two_component_gmm(normed[idx], seed=seed)
+    return out
+
+
+# ----------------------------------------------------------------------------- splits
+def small_loss_selection(
+    losses, labels, *, num_classes: int, keep_ratio: float, per_class: bool = True
+) -> np.ndarray:
+    """Keep the smallest losses as clean (Co-teaching's small-loss trick).
+
+    Args:
+        losses: (N,) float.
+        labels: (N,) int, given labels in [0, K).
+        num_classes: K.
+        keep_ratio: share kept, in (0, 1]. Each set keeps max(1, floor(keep_ratio * n))
+            samples, ties broken by position (stable sort).
+        per_class: keep that share within every given class (a tail class with high losses
+            keeps its share) instead of over all samples.
+
+    Returns:
+        (N,) bool, True = kept as clean.
+    """
+    losses = _as_1d_float(losses, "losses")
+    labels = _as_labels(labels, losses.size, num_classes)
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"`keep_ratio` must be in (0, 1]. Received: {keep_ratio!r}")
+    keep = np.zeros(losses.size, dtype=bool)
+    groups = (
+        [np.flatnonzero(labels == c) for c in np.unique(labels)]
+        if per_class
+        else [np.arange(losses.size)]
+    )
+    for idx in groups:
+        if idx.size == 0:
+            continue
+        k = max(1, int(np.floor(keep_ratio * idx.size + 1e-9)))
+        keep[idx[np.argsort(losses[idx], kind="stable")[:k]]] = True
+    return keep
+
+
+def split_by_threshold(
+    clean_prob, labels, *, p_clean: float, num_classes: int, min_per_class: int = 1
+) -> np.ndarray:
+    """Labelled mask `clean_prob > p_clean`, never leaving a present class empty.
+
+    Args:
+        clean_prob: (N,) float in [0, 1].
+        labels: (N,) int, given labels in [0, K).
+        p_clean: threshold in [0, 1]; strictly greater is labelled (DivideMix).
+        num_classes: K.
+        min_per_class: every class present in `labels` keeps at least
+            min(min_per_class, class size) labelled samples; when the threshold leaves fewer,
+            its highest-clean_prob samples are added. Keeps class priors defined.
+
+    Returns:
+        (N,) bool, True = labelled (trusted); False = goes to the unlabelled set.
+    """
+    clean_prob = _as_1d_float(clean_prob, "clean_prob")
+    labels = _as_labels(labels, clean_prob.size, num_classes)
+    if not 0.0 <= p_clean <= 1.0:
+        raise ValueError(f"`p_clean` must be in [0, 1]. Received: {p_clean!r}")
+    _check_int(min_per_class, "min_per_class", 0)
+    mask = clean_prob > p_clean
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = min(min_per_class, idx.size)
+        if mask[idx].sum() < k:
+            mask[idx[np.argsort(-clean_prob[idx], kind="stable")[:k]]] = True
+    return mask
+
+
+def estimate_clean_prior(
+    labels, labelled_mask, *, num_classes: int, smoothing: float = 1.0, pred_probs=None
+) -> np.ndarray:
+    """Class prior from the samples judged clean, not from the raw noisy counts.
+
+    Args:
+        labels: (N,) int, given labels in [0, K).
+        labelled_mask: (N,) bool, True = judged clean.
+        num_classes: K.
+        smoothing: Laplace pseudo-count added to every class, >= 0.
+        pred_probs: optional (N, K) model probabilities. If given, each unlabelled sample
+            adds its predicted distribution instead of being dropped.
+
+    Without `pred_probs` this is the class mix of the correctly labelled samples: it equals
+    the true prior when noise rates are equal across classes (noise flattens raw counts, the
+    clean subset does not), but it under-weights classes with much higher noise rates (FER2013
+    fear: ~86%). Pass `pred_probs` to count the flagged samples by the model's belief.
+
+    Returns:
+        (K,) float64, sums to 1.
+    """
+    labels = _as_labels(labels, None, num_classes)
+    labelled_mask = np.asarray(labelled_mask)
+    if labelled_mask.shape != labels.shape or labelled_mask.dtype != bool:
+        raise ValueError(
+            f"`labelled_mask` must be bool of shape {labels.shape}. Received shape "
+            f"{labelled_mask.shape}, dtype {labelled_mask.dtype}"
+        )
+    if not smoothing >= 0:
+        raise ValueError(f"`smoothing` must be >= 0. Received: {smoothing!r}")
+    counts = np.bincount(labels[labelled_mask], minlength=num_classes).astype(np.float64)
+    if pred_probs is not None:
+        pred_probs = np.asarray(pred_probs, dtype=np.float64)
+        if pred_probs.shape != (labels.size, num_classes):
+            raise ValueError(
+                f"`pred_probs` must have shape ({labels.size}, {num_classes}). "
+                f"Received shape: {pred_probs.shape}"
+            )
+        counts += pred_probs[~labelled_mask].sum(axis=0)
+    counts += smoothing
+    if counts.sum() <= 0:
+        raise ValueError("No labelled samples and `smoothing` is 0: the prior is undefined.")
+    return counts / counts.sum()
+
+
+# ----------------------------------------------------------------------------- reporting
+def _detection_scores(clean_prob, is_clean, p_clean) -> dict:
+    n = int(is_clean.size)
+    flagged, noisy = ~(clean_prob > p_clean), ~is_clean
+    hits = int((flagged & noisy).sum())
+    two_kinds = 0 < noisy.sum() < n
+    return {
+        "n": n,
+        "noise_rate": float(noisy.mean()) if n else None,
+        "auc": float(roc_auc_score(is_clean, clean_prob)) if two_kinds else None,
+        "precision": hits / int(flagged.sum()) if flagged.any() else None,
+        "recall": hits / int(noisy.sum()) if noisy.any() else None,
+    }
+
+
+def score_noise_detection(
+    clean_prob, is_clean, *, labels=None, num_classes=None, p_clean: float = 0.5
+) -> dict:
+    """How well clean_prob finds the wrong labels, overall and per given class.
+
+    Args:
+        clean_prob: (N,) float in [0, 1].
+        is_clean: (N,) bool, True where the given label equals the true label.
+        labels: optional (N,) int given labels, for the per-class breakdown.
+        num_classes: K for the breakdown; defaults to labels.max() + 1.
+        p_clean: a sample is flagged noisy when NOT clean_prob > p_clean, the complement of
+            `split_by_threshold`'s labelled mask.
+
+    Returns:
+        dict with "n", "noise_rate" (share truly noisy), "auc" (ROC AUC of clean_prob for
+        is_clean), "precision" and "recall" of the noise flags (positive = noisy), and
+        "per_class": a list of the same dicts plus "class", one per class (empty list when
+        `labels` is None). A value that is undefined (one kind only, nothing flagged, empty
+        class) is None.
+    """
+    clean_prob = _as_1d_float(clean_prob, "clean_prob")
+    is_clean = np.asarray(is_clean)
+    if is_clean.shape != clean_prob.shape or is_clean.dtype != bool:
+        raise ValueError(
+            f"`is_clean` must be bool of shape {clean_prob.shape}. Received shape "
+            f"{is_clean.shape}, dtype {is_clean.dtype}"
+        )
+    report = _detection_scores(clean_prob, is_clean, p_clean)
+    report["per_class"] = []
+    if labels is not None:
+        if num_classes is None:
+            num_classes = int(np.max(labels)) + 1 if np.size(labels) else 1
+        labels = _as_labels(labels, clean_prob.size, num_classes)
+        for c in range(num_classes):
+            idx = labels == c
+            row = {"class": c, **_detection_scores(clean_prob[idx], is_clean[idx], p_clean)}
+            report["per_class"].append(row)
+    return report
+
+
+def rank_label_issues(clean_prob, losses) -> np.ndarray:
+    """Indices ordered most suspect first: lowest clean_prob, ties by highest loss.
+
+    Args:
+        clean_prob: (N,) float.
+        losses: (N,) float.
+
+    Returns:
+        (N,) int64 indices into the training set.
+    """
+    clean_prob = _as_1d_float(clean_prob, "clean_prob")
+    losses = _as_1d_float(losses, "losses")
+    if losses.shape != clean_prob.shape:
+        raise ValueError(
+            f"`losses` must match clean_prob's shape {clean_prob.shape}. Received: {losses.shape}"
+        )
+    return np.lexsort((-losses, clean_prob)).astype(np.int64)

@@ -1,0 +1,287 @@
+"""`train_recipe`: one training path for every dataset, driven by a recipe.
+
+Data -> strategy -> trainer -> fit (with validation, checkpoints, run state) -> final
+evaluation of best and last weights on validation and, once, on test -> metrics.json + plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+
+
+from ferkeras import io
+from ferkeras.recipe import Recipe, recipe_hash, recipe_to_yaml
+from ferkeras.runs import prepare_run_dir
+
+
+@dataclasses.dataclass
+class Phase:
+    """A contiguous block of epochs trained with one dataset layout."""
+
+    name: str  # "supervised", "warmup" or "cycle"
+    start: int
+    end: int
+    views: bool
+
+
+def plan_phases(recipe: Recipe) -> list[Phase]:
+    c = recipe.cycle
+    if not c.enabled:
+        return [Phase("supervised", 0, recipe.train.epochs, views=False)]
+    phases = []
+    if c.warmup_epochs:
+        phases.append(Phase("warmup", 0, c.warmup_epochs, views=False))
+    if c.cycles:
+        end = c.warmup_epochs + c.cycles * c.epochs_per_cycle
+        phases.append(Phase("cycle", c.warmup_epochs, end, views=True))
+    if not phases:
+        raise ValueError("cycle.enabled needs warmup_epochs > 0 or cycles > 0.")
+    return phases
+
+
+def epoch_stream(split, data_cfg, *, batch_size, seed, start, end, steps_per_epoch, augment,
+                 views):
+    """All epochs [start, end) as one dataset; epoch e is shuffled/augmented with seed (seed, e),
+    so a resumed run sees exactly the batches the uninterrupted run would have seen."""
+    from ferkeras.data.pipeline import make_dataset
+
+    stream = None
+    for epoch in range(start, end):
+        ds = make_dataset(
+            split, data_cfg, batch_size=batch_size, shuffle=True, augment=augment, views=views,
+            seed=seed * 10007 + epoch, drop_remainder=True, cache=data_cfg.cache,
+        ).take(steps_per_epoch)
+        stream = ds if stream is None else stream.concatenate(ds)
+    return stream
+
+
+def steps_for(n_train: int, recipe: Recipe) -> int:
+    steps = n_train // recipe.train.batch_size
+    if steps < 1:
+        raise ValueError(
+            f"train.batch_size={recipe.train.batch_size} is larger than the {n_train} training "
+            "samples."
+        )
+    if recipe.train.steps_per_epoch:
+        steps = min(steps, recipe.train.steps_per_epoch)
+    return steps
+
+
+def build_optimizer(train_cfg, *, total_steps: int, steps_per_epoch: int):
+    import keras
+
+    warmup = int(round(train_cfg.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else train_cfg.learning_rate,
+        decay_steps=max(total_steps - warmup, 1),
+        warmup_target=train_cfg.learning_rate if warmup else None,
+        warmup_steps=warmup,
+        alpha=0.0,
+    )
+    if train_cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
+                                    weight_decay=train_cfg.weight_decay or None)
+    return keras.optimizers.AdamW(schedule, weight_decay=train_cfg.weight_decay)
+
+
+def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, strategy="auto",
+                 verbose=1, echo=print) -> dict:
+    """Train `recipe` into `run_dir` and return the final metrics (also in metrics.json)."""
+    from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
+    from ferkeras.callbacks.state import RunState
+    from ferkeras.data.sources import load_bundle
+    from ferkeras.labels import get_class_names
+    from ferkeras.models import build_network
+    from ferkeras.strategy import choose_strategy, is_chief, scaling_rule
+
+    run_dir = pathlib.Path(run_dir)
+    t0 = time.time()
+    strat = choose_strategy(strategy)
+    chief = is_chief(strat)
+    out_dir = run_dir if chief else _worker_tmp_dir(run_dir, strat)
+    state = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite and chief) if chief else (
+        prepare_run_dir(out_dir, resume=False, overwrite=True))
+    if state is None and chief:
+        io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+
+    bundle = load_bundle(recipe.data, seed=recipe.seed)
+    bundle.check_classes()
+    class_names = tuple(bundle.class_names)
+    if tuple(get_class_names(recipe.data.class_set)) != class_names:
+        raise ValueError(f"{bundle.source}: class names {class_names} do not match the class set "
+                         f"{recipe.data.class_set}.")
+    for note in bundle.notes:
+        echo(f"data: {note}")
+    input_shape = (recipe.data.image_size, recipe.data.image_size, recipe.data.channels)
+    rule = scaling_rule(strat, global_batch=recipe.train.batch_size,
+                        learning_rate=recipe.train.learning_rate)
+    phases = plan_phases(recipe)
+    total_epochs = phases[-1].end
+    spe = steps_for(len(bundle.train), recipe)
+    if chief:
+        io.atomic_write_json(run_dir / "run_info.json", {
+            "class_names": list(class_names), "image_size": recipe.data.image_size,
+            "channels": recipe.data.channels, "recipe_hash": recipe_hash(recipe),
+            "n_train": len(bundle.train), "n_val": len(bundle.val),
+            "n_test": len(bundle.test) if bundle.test is not None else 0,
+            "steps_per_epoch": spe, "epochs": total_epochs, "scaling": rule,
+            "data_notes": bundle.notes,
+        })
+        _write_skipped(run_dir, bundle)
+
+    from ferkeras.data.pipeline import make_dataset
+
+    eval_batch = max(recipe.train.batch_size, 256)
+    val_ds = make_dataset(bundle.val, recipe.data, batch_size=eval_batch)
+    with strat.scope():
+        network = build_network(recipe.model, input_shape=input_shape,
+                                num_classes=len(class_names), seed=recipe.seed)
+        trainer = _make_trainer(recipe, network, bundle)
+        trainer.compile(optimizer=build_optimizer(
+            recipe.train, total_steps=spe * total_epochs, steps_per_epoch=spe))
+        trainer.build_state(input_shape)
+    trainer.set_class_prior(bundle.train.class_counts(len(class_names)),
+                            beta=recipe.train.cb_beta)
+
+    checkpoint = ValidationCheckpoint(
+        val_dataset=val_ds, val_labels=bundle.val.labels, class_names=class_names,
+        run_dir=out_dir, select_metric=recipe.train.select_metric, write=chief,
+    )
+    extra_callbacks = _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo)
+    run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief,
+                         extra_state=[cb for cb in extra_callbacks if hasattr(cb, "state_dict")])
+    start_epoch = run_state.restore(trainer, state)
+    if start_epoch:
+        echo(f"resume: continuing {run_dir} at epoch {start_epoch + 1}/{total_epochs}")
+    callbacks = [NaNGuard(), *extra_callbacks, checkpoint, run_state]
+    if chief:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
+                                                     write_graph=False))
+    train_seconds = 0.0
+    for phase in phases:
+        if start_epoch >= phase.end:
+            continue
+        first = max(start_epoch, phase.start)
+        stream = epoch_stream(
+            bundle.train, recipe.data, batch_size=recipe.train.batch_size, seed=recipe.seed,
+            start=first, end=phase.end, steps_per_epoch=spe,
+            augment="none" if phase.views else recipe.train.augment, views=phase.views,
+        )
+        echo(f"{phase.name}: epochs {first + 1}-{phase.end} of {total_epochs}, "
+             f"{spe} steps/epoch, global batch {recipe.train.batch_size} "
+             f"on {rule['replicas']} replica(s)")
+        t_phase = time.time()
+        trainer.fit(stream, epochs=phase.end, initial_epoch=first, steps_per_epoch=spe,
+                    callbacks=callbacks, verbose=verbose, shuffle=False)
+        train_seconds += time.time() - t_phase
+
+    metrics = _final_metrics(trainer, bundle, recipe, out_dir, checkpoint, class_names,
+                             eval_batch, verbose)
+    metrics.update({
+        "recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "epochs": total_epochs,
+        "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.time() - t0, 2),
+        "replicas": rule["replicas"],
+    })
+    for cb in extra_callbacks:
+        if hasattr(cb, "summary"):
+            metrics.update(cb.summary())
+    if chief:
+        io.atomic_write_json(run_dir / "metrics.json", metrics)
+        _write_plots(metrics, class_names, run_dir)
+    else:
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return metrics
+
+
+def _make_trainer(recipe, network, bundle):
+    if recipe.cycle.enabled:
+        from ferkeras.trainers.cycle import CycleTrainer
+
+        return CycleTrainer.from_recipe(recipe, network, bundle)
+    from ferkeras.trainers.supervised import SupervisedTrainer
+
+    return SupervisedTrainer(
+        network, num_classes=bundle.num_classes, loss=recipe.train.loss, tau=recipe.train.tau,
+        label_smoothing=recipe.train.label_smoothing, ema_decay=recipe.train.ema_decay,
+    )
+
+
+def _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo):
+    if not recipe.cycle.enabled:
+        return []
+    from ferkeras.callbacks.noise_split import NoiseSplit
+
+    return [NoiseSplit.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
+                                   write=chief, strategy=strat, echo=echo)]
+
+
+def _final_metrics(trainer, bundle, recipe, run_dir, checkpoint, class_names, batch, verbose):
+    """Evaluate best and last weights on validation and test (test: scored, never selected on)."""
+    from ferkeras.callbacks.evaluate import predict_probs
+    from ferkeras.data.pipeline import make_dataset
+    from ferkeras.evaluation import classification_metrics
+
+    net = trainer.eval_network
+    splits = {"val": bundle.val, "test": bundle.test}
+    datasets = {k: make_dataset(s, recipe.data, batch_size=batch) for k, s in splits.items()
+                if s is not None and len(s)}
+    out = {"class_names": list(class_names), "select_metric": recipe.train.select_metric,
+           "best_epoch": checkpoint.best["epoch"], "val": {}, "test": None}
+    if bundle.test is not None and len(bundle.test):
+        out["test"] = {}
+    ckpt = pathlib.Path(run_dir) / "checkpoints"
+    for which in ("last", "best"):
+        path = ckpt / f"{which}.weights.h5"
+        if path.is_file():
+            net.load_weights(str(path))
+        for name, ds in datasets.items():
+            split = splits[name]
+            probs, index = predict_probs(trainer, ds)
+            out[name][which] = classification_metrics(split.labels[index], probs,
+                                                      class_names=class_names)
+            if split.true_labels is not None and (split.true_labels >= 0).any():
+                out[name][which]["vs_true_labels"] = classification_metrics(
+                    split.true_labels[index], probs, class_names=class_names)
+    return out
+
+
+def _write_plots(metrics, class_names, run_dir):
+    from ferkeras.evaluation import plot_confusion_matrix, plot_per_class_recall
+
+    split = "test" if metrics.get("test") else "val"
+    best = metrics[split]["best"]
+    io.atomic_savefig(lambda p: plot_confusion_matrix(
+        best["confusion_matrix"], class_names, p,
+        title=f"{split} confusion (best epoch {metrics['best_epoch']})"),
+        run_dir / "confusion_matrix.png")
+    recalls = {f"{split} best": best["per_class_recall"],
+               f"{split} last": metrics[split]["last"]["per_class_recall"]}
+    io.atomic_savefig(lambda p: plot_per_class_recall(recalls, class_names, p),
+                      run_dir / "per_class.png")
+
+
+def _write_skipped(run_dir, bundle):
+    rows = []
+    for name in ("train", "val", "test"):
+        split = getattr(bundle, name)
+        if split is not None:
+            rows += [f"{name}\t{f}\t{reason}" for f, reason in split.skipped]
+    if rows:
+        io.atomic_write_text(run_dir / "skipped_files.tsv", "split\tfile\treason\n" +
+                             "\n".join(rows) + "\n")
+
+
+def _worker_tmp_dir(run_dir, strat):
+    import tempfile
+
+    task = getattr(strat.cluster_resolver, "task_id", 0)
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"ferkeras-worker{task}-"))
+
+

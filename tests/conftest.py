@@ -1,0 +1,63 @@
+"""Test-session setup: quiet TF, a private KERAS_HOME, and 2 logical CPU devices so
+MirroredStrategy can run with 2 replicas on a CPU-only machine."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="ferkeras-keras-home-")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    import tensorflow as tf
+
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    except RuntimeError:  # already initialised by an earlier plugin
+        pass
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def make_toy_bundle(*, n_train=96, n_val=32, size=16, num_classes=8, seed=0, noise=0.0):
+    """Tiny learnable bundle: class id drawn as a bright square at a class-specific spot."""
+    from ferkeras.data.table import DatasetBundle, Split
+    from ferkeras.labels import get_class_names
+
+    r = np.random.default_rng(seed)
+
+    def draw(n):
+        labels = np.arange(n) % num_classes
+        images = r.integers(0, 60, size=(n, size, size, 1)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            y, x = divmod(int(c), 4)
+            images[i, 2 + 6 * y: 6 + 6 * y, 1 + 3 * x: 4 + 3 * x] = 250
+        return labels, images
+
+    ly, im = draw(n_train)
+    noisy = ly.copy()
+    flip = r.random(n_train) < noise
+    noisy[flip] = (ly[flip] + 1) % num_classes
+    lv, iv = draw(n_val)
+    names = get_class_names("affectnet8")[:num_classes]
+    return DatasetBundle(
+        class_names=names,
+        train=Split(labels=noisy, images=im, true_labels=ly),
+        val=Split(labels=lv, images=iv, true_labels=lv),
+        test=Split(labels=lv, images=iv, true_labels=lv),
+        source="toy",
+    )
