@@ -121,7 +121,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation."""
 
-    epochs: int = _field(10, "Epochs of training (warm-up included for the cycle).", min=1)
+    epochs: int = _field(
+        10, "Epochs of supervised training; with cycle.enabled the schedule is warmup_epochs + "
+        "cycles * epochs_per_cycle instead.", min=1)
     batch_size: int = _field(
         128, "Global batch size, summed over replicas and workers.", min=1, max=65536
     )
@@ -196,6 +198,9 @@ class CycleConfig:
         "adaptive", "fixed (FixMatch) or adaptive (FlexMatch-style, per class).",
         choices=("fixed", "adaptive"),
     )
+    min_threshold: float = _field(
+        0.7, "Floor of the adaptive thresholds (FlexMatch's start at 0 lets every "
+        "pseudo-label through right after a split).", min=0.0, max=1.0)
     distribution_alignment: bool = _field(
         True, "Align pseudo-label distribution with the estimated clean prior."
     )

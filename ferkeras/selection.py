@@ -96,7 +96,7 @@ def normalize_losses(losses, labels, *, num_classes: int, mode: str = "per_class
     losses = _as_1d_float(losses, "losses")
     labels = _as_labels(labels, losses.size, num_classes)
     _check_choice(mode, "mode", _NORMALIZE_MODES)
-    if losses.size == 0 or mode == "global":
+    if mode == "global":
         return _min_max(losses) if losses.size else losses
     out = np.empty_like(losses)
     for c in np.unique(labels):
@@ -198,7 +198,9 @@ def clean_probability(
         num_classes: K.
         normalize: "global" or "per_class", see `normalize_losses`.
         gmm_scope: "global" fits one GMM on all normalised losses (every sample uses it,
-            whatever its class size); "per_class" fits one GMM per given class.
+            whatever its class size); "per_class" fits one GMM per given class. A GMM always
+            finds two components, so per class it also splits a nearly clean class: prefer
+            "global" unless every class has real noise.
         min_class_samples: with gmm_scope="per_class", a class with fewer samples gets no GMM
             but the rank rule clean_prob = 1 - (mid-rank percentile of its loss in the class),
             which flags roughly its higher-loss half at p_clean=0.5.

@@ -18,15 +18,12 @@ Sources:
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import io
 import pathlib
-import zlib
 
 import numpy as np
 
+from ferkeras.data.images import read_csv_rows
 from ferkeras.data.sources import assemble_bundle, code_lookup, dropped_note
 from ferkeras.data.table import Split
 from ferkeras.labels import FER2013_CODES, FERPLUS_COLUMNS, get_class_names
@@ -57,43 +54,6 @@ class FERPlusTable:
     usage: np.ndarray
     names: np.ndarray
     votes: np.ndarray
-
-
-def _open_text(path: pathlib.Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _read_rows(path, required: tuple[str, ...]):
-    """Yield (line number, {column: value}) for each data row; header names are stripped."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ValueError(f"CSV file not found. Received: {str(path)!r}")
-    line = 1
-    try:
-        with _open_text(path) as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise ValueError(
-                    f"{path}: row 1 (header) lacks column(s) {missing}. Received: {header}"
-                )
-            for row in reader:
-                line = reader.line_num
-                if not row or row == [""]:
-                    continue
-                if len(row) != len(header):
-                    raise ValueError(
-                        f"{path}: row {line}: expected {len(header)} fields ({header}), "
-                        f"got {len(row)} (truncated or malformed row)."
-                    )
-                yield line, dict(zip(header, row))
-    except (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(
-            f"{path}: unreadable after row {line} (truncated or corrupt file): {err}"
-        ) from None
 
 
 def _parse_int(value: str, *, path, line: int, name: str, low: int, high: int) -> int:
@@ -131,7 +91,7 @@ def read_fer2013_csv(path) -> FER2013Table:
     """Parse a FER2013 CSV (plain or .gz). Raises ValueError naming the file and row of the
     first bad field. Without a `Usage` column every row is `Training`."""
     images, emotions, usage = [], [], []
-    for line, row in _read_rows(path, ("emotion", "pixels")):
+    for line, row in read_csv_rows(path, ("emotion", "pixels")):
         emotions.append(
             _parse_int(row["emotion"], path=path, line=line, name="emotion", low=0, high=6)
         )
@@ -155,7 +115,7 @@ def read_fer2013_csv(path) -> FER2013Table:
 def read_ferplus_csv(path) -> FERPlusTable:
     """Parse fer2013new.csv; vote counts must be integers in [0, 100]."""
     usage, names, votes = [], [], []
-    for line, row in _read_rows(path, ("Usage", "Image name") + FERPLUS_VOTE_COLUMNS):
+    for line, row in read_csv_rows(path, ("Usage", "Image name") + FERPLUS_VOTE_COLUMNS):
         usage.append(row["Usage"].strip())
         names.append(row["Image name"].strip())
         votes.append(

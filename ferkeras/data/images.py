@@ -11,16 +11,20 @@ Formats: JPEG, PNG, BMP, GIF and WebP are accepted (what `tf.io.decode_image` de
 pipeline must pass `expand_animations=False`). TIFF is refused: TensorFlow cannot decode it.
 A file whose content differs from its extension (a PNG named .jpg) is accepted, because
 `tf.io.decode_image` reads by content; sources count such files in a note.
+
+`read_csv_rows` is the CSV reader every list file goes through: errors name file and row.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import csv
 import dataclasses
 import os
 import pathlib
 import posixpath
 import warnings
+import zlib
 
 import numpy as np
 
@@ -158,7 +162,7 @@ def probe_images(
             results = list(pool.map(_one, paths, chunksize=64))
     else:
         results = [_one(p) for p in paths]
-    for i, (path, result) in enumerate(zip(paths, results)):
+    for i, (path, result) in enumerate(zip(paths, results, strict=True)):
         if isinstance(result, str):
             skipped.append((path, result))
             continue
@@ -217,3 +221,60 @@ def skip_note(source: str, split: str, skipped: list[tuple[str, str]]) -> str | 
         reasons[key] = reasons.get(key, 0) + 1
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     return f"{source} {split}: skipped {len(skipped)} unusable sample(s) ({detail})."
+
+
+def _read_text(path: pathlib.Path) -> tuple[str, bool]:
+    """The file's text (gunzipped by magic number) and whether its gzip stream was cut short."""
+    data, truncated = path.read_bytes(), False
+    if data[:2] == b"\x1f\x8b":
+        parts = []
+        while data:
+            unzip = zlib.decompressobj(wbits=47)
+            try:
+                parts.append(unzip.decompress(data))
+            except zlib.error as err:
+                raise ValueError(f"{path}: corrupt gzip data ({err}).") from None
+            truncated, data = not unzip.eof, unzip.unused_data
+            if truncated:
+                break
+        data = b"".join(parts)
+    try:
+        return data.decode("utf-8"), truncated
+    except UnicodeDecodeError as err:
+        row = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}: row {row}: not UTF-8 text ({err.reason}).") from None
+
+
+def read_csv_rows(path, required: tuple[str, ...]):
+    """Yield (row number, {column: value}) per data row; the header is row 1, names stripped.
+
+    Lines are split on commas directly (fast); a line holding a quote goes through `csv`.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ValueError(f"CSV file not found. Received: {str(path)!r}")
+    text, truncated = _read_text(path)
+    lines = text.split("\n")
+    header = [h.strip() for h in _split_line(lines[0].rstrip("\r"))]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ValueError(f"{path}: row 1 (header) lacks column(s) {missing}. Received: {header}")
+    last = 1
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue
+        row = _split_line(line)
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}: row {number}: expected {len(header)} fields ({header}), "
+                f"got {len(row)} (truncated or malformed row)."
+            )
+        last = number
+        yield number, dict(zip(header, row, strict=True))
+    if truncated:
+        raise ValueError(f"{path}: gzip stream ends early after row {last} (truncated file).")
+
+
+def _split_line(line: str) -> list[str]:
+    return next(csv.reader([line])) if '"' in line else line.split(",")

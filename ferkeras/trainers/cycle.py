@@ -1,0 +1,169 @@
+"""CycleTrainer: supervised loss on the clean set, FixMatch on the noisy set, in one step.
+
+The data stream covers the whole training set: `((weak, strong), label, sample_index)`.
+`labelled_mask`, a per-sample table written by the `NoiseSplit` callback, routes each sample:
+
+- labelled (judged clean): the long-tail supervised loss on its weak view;
+- unlabelled (judged noisy): its given label is ignored. The weak view gives a pseudo-label
+  (stop-gradient, distribution alignment toward the clean prior, a fixed or class-adaptive
+  threshold) and the strong view is trained on it with weight `lambda_u`.
+
+Weak views of all samples and strong views of the unlabelled ones go through the network in
+one concatenated forward pass, so BatchNorm sees every view. The per-example losses are
+averaged over the global batch (`tf.nn.compute_average_loss`). FlexMatch state and the
+model's running prior are updated from the *global* batch (all-gathered across replicas), so
+every replica holds identical tables. Without view pairs (warm-up) the step is supervised.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ferkeras import losses as L
+from ferkeras import pseudo_labels as P
+from ferkeras.trainers.supervised import SupervisedTrainer
+
+
+class CycleTrainer(SupervisedTrainer):
+    """Args (beyond SupervisedTrainer's):
+      num_samples: N, the training-set size (tables are indexed by sample_index).
+      true_labels: optional (N,) int, -1 unknown; only used for the pseudo-label accuracy metric.
+      lambda_u, threshold, threshold_mode ('fixed' | 'adaptive'), distribution_alignment.
+    """
+
+    def __init__(self, network, *, num_classes, num_samples, true_labels=None, lambda_u=1.0,
+                 threshold=0.95, threshold_mode="adaptive", min_threshold=0.0,
+                 distribution_alignment=True, **kwargs):
+        super().__init__(network, num_classes=num_classes, **kwargs)
+        if threshold_mode not in ("fixed", "adaptive"):
+            raise ValueError(f"threshold_mode must be fixed or adaptive. "
+                             f"Received: threshold_mode={threshold_mode!r}")
+        self.num_samples = int(num_samples)
+        self.lambda_u = float(lambda_u)
+        self.threshold = float(threshold)
+        self.threshold_mode = threshold_mode
+        self.min_threshold = float(min_threshold)
+        self.distribution_alignment = bool(distribution_alignment)
+        k, n = self.num_classes, self.num_samples
+        table = dict(trainable=False, aggregation="only_first_replica")
+        self.labelled_mask = self.add_weight(shape=(n,), initializer="ones",
+                                             name="labelled_mask", **table)
+        self.clean_prob = self.add_weight(shape=(n,), initializer="ones", name="clean_prob",
+                                          **table)
+        self.selected_labels = self.add_weight(
+            shape=(n,), initializer=keras.initializers.Constant(-1), dtype="int32",
+            name="selected_labels", **table)
+        uniform = keras.initializers.Constant(1.0 / k)
+        self.model_prior = self.add_weight(shape=(k,), initializer=uniform, name="model_prior",
+                                           **table)
+        self.target_prior = self.add_weight(shape=(k,), initializer=uniform,
+                                            name="target_prior", **table)
+        truth = np.full(n, -1, np.int32) if true_labels is None else np.asarray(true_labels)
+        self.true_labels = self.add_weight(
+            shape=(n,), initializer=keras.initializers.Constant(truth.astype(np.int32)),
+            dtype="int32", name="true_labels", **table)
+        self.sup_tracker = keras.metrics.Mean(name="sup_loss")
+        self.unsup_tracker = keras.metrics.Mean(name="unsup_loss")
+        self.mask_tracker = keras.metrics.Mean(name="mask_rate")
+        self.labelled_tracker = keras.metrics.Mean(name="labelled_share")
+        self.pseudo_acc_tracker = keras.metrics.Mean(name="pseudo_acc")
+
+    @classmethod
+    def from_recipe(cls, recipe, network, bundle):
+        c, t = recipe.cycle, recipe.train
+        return cls(
+            network, num_classes=bundle.num_classes, num_samples=len(bundle.train),
+            true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
+            threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
+            distribution_alignment=c.distribution_alignment,
+            loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
+        )
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self.sup_tracker, self.unsup_tracker, self.mask_tracker,
+                self.labelled_tracker, self.pseudo_acc_tracker]
+
+    def set_split(self, labelled_mask, clean_prob, clean_prior):
+        """Install a new split (host-side arrays) and reset the FlexMatch state of the pool."""
+        self.labelled_mask.assign(np.asarray(labelled_mask, np.float32))
+        self.clean_prob.assign(np.asarray(clean_prob, np.float32))
+        self.target_prior.assign(np.asarray(clean_prior, np.float32))
+        self.selected_labels.assign(np.full(self.num_samples, -1, np.int32))
+
+    # ------------------------------------------------------------------ the SSL step
+    def train_step(self, data):
+        views, labels, index = data
+        if not isinstance(views, (tuple, list)):
+            return super().train_step(data)
+        weak, strong = views
+        batch = tf.shape(weak)[0]
+        is_lab = tf.gather(self.labelled_mask, index)
+        unlab_pos = tf.cast(tf.where(is_lab < 0.5)[:, 0], tf.int32)
+        strong_u = tf.gather(strong, unlab_pos)
+        with tf.GradientTape() as tape:
+            logits = self.network(tf.concat([weak, strong_u], axis=0), training=True)
+            logits_w, logits_s = logits[:batch], logits[batch:]
+            sup = self.supervised_per_example(labels, logits_w) * is_lab
+            pseudo, mask = self._pseudo_labels(tf.stop_gradient(logits_w), index, is_lab,
+                                               unlab_pos)
+            unsup_u = L.cross_entropy(pseudo, logits_s, num_classes=self.num_classes) * mask
+            unsup = tf.scatter_nd(unlab_pos[:, None], unsup_u, tf.shape(sup))
+            per_example = sup + self.lambda_u * unsup
+            loss = tf.nn.compute_average_loss(per_example) + self._regularization()
+        self.apply_gradients(tape, loss)
+        self._track(labels, logits_w, per_example, sup, is_lab, unsup_u, mask, pseudo,
+                    tf.gather(index, unlab_pos))
+        return {m.name: m.result() for m in self.metrics}
+
+    def _pseudo_labels(self, logits_w, index, is_lab, unlab_pos):
+        """Pseudo-labels and masks for the unlabelled samples of this replica's batch."""
+        probs = tf.nn.softmax(logits_w, axis=-1)
+        self._update_global_state(probs, index, 1.0 - is_lab)
+        probs_u = tf.gather(probs, unlab_pos)
+        if self.distribution_alignment:
+            probs_u = P.align_distribution(probs_u, target_prior=self.target_prior,
+                                           model_prior=self.model_prior)
+        if self.threshold_mode == "fixed":
+            return P.fixed_threshold_mask(probs_u, threshold=self.threshold)
+        pool = 1.0 - self.labelled_mask
+        effect, unused = P.count_learning_effect(self.selected_labels,
+                                                 num_classes=self.num_classes, pool_mask=pool)
+        thresholds = P.class_adaptive_thresholds(effect, threshold=self.threshold,
+                                                 num_unused=unused)
+        thresholds = tf.maximum(thresholds, self.min_threshold)
+        return P.adaptive_threshold_mask(probs_u, thresholds=thresholds)
+
+    def _update_global_state(self, probs, index, unlab):
+        """Update the model prior and FlexMatch's selected labels from the global batch."""
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            probs = ctx.all_gather(probs, axis=0)
+            index = ctx.all_gather(index, axis=0)
+            unlab = ctx.all_gather(unlab, axis=0)
+        weight = unlab / tf.maximum(tf.reduce_sum(unlab), 1.0)
+        batch_mean = tf.reduce_sum(probs * weight[:, None], axis=0)
+        has_unlab = tf.cast(tf.reduce_sum(unlab) > 0, tf.float32)
+        momentum = 0.999 + 0.001 * (1.0 - has_unlab)
+        self.model_prior.assign(momentum * self.model_prior + (1 - momentum) * batch_mean)
+        if self.threshold_mode == "adaptive":
+            updated = P.update_selected_labels(self.selected_labels, index, probs,
+                                               threshold=self.threshold)
+            keep = tf.scatter_nd(index[:, None], tf.cast(unlab > 0.5, tf.int32),
+                                 [self.num_samples]) > 0
+            self.selected_labels.assign(tf.where(keep, updated, self.selected_labels))
+
+    def _track(self, labels, logits_w, per_example, sup, is_lab, unsup_u, mask, pseudo,
+               unlab_index):
+        self.loss_tracker.update_state(per_example)
+        self.accuracy_tracker.update_state(labels, logits_w, sample_weight=is_lab)
+        self.sup_tracker.update_state(sup, sample_weight=is_lab)
+        self.unsup_tracker.update_state(unsup_u)
+        self.mask_tracker.update_state(mask)
+        self.labelled_tracker.update_state(is_lab)
+        truth = tf.gather(self.true_labels, unlab_index)
+        known = tf.cast(truth >= 0, tf.float32) * mask
+        self.pseudo_acc_tracker.update_state(
+            tf.cast(tf.equal(pseudo, truth), tf.float32), sample_weight=known)
