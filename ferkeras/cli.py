@@ -85,10 +85,10 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     _quiet_tf()
     from ferkeras.callbacks.evaluate import NaNLossError
     from ferkeras.runs import RunFolderError
-    from ferkeras.training import train_recipe
+    from ferkeras.training import train_with_baseline
 
     try:
-        metrics = train_recipe(rec, run_dir=run_dir, resume=bool(resume_dir),
+        metrics = train_with_baseline(rec, run_dir=run_dir, resume=bool(resume_dir),
                                overwrite=overwrite, strategy=strategy,
                                verbose=0 if quiet else 1, echo=click.echo)
     except (RunFolderError, NaNLossError, ValueError, OSError) as err:
@@ -119,6 +119,12 @@ def format_summary(metrics: dict, run_dir) -> str:
                     f"{m['balanced_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
     lines.append(f"best epoch on validation: {metrics.get('best_epoch')}  "
                  f"wall time: {metrics.get('wall_seconds')} s")
+    if "comparison" in metrics:
+        c = metrics["comparison"]
+        for name in ("ce", "cycle"):
+            lines.append(f"{c['split']} {name:5s}: accuracy {c[name]['accuracy']:.4f}  balanced "
+                         f"accuracy {c[name]['balanced_accuracy']:.4f}  macro-F1 "
+                         f"{c[name]['macro_f1']:.4f}  ({c[name]['wall_seconds']} s)")
     if "noise_detection" in metrics:
         nd = metrics["noise_detection"]
         lines.append(f"noise detection: ROC-AUC {nd.get('auc')}  precision {nd.get('precision')}"

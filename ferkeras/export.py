@@ -251,39 +251,40 @@ def _jsonable(recipe) -> dict:
 
 def _readme(meta: dict, out: pathlib.Path) -> str:
     names = ", ".join(meta["class_names"])
-    size, channels = meta["image_size"], meta["channels"]
+    size, channels, k = meta["image_size"], meta["channels"], len(meta["class_names"])
     parity = meta["parity"]
     return f"""# ferkeras export `{out.name}`
 
 Facial-expression classifier exported by ferkeras {meta["ferkeras_version"]} on
 {meta["created"]} (recipe hash `{meta["recipe_hash"]}`, `{meta["weights"]}` checkpoint).
 
-| file | contents |
-|---|---|
-| `model.onnx` | ONNX (opset {meta["files"]["onnx_opset"]}); input `image`, outputs `probs`, `logits` |
-| `saved_model/` | TensorFlow SavedModel, signature `serving_default` (same inputs/outputs) |
-| `metadata.json` | classes, input contract, recipe, metrics, parity check |
+- `model.onnx`: ONNX, opset {meta["files"]["onnx_opset"]}; input `image`, outputs `probs`, `logits`.
+- `saved_model/`: TensorFlow SavedModel, signature `serving_default`, same inputs and outputs.
+- `metadata.json`: class names, input contract, training recipe, metrics, parity check.
 
-Input: float32 `(batch, {size}, {size}, {channels})`, {meta["input"]["color"]} pixels in
-[0, 255], one face per image (crop, resize, no normalisation: it is inside the model).
-Output `probs`: `(batch, {len(meta["class_names"])})` probabilities over: {names}.
+Input `image`: float32 `(batch, {size}, {size}, {channels})`, {meta["input"]["color"]} pixels
+in [0, 255], one face per image: crop, resize, no normalisation (it is inside the model).
+Output `probs`: `(batch, {k})` probabilities over {names}.
 
-Parity: ONNX Runtime and Keras agree to {parity["max_abs_diff"]:.2g} (max abs difference of
-probabilities) on {parity["images"]} validation images.
+Parity: ONNX Runtime and Keras probabilities differ by at most {parity["max_abs_diff"]:.2g}
+on {parity["images"]} images ({parity["source"]}).
 
 ## Predict
 
-    ferkeras predict --model {out} photo.jpg folder/ --json
-    ferkeras predict --model {out} crops/ --no-detect        # images that are face crops
-    ferkeras predict --model {out} --video clip.mp4 --every 5 --annotate annotated/
-    ferkeras predict --model {out} --webcam 0                 # needs ferkeras[webcam]
+Faces are found with OpenCV (`pip install 'ferkeras[webcam]'`); `--no-detect` takes each
+image as a face crop. `--json` writes one object per face per line.
 
-From Python (no TensorFlow needed):
+    ferkeras predict --model {out} photo.jpg folder/ --json
+    ferkeras predict --model {out} --no-detect crops/
+    ferkeras predict --model {out} --video clip.mp4 --every 5 --annotate annotated/
+    ferkeras predict --model {out} --webcam 0
+
+From Python, without TensorFlow:
 
     from ferkeras.inference import Predictor
     predictor = Predictor("{out}")
-    faces = predictor.predict([rgb_image])        # [[{{"box", "label", "score", "scores"}}]]
-    probs = predictor.predict_crops(face_crops)   # (N, {len(meta["class_names"])})
+    faces = predictor.predict([rgb_image])       # per image: [{{box, label, score, scores}}]
+    probs = predictor.predict_crops(face_crops)  # (N, {k})
 """
 
 

@@ -240,6 +240,8 @@ def open_capture(source: int | str | os.PathLike):
 
     Raises FrameSourceError naming the device or file that could not be opened.
     """
+    # FFmpeg's own log lines ("moov atom not found") would duplicate our one-line error.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cv2 = import_cv2("Video and webcam input")
     name = f"webcam {source}" if isinstance(source, int) else f"{source}"
     if not isinstance(source, int) and not os.path.isfile(source):

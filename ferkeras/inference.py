@@ -121,8 +121,10 @@ class Predictor:
     threads: onnxruntime intra-op threads (0: onnxruntime's choice).
     batch_size: faces per model call; the input batch is preallocated once.
     margin: face boxes are grown by this share of their size on each side before cropping.
-    detector: callable frame -> list of (x, y, w, h); default `faces.HaarFaceDetector()`,
-      built on first use.
+    detector: called as `detector(image, color="rgb"|"bgr")`, returns a list of (x, y, w, h);
+      default `faces.HaarFaceDetector()`, built on first use.
+
+    Not thread-safe (one preallocated input batch): use one Predictor per thread.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 0, batch_size: int = 64,
@@ -215,7 +217,7 @@ class Predictor:
             "box": [int(v) for v in box],
             "label": self.class_names[top],
             "score": float(probs[top]),
-            "scores": {name: float(p) for name, p in zip(self.class_names, probs)},
+            "scores": {name: float(p) for name, p in zip(self.class_names, probs, strict=True)},
         }
 
     def iter_predictions(self, items, *, detect: bool = True, color: str = "bgr",

@@ -205,6 +205,9 @@ class CycleConfig:
         True, "Align pseudo-label distribution with the estimated clean prior."
     )
     co_divide: bool = _field(False, "Two networks; each one's split trains the other.")
+    compare_ce: bool = _field(
+        False, "Also train a plain cross-entropy baseline with the same data, model and epoch "
+        "budget (into <run>/ce_baseline) and report both in metrics.json.")
 
 
 @dataclasses.dataclass

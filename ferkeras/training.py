@@ -200,6 +200,40 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
     return metrics
 
 
+def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
+    """`train_recipe`, plus a plain-CE baseline on the same data when `cycle.compare_ce`.
+
+    The baseline uses the same data, model, augmentation and total epoch budget, with the
+    cycle off and `train.loss=ce`; metrics.json then holds `comparison` with both runs.
+    """
+    metrics = train_recipe(recipe, run_dir=run_dir, **kwargs)
+    if not (recipe.cycle.enabled and recipe.cycle.compare_ce):
+        return metrics
+    base = dataclasses.replace(
+        recipe, name=recipe.name + "-ce",
+        train=dataclasses.replace(recipe.train, loss="ce", epochs=plan_phases(recipe)[-1].end),
+        cycle=dataclasses.replace(recipe.cycle, enabled=False, compare_ce=False),
+    )
+    base_dir = pathlib.Path(run_dir) / "ce_baseline"
+    kwargs = {**kwargs, "resume": bool(kwargs.get("resume")) and (base_dir / "checkpoints" /
+              "state.json").is_file()}
+    if (base_dir / "metrics.json").is_file() and kwargs.get("resume"):
+        import json
+
+        base_metrics = json.loads((base_dir / "metrics.json").read_text())
+    else:
+        base_metrics = train_recipe(base, run_dir=base_dir, **kwargs)
+    split = "test" if metrics.get("test") else "val"
+    comparison = {"split": split, "weights": "best on validation"}
+    for name, m in (("ce", base_metrics), ("cycle", metrics)):
+        block = m[split]["best"]
+        comparison[name] = {k: block[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        comparison[name]["wall_seconds"] = m["wall_seconds"]
+    metrics["comparison"] = comparison
+    io.atomic_write_json(pathlib.Path(run_dir) / "metrics.json", metrics)
+    return metrics
+
+
 def _make_trainer(recipe, network, bundle):
     if recipe.cycle.enabled:
         from ferkeras.trainers.cycle import CycleTrainer

@@ -231,6 +231,11 @@ def test_cli_errors(model_dir, inputs, tmp_path):
         assert result.exit_code == 1, (args, result.output)
         assert message in result.output, (args, result.output)
     assert run_predict("--model", model_dir).exit_code == 2  # no inputs at all
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video")
+    result = run_predict("--model", model_dir, garbage, inputs / "face.jpg", "--no-detect")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 2
+    assert result.stderr.startswith(f"error: {garbage}: ") and "video" in result.stderr
 
 
 def _copy_model(model_dir, dest, **changes):

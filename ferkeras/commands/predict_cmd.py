@@ -196,7 +196,10 @@ def predict(inputs, model, webcam, videos, every, max_frames, no_detect, as_json
         if total and max_frames:
             total = min(total, max_frames)
         frames = _frame_items(capture, video, every=every, max_frames=max_frames)
+        read_before = report.read
         run(_progress(frames, total=total, unit="frame", desc=pathlib.Path(video).name))
+        if report.read == read_before:
+            report_error(f"error: {video}: no frame could be read")
     if webcam is not None:
         try:
             capture = F.open_capture(webcam)

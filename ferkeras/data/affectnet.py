@@ -59,8 +59,9 @@ def detect_affectnet_layout(root) -> str:
 def _label_rows(codes, class_names, *, source, what):
     """Class ids for AffectNet codes (-1 dropped) and a note counting the drops."""
     ids = code_lookup(_ALL_CODES, class_names)[codes] if len(codes) else np.zeros(0, np.int32)
+    names = {**AFFECTNET_CODES, **AFFECTNET_EXCLUDED_CODES}
     dropped = {
-        f"code {c} ({_ALL_CODES[c]})": int((codes == c).sum())
+        f"code {c} ({names[c]})": int((codes == c).sum())
         for c in np.unique(codes[ids < 0])
     }
     note = dropped_note(source, f"{what} (codes 8-10 are always excluded)", dropped)

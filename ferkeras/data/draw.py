@@ -112,110 +112,196 @@ def sample_face_params(labels: np.ndarray, class_names, *, seed: int) -> dict:
 
 def render_faces(params: dict, *, size: int, start: int, stop: int, seed: int) -> np.ndarray:
     """Render samples [start, stop) of `params` as (stop - start, size, size) uint8 images."""
-    from scipy import ndimage
-
     q = {k: v[start:stop] for k, v in params.items()}
-    b = stop - start
-    col = (lambda name: q[name][:, None, None])  # noqa: E731
-    grid = (np.arange(size, dtype=np.float32) + 0.5) * (2.0 / size) - 1.0
-    x, y = grid[None, None, :], grid[None, :, None]
-    # Image -> face coordinates: undo shift, rotation and scale.
-    cos, sin, inv = np.cos(col("angle")), np.sin(col("angle")), 1.0 / col("scale")
-    xs, ys = x - col("shift_x"), y - col("shift_y")
-    u = (cos * xs + sin * ys) * inv
-    v = (cos * ys - sin * xs) * inv - col("face_y")
-    ipx = size * col("scale") / 2.0  # face units -> pixels
+    c = _Canvas(q, size)
+    img = _background(c, q, size)
+    _draw_head(c, img)
+    _draw_eyes_and_brows(c, img)
+    _draw_nose(c, img)
+    _draw_mouth(c, img)
+    _draw_occluders(img, q, c.x, c.y, size)
+    # Lighting gradient, blur (blended per sample), sensor noise, quantisation.
+    img *= 1.0 + c("light_x") * c.x + c("light_y") * c.y
+    kernel = _blur_matrix(size, 0.9 * size / 48)
+    blurred = np.matmul(np.matmul(kernel, img), kernel.T)
+    blurred -= img
+    blurred *= c("blur")
+    img += blurred
+    noise = _noise(seed, start, stop, size)
+    noise *= c("noise")
+    img += noise
+    img *= 255.0
+    img += 0.5
+    return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
-    def cov(d):  # coverage of a pixel from its signed distance (inside > 0), in place
-        d *= ipx
+
+class _Canvas:
+    """Per-chunk face coordinates u, v (B, S, S) and helpers; calling it gives a (B, 1, 1) column."""
+
+    def __init__(self, q: dict, size: int):
+        self.q = q
+        grid = (np.arange(size, dtype=np.float32) + 0.5) * np.float32(2.0 / size) - 1.0
+        self.x, self.y = grid[None, None, :], grid[None, :, None]
+        # Image -> face coordinates: undo shift, rotation and scale.
+        cos, sin, inv = np.cos(self("angle")), np.sin(self("angle")), 1.0 / self("scale")
+        xs, ys = self.x - self("shift_x"), self.y - self("shift_y")
+        self.u = (cos * xs + sin * ys) * inv
+        self.v = (cos * ys - sin * xs) * inv - self("face_y")
+        self.ipx = size * self("scale") / 2.0  # face units -> pixels
+        # Features live in a yaw-shifted frame; au is the distance from the feature midline.
+        self.shift = 0.12 * self("yaw")
+        self.mu = self.u - self.shift
+        self.au = np.abs(self.mu)
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.q[name][:, None, None]
+
+    def cov(self, d: np.ndarray) -> np.ndarray:
+        """Pixel coverage from a signed distance in face units (inside > 0); reuses `d`."""
+        d *= self.ipx
         d += 0.5
         return np.clip(d, 0.0, 1.0, out=d)
 
-    def paint(img, mask, tone):
-        img += mask * (tone - img)
 
-    def ellipse(uu, vv, a, bb):  # signed distance (inside > 0), first order
-        ia, ib = 1.0 / (a * a), 1.0 / (bb * bb)
-        gu, gv = uu * ia, vv * ib
-        f = 1.0 - (uu * gu + vv * gv)
-        return f / (2.0 * np.sqrt(gu * gu + gv * gv) + 1e-3)
+def _paint(img, mask, tone) -> None:
+    """Composite `tone` over `img` with coverage `mask`, in place."""
+    mask *= tone - img
+    img += mask
 
-    # Background: flat tone + low-frequency clutter.
-    zoom = size / _LOWRES
-    clutter = ndimage.zoom(q["clutter"], (1, zoom, zoom), order=1, grid_mode=True, mode="nearest")
-    img = col("background") + col("clutter_amp") * clutter[:, :size, :size]
-    skin, hair = col("skin"), col("hair")
-    fw, fh = col("face_w"), col("face_h")
-    # Hair behind the head, neck, face with a darker rim.
-    paint(img, cov(ellipse(u, v + 0.07, fw * 1.1, fh * 1.04)), hair)
-    neck = np.minimum(0.42 * fw - np.abs(u), v - 0.4)
-    paint(img, cov(neck), skin * 0.8)
-    paint(img, cov(ellipse(u, v - 1.45, 1.1, 0.55)), col("clothes"))
-    fd = ellipse(u, v, fw, fh)
-    fringe = np.minimum(fd, col("hairline") + 0.12 * u * u - v)
-    rim = (u / fw) ** 2 + (v / fh) ** 2
-    paint(img, cov(fd), skin * (1.0 - 0.18 * np.minimum(rim, 1.0)))
-    paint(img, cov(fringe), hair)
-    # Features live in a yaw-shifted, mirrored frame: au is the distance from the midline.
-    shift = 0.12 * col("yaw")
-    au = np.abs(u - shift)
-    # Brows: a bar from the inner to the outer end, tilted by slant, lifted by raise.
-    raise_, slant = col("brow_raise"), col("brow_slant")
+
+def _ellipse(uu, vv, a, b):
+    """First-order signed distance to an axis-aligned ellipse (inside > 0), thin ones too."""
+    gu, gv = uu * (1.0 / (a * a)), vv * (1.0 / (b * b))
+    f = 1.0 - uu * gu - vv * gv
+    g = np.sqrt(gu * gu + gv * gv)
+    g *= 2.0
+    g += 1e-3
+    f /= g
+    return f
+
+
+def _round(uu, vv, a, b):
+    """Cheap signed distance to a roundish ellipse (aspect up to ~2), exact for circles."""
+    f = uu * (1.0 / a)
+    f *= f
+    t = vv * (1.0 / b)
+    t *= t
+    f += t
+    f -= 1.0
+    f *= -a * b / (a + b)
+    return f
+
+
+def _background(c: _Canvas, q: dict, size: int) -> np.ndarray:
+    """(B, S, S) float32: flat tone plus bilinearly upsampled low-frequency clutter."""
+    interp = _interp_matrix(size, _LOWRES)
+    clutter = np.matmul(np.matmul(interp, q["clutter"]), interp.T)
+    clutter *= c("clutter_amp")
+    clutter += c("background")
+    return clutter
+
+
+def _draw_head(c: _Canvas, img) -> None:
+    """Hair behind the head, neck, shoulders, face with a darker rim, hair fringe."""
+    u, v, skin, hair = c.u, c.v, c("skin"), c("hair")
+    fw, fh = c("face_w"), c("face_h")
+    _paint(img, c.cov(_round(u, v + 0.07, fw * 1.1, fh * 1.04)), hair)
+    _paint(img, c.cov(np.minimum(0.42 * fw - np.abs(u), v - 0.4)), skin * 0.8)
+    _paint(img, c.cov(_round(u, v - 1.45, 1.1, 0.55)), c("clothes"))
+    face = _round(u, v, fw, fh)
+    fringe = np.minimum(face, c("hairline") + 0.12 * u * u - v)
+    shade = np.maximum(face, 0.0)  # (1 - rim^2) * fw fh / (fw + fh): darker towards the rim
+    shade *= 0.18 * (fw + fh) / (fw * fh)
+    shade += 1.0 - 0.18
+    shade *= skin
+    _paint(img, c.cov(face), shade)
+    _paint(img, c.cov(fringe), hair)
+
+
+def _draw_eyes_and_brows(c: _Canvas, img) -> None:
+    """Brows (bar tilted by slant, lifted by raise), eyes (outline, white, iris)."""
+    v, au, skin = c.v, c.au, c("skin")
+    raise_, slant = c("brow_raise"), c("brow_slant")
     x_in = np.maximum(0.09 + 0.025 * slant, 0.05)
-    x_out = col("eye_sep") + col("eye_w") + 0.04
-    t = (au - x_in) / (x_out - x_in)
+    span = c("eye_sep") + c("eye_w") + 0.04 - x_in
+    t = (au - x_in) * (1.0 / span)
+    t1 = 1.0 - t
     arch = 0.02 + 0.025 * np.maximum(raise_, 0.0)
-    base = col("eye_y") - col("brow_gap") - 0.08 * raise_
-    yb = base - 0.075 * slant * (1.0 - t) - arch * 4.0 * t * (1.0 - t)
-    along = np.minimum(t, 1.0 - t) * (x_out - x_in)
-    dist = col("brow_t") - np.abs(v - yb) / np.sqrt(1.0 + (0.075 * slant / (x_out - x_in)) ** 2)
-    paint(img, cov(np.minimum(dist, along)), np.minimum(hair, skin * 0.35))
-    # Eyes: dark outline, white, iris clipped to the white.
-    ew, eh = col("eye_w"), col("eye_h") * col("eye_open")
-    eu, ev = au - col("eye_sep"), v - col("eye_y")
-    paint(img, cov(ellipse(eu, ev, ew + 0.02, eh + 0.02)), skin * 0.25)
-    white = cov(ellipse(eu, ev, ew, eh))
-    paint(img, white, np.minimum(skin + 0.3, 0.97))
-    gu = eu - col("gaze") * np.sign(u - shift)
-    iris = cov(0.05 - np.sqrt(gu * gu + ev * ev))
-    paint(img, iris * white, col("iris"))
-    # Nose: shadow line, nostrils, wrinkle lines across the bridge.
-    nu = u - 1.4 * shift
-    ny = col("nose_y")
-    paint(img, cov(np.minimum(0.012 - np.abs(nu - 0.03), np.minimum(v + 0.03, ny - v))),
-          skin * 0.75)
-    nostril = ellipse(np.abs(nu) - 0.045, v - ny - 0.02, 0.03, 0.018)
-    paint(img, cov(nostril), skin * 0.4)
-    wr = col("nose_wrinkle")
-    # Two slanted lines on each side of the bridge ("bunny lines").
-    band = np.abs(np.abs(v - col("eye_y") - 0.08 - 0.6 * np.abs(nu)) - 0.025)
-    wrinkle = cov(np.minimum(0.011 - band, np.minimum(np.abs(nu) - 0.025, 0.1 - np.abs(nu))))
-    paint(img, wrinkle * np.minimum(wr, 1.0), skin * 0.55)
-    # Mouth: centre curve, lips around the opening, dark inside, teeth at the top.
-    mw = col("mouth_w") * col("mouth_width")
-    s = (u - shift) / mw
+    yb = c("eye_y") - c("brow_gap") - 0.08 * raise_ - 0.075 * slant * t1 - 4.0 * arch * t * t1
+    along = np.minimum(t, t1) * span
+    dist = np.abs(v - yb)
+    dist *= -1.0 / np.sqrt(1.0 + (0.075 * slant / span) ** 2)
+    dist += c("brow_t")
+    _paint(img, c.cov(np.minimum(dist, along, out=dist)), np.minimum(c("hair"), skin * 0.35))
+    ew, eh = c("eye_w"), c("eye_h") * c("eye_open")
+    eu, ev = au - c("eye_sep"), v - c("eye_y")
+    _paint(img, c.cov(_ellipse(eu, ev, ew + 0.02, eh + 0.02)), skin * 0.25)
+    white = c.cov(_ellipse(eu, ev, ew, eh))
+    gu = eu - c("gaze") * np.sign(c.mu)
+    iris = c.cov(0.05 - np.sqrt(gu * gu + ev * ev))
+    iris *= white
+    _paint(img, white, np.minimum(skin + 0.3, 0.97))
+    _paint(img, iris, c("iris"))
+
+
+def _draw_nose(c: _Canvas, img) -> None:
+    """Shadow line, nostrils, and wrinkle lines beside the bridge ("bunny lines")."""
+    v, skin = c.v, c("skin")
+    nu = c.u - 1.4 * c.shift
+    anu = np.abs(nu)
+    ny = c("nose_y")
+    line = np.minimum(0.012 - np.abs(nu - 0.03), np.minimum(v + 0.03, ny - v))
+    _paint(img, c.cov(line), skin * 0.75)
+    _paint(img, c.cov(_round(anu - 0.045, v - ny - 0.02, 0.03, 0.018)), skin * 0.4)
+    band = np.abs(np.abs(v - c("eye_y") - 0.08 - 0.6 * anu) - 0.025)
+    wrinkle = c.cov(np.minimum(0.011 - band, np.minimum(anu - 0.025, 0.1 - anu)))
+    wrinkle *= np.minimum(c("nose_wrinkle"), 1.0)
+    _paint(img, wrinkle, skin * 0.55)
+
+
+def _draw_mouth(c: _Canvas, img) -> None:
+    """Centre curve (smile, frown, one-sided smirk), lips, dark opening, teeth at its top."""
+    v = c.v
+    mw = c("mouth_w") * c("mouth_width")
+    s = c.mu * (1.0 / mw)
     s2 = np.minimum(s * s, 1.0)
-    yc = col("mouth_y") + 0.09 * col("mouth_curve") * (0.5 - s2)
-    yc -= 0.1 * col("smirk") * np.maximum(s * col("smirk_side"), 0.0) ** 2
-    h = 0.14 * col("mouth_open") * np.sqrt(1.0 - s2)
-    top, bottom = yc - (0.5 + 0.7 * col("nose_wrinkle")) * h, yc + h  # wrinkle lifts the lip
-    lip_t = col("lip_t")
+    yc = c("mouth_y") + 0.09 * c("mouth_curve") * (0.5 - s2)
+    yc -= 0.1 * c("smirk") * np.maximum(s * c("smirk_side"), 0.0) ** 2
+    h = np.sqrt(1.0 - s2)
+    h *= 0.14 * c("mouth_open")
+    top = yc - (0.5 + 0.7 * c("nose_wrinkle")) * h  # a wrinkled nose lifts the upper lip
+    bottom = yc + h
     ends = (1.0 - np.abs(s)) * mw
-    lips = cov(np.minimum(np.minimum(v - top + lip_t, bottom + lip_t - v), ends + lip_t))
-    paint(img, lips, skin * 0.5)
-    inside = cov(np.minimum(np.minimum(v - top, bottom - v), ends))
-    paint(img, inside, 0.06 + 0.0 * skin)
-    teeth = cov(top + 0.8 * col("teeth") * h - v)
-    paint(img, inside * teeth, 0.9 + 0.0 * skin)
-    _draw_occluders(img, q, x, y, size)
-    # Lighting gradient, blur, sensor noise.
-    img *= 1.0 + col("light_x") * x + col("light_y") * y
-    blurred = ndimage.gaussian_filter(img, sigma=(0, 0.9 * size / 48, 0.9 * size / 48))
-    img += col("blur") * (blurred - img)
-    img += col("noise") * _noise(seed, start, stop, size)
-    img *= 255.0
-    img += 0.5
-    return np.clip(img, 0, 255).astype(np.uint8).reshape(b, size, size)
+    inside = np.minimum(np.minimum(v - top, bottom - v), ends)
+    lips = c.cov(inside + c("lip_t"))
+    _paint(img, lips, c("skin") * 0.5)
+    teeth = c.cov(top + 0.8 * c("teeth") * h - v)
+    inside = c.cov(inside)
+    teeth *= inside
+    _paint(img, inside, np.float32(0.06))
+    _paint(img, teeth, np.float32(0.9))
+
+
+def _interp_matrix(size: int, low: int) -> np.ndarray:
+    """(size, low) float32 bilinear upsampling weights, pixel centres aligned, edges clamped."""
+    pos = np.clip((np.arange(size) + 0.5) * low / size - 0.5, 0, low - 1)
+    lo = np.minimum(np.floor(pos).astype(int), low - 2)
+    w = np.zeros((size, low), np.float32)
+    w[np.arange(size), lo] = 1.0 - (pos - lo)
+    w[np.arange(size), lo + 1] = pos - lo
+    return w
+
+
+def _blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) float32 Gaussian blur along one axis, edges clamped (nearest)."""
+    radius = int(np.ceil(3 * sigma))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps /= taps.sum()
+    k = np.zeros((size, size))
+    for offset, weight in zip(range(-radius, radius + 1), taps):
+        cols = np.clip(np.arange(size) + offset, 0, size - 1)
+        np.add.at(k, (np.arange(size), cols), weight)
+    return k.astype(np.float32)
 
 
 def _draw_occluders(img, q, x, y, size) -> None:
@@ -231,11 +317,10 @@ def _draw_occluders(img, q, x, y, size) -> None:
         if kind == 1:
             d = np.minimum(c["occ_w"] - np.abs(across), c["occ_len"] - np.abs(along))
         else:
-            a, b = c["occ_len"] * 0.5, c["occ_w"] + 0.1
-            d = (1.0 - (along / a) ** 2 - (across / b) ** 2) * (0.5 * b)
+            d = _round(along, across, c["occ_len"] * 0.5, c["occ_w"] + 0.1)
         mask = np.clip(d * (size / 2.0) + 0.5, 0.0, 1.0)
         sub = img[idx]
-        sub += mask * (c["occ_tone"] - sub)
+        _paint(sub, mask, c["occ_tone"])
         img[idx] = sub
 
 

@@ -185,8 +185,8 @@ def _check_aligned(table: FER2013Table, plus: FERPlusTable, csv_path, plus_path)
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"{plus_path} row {i + 2} has Usage {plus.usage[i]!r} but {csv_path} row {i + 2} "
-            f"has {table.usage[i]!r}: the files are not row-aligned ({bad.size} rows differ)."
+            f"{plus_path} row {i + 2} has Usage {str(plus.usage[i])!r} but {csv_path} row {i + 2} "
+            f"has {str(table.usage[i])!r}: the files are not row-aligned ({bad.size} rows differ)."
         )
 
 

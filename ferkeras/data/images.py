@@ -60,11 +60,17 @@ class ImageInfo:
 def probe_image(
     path: str | os.PathLike,
     *,
-    max_side: int = MAX_IMAGE_SIDE,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
 ) -> ImageInfo:
-    """Check one image file without decoding its pixels; raise ImageCheckError if unusable."""
+    """Check one image file without decoding its pixels; raise ImageCheckError if unusable.
+
+    max_side, max_pixels: size limits; None reads MAX_IMAGE_SIDE / MAX_IMAGE_PIXELS.
+    """
     from PIL import Image
+
+    max_side = MAX_IMAGE_SIDE if max_side is None else max_side
+    max_pixels = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
 
     path = pathlib.Path(path)
     try:
@@ -141,8 +147,8 @@ class ProbeResult:
 def probe_images(
     paths,
     *,
-    max_side: int = MAX_IMAGE_SIDE,
-    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_side: int | None = None,
+    max_pixels: int | None = None,
     workers: int = 8,
 ) -> ProbeResult:
     """Probe many image files (threads: the work is mostly file I/O). paths: (N,) str."""

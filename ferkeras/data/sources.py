@@ -98,6 +98,11 @@ def carve_validation(train: Split, *, fraction: float, seed: int) -> tuple[Split
             f"Received: val_fraction={fraction}"
         )
     keep, hold = stratified_holdout(train.labels, fraction=fraction, seed=seed)
+    if hold.size == 0:
+        raise ValueError(
+            f"Carving a validation split at val_fraction={fraction} left it empty: no class has "
+            f"two training samples ({len(train)} in all). Provide a validation split or more data."
+        )
     val = train.subset(hold)
     val.skipped = []
     return train.subset(keep), val

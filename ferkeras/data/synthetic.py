@@ -52,8 +52,9 @@ ASYMMETRIC_TARGETS = {
 def allocate_counts(n: int, weights) -> np.ndarray:
     """Split `n` into (K,) int64 counts proportional to `weights`, each at least 1.
 
-    Every class first gets one sample; the remaining n - K go by the largest-remainder
-    rule (ties to the lower class id), so counts sum exactly to n.
+    Largest-remainder rule (ties to the lower class id), so counts sum exactly to n and
+    each is within one of its quota n * w / sum(w); a class whose quota rounds to zero then
+    takes one sample from the largest class.
     """
     weights = np.asarray(weights, dtype=np.float64)
     k = len(weights)
@@ -61,12 +62,14 @@ def allocate_counts(n: int, weights) -> np.ndarray:
         raise ValueError(f"weights must be non-negative with a positive sum. Received: {weights}")
     if n < k:
         raise ValueError(f"Need at least one sample per class ({k}). Received: n={n}")
-    quota = (n - k) * weights / weights.sum()
+    quota = n * weights / weights.sum()
     counts = np.floor(quota).astype(np.int64)
-    left = (n - k) - counts.sum()
     order = np.argsort(-(quota - counts), kind="stable")
-    counts[order[:left]] += 1
-    return counts + 1
+    counts[order[: n - counts.sum()]] += 1
+    for c in np.flatnonzero(counts == 0):
+        counts[np.argmax(counts)] -= 1
+        counts[c] = 1
+    return counts
 
 
 def profile_counts(n: int, class_names, *, profile: str, imbalance: float = 10.0) -> np.ndarray:

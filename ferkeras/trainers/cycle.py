@@ -52,12 +52,13 @@ class CycleTrainer(SupervisedTrainer):
                                              name="labelled_mask", **table)
         self.clean_prob = self.add_weight(shape=(n,), initializer="ones", name="clean_prob",
                                           **table)
+        # float32 so replicas can combine their updates (MEAN aggregation); values -1..K-1.
         self.selected_labels = self.add_weight(
-            shape=(n,), initializer=keras.initializers.Constant(-1), dtype="int32",
-            name="selected_labels", **table)
+            shape=(n,), initializer=keras.initializers.Constant(-1.0), name="selected_labels",
+            trainable=False, aggregation="mean")
         uniform = keras.initializers.Constant(1.0 / k)
         self.model_prior = self.add_weight(shape=(k,), initializer=uniform, name="model_prior",
-                                           **table)
+                                           trainable=False, aggregation="mean")
         self.target_prior = self.add_weight(shape=(k,), initializer=uniform,
                                             name="target_prior", **table)
         truth = np.full(n, -1, np.int32) if true_labels is None else np.asarray(true_labels)
@@ -91,7 +92,7 @@ class CycleTrainer(SupervisedTrainer):
         self.labelled_mask.assign(np.asarray(labelled_mask, np.float32))
         self.clean_prob.assign(np.asarray(clean_prob, np.float32))
         self.target_prior.assign(np.asarray(clean_prior, np.float32))
-        self.selected_labels.assign(np.full(self.num_samples, -1, np.int32))
+        self.selected_labels.assign(np.full(self.num_samples, -1.0, np.float32))
 
     # ------------------------------------------------------------------ the SSL step
     def train_step(self, data):
@@ -129,7 +130,7 @@ class CycleTrainer(SupervisedTrainer):
         if self.threshold_mode == "fixed":
             return P.fixed_threshold_mask(probs_u, threshold=self.threshold)
         pool = 1.0 - self.labelled_mask
-        effect, unused = P.count_learning_effect(self.selected_labels,
+        effect, unused = P.count_learning_effect(tf.cast(self.selected_labels, tf.int32),
                                                  num_classes=self.num_classes, pool_mask=pool)
         thresholds = P.class_adaptive_thresholds(effect, threshold=self.threshold,
                                                  num_unused=unused)
@@ -137,23 +138,28 @@ class CycleTrainer(SupervisedTrainer):
         return P.adaptive_threshold_mask(probs_u, thresholds=thresholds)
 
     def _update_global_state(self, probs, index, unlab):
-        """Update the model prior and FlexMatch's selected labels from the global batch."""
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            probs = ctx.all_gather(probs, axis=0)
-            index = ctx.all_gather(index, axis=0)
-            unlab = ctx.all_gather(unlab, axis=0)
-        weight = unlab / tf.maximum(tf.reduce_sum(unlab), 1.0)
-        batch_mean = tf.reduce_sum(probs * weight[:, None], axis=0)
-        has_unlab = tf.cast(tf.reduce_sum(unlab) > 0, tf.float32)
-        momentum = 0.999 + 0.001 * (1.0 - has_unlab)
-        self.model_prior.assign(momentum * self.model_prior + (1 - momentum) * batch_mean)
+        """Update the model prior and FlexMatch's selected labels.
+
+        Under a strategy both are MEAN-aggregated variables; `selected_labels` gets each
+        replica's scattered delta scaled by the replica count (sample indices are distinct
+        within a global batch), so every replica ends with the same tables. No
+        explicit collective is issued here: TF syncs these through the same path as
+        BatchNorm's moving statistics, which keeps collective order identical on replicas.
+        """
+        count = tf.reduce_sum(unlab)
+        local_mean = tf.reduce_sum(probs * unlab[:, None], axis=0) / tf.maximum(count, 1.0)
+        momentum = tf.where(count > 0, 0.999, 1.0)
+        self.model_prior.assign(momentum * self.model_prior + (1.0 - momentum) * local_mean)
         if self.threshold_mode == "adaptive":
-            updated = P.update_selected_labels(self.selected_labels, index, probs,
-                                               threshold=self.threshold)
-            keep = tf.scatter_nd(index[:, None], tf.cast(unlab > 0.5, tf.int32),
-                                 [self.num_samples]) > 0
-            self.selected_labels.assign(tf.where(keep, updated, self.selected_labels))
+            confident = (tf.reduce_max(probs, axis=-1) >= self.threshold) & (unlab > 0.5)
+            pred = tf.cast(tf.argmax(probs, axis=-1), tf.float32)
+            old = tf.gather(self.selected_labels, index)
+            delta = tf.where(confident, pred - old, 0.0)
+            # MEAN over replicas of (old + R * delta_r) = old + sum_r delta_r. (Keras turns
+            # assign_add into assign(value + delta), so SUM aggregation would double `old`.)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            self.selected_labels.assign(self.selected_labels + float(replicas) * tf.scatter_nd(
+                index[:, None], delta, [self.num_samples]))
 
     def _track(self, labels, logits_w, per_example, sup, is_lab, unsup_u, mask, pseudo,
                unlab_index):
