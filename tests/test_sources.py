@@ -473,6 +473,16 @@ def test_size_limits_are_configurable(tmp_path, monkeypatch):
         probe_image(path)
 
 
+def test_probe_images_in_threads_keeps_order(tmp_path):
+    paths = [write_image(tmp_path / f"{i:03d}.png", size=(4 + i % 3, 5), fmt="PNG")
+             for i in range(70)]
+    paths[33].write_bytes(b"")
+    result = images_mod.probe_images(paths, workers=4)
+    assert result.ok.sum() == 69 and not result.ok[33]
+    assert result.skipped == [(str(paths[33]), "empty file (0 bytes)")]
+    assert result.sizes[34].tolist() == [5, 5] and result.sizes[33].tolist() == [-1, -1]
+
+
 def test_resolve_inside_refuses_escapes(tmp_path):
     assert resolve_inside(tmp_path, "a/b.jpg") == tmp_path / "a/b.jpg"
     assert resolve_inside(tmp_path, "a/../b.jpg") == tmp_path / "b.jpg"
@@ -539,3 +549,18 @@ def test_stats_command_imports_no_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_folder_reads_what_the_synthetic_writer_writes(tmp_path):
+    from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
+    from ferkeras.recipe import SyntheticConfig
+
+    syn = DataConfig(source="synthetic", synthetic=SyntheticConfig(
+        n_train=48, n_val=16, n_test=16, noise=0.3, profile="uniform"))
+    original = make_synthetic_bundle(syn, seed=0)
+    write_image_folder(original, tmp_path / "faces")
+    bundle = load_bundle(DataConfig(source="folder", root=str(tmp_path / "faces")), seed=0)
+    assert not bundle.notes and len(bundle.test) == 16
+    order = np.array([int(p.rsplit("/", 1)[1][:6]) for p in bundle.train.paths])
+    assert np.array_equal(bundle.train.labels, original.train.labels[order])
+    assert np.array_equal(bundle.train.true_labels, original.train.true_labels[order])

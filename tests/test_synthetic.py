@@ -104,7 +104,7 @@ def test_asymmetric_flips_follow_the_map(class_set):
     names = get_class_names(class_set)
     true = np.arange(4000) % len(names)
     noisy = inject_label_noise(true, rate=0.4, kind="asymmetric", class_names=names, seed=1)
-    for t, g in zip(true[noisy != true], noisy[noisy != true]):
+    for t, g in zip(true[noisy != true], noisy[noisy != true], strict=True):
         target = next(x for x in ASYMMETRIC_TARGETS[names[t]] if x in names)
         assert names[g] == target
     if class_set == "affectnet7":
@@ -117,8 +117,10 @@ def test_bundle_splits(bundle):
     assert bundle.source == "synthetic" and bundle.class_names == NAMES8
     train, val, test = bundle.train, bundle.val, bundle.test
     assert train.images.shape == (240, 48, 48, 1) and train.images.dtype == np.uint8
-    np.testing.assert_array_equal(np.bincount(train.true_labels, minlength=8),
-                                  profile_counts(240, NAMES8, profile="affectnet"))
+    np.testing.assert_array_equal(
+        np.bincount(train.true_labels, minlength=8),
+        profile_counts(240, NAMES8, profile="affectnet"),
+    )
     realised = np.mean(train.labels != train.true_labels)
     assert 0.15 < realised < 0.45
     assert f"realised {realised:.3f}" in bundle.notes[0]
@@ -143,12 +145,14 @@ def test_bundle_deterministic_rgb_and_no_test():
 
 def test_write_image_folder(bundle, tmp_path):
     out = write_image_folder(bundle, tmp_path / "faces")
-    rows = list(csv.DictReader(open(out / "train" / "true_labels.csv")))
+    with open(out / "train" / "true_labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == 240 and list(rows[0]) == ["path", "label", "true_label"]
     for i, row in enumerate(rows[:20]):
         assert row["path"] == f"{NAMES8[bundle.train.labels[i]]}/{i:06d}.png"
         assert row["true_label"] == NAMES8[bundle.train.true_labels[i]]
-        pixels = np.asarray(Image.open(out / "train" / row["path"]))
+        with Image.open(out / "train" / row["path"]) as im:
+            pixels = np.asarray(im)
         np.testing.assert_array_equal(pixels, bundle.train.images[i, ..., 0])
     assert sum(1 for _ in (out / "val").rglob("*.png")) == 40
     assert not any(p.name.startswith(".faces.tmp") for p in tmp_path.iterdir())
@@ -159,9 +163,17 @@ def test_write_image_folder(bundle, tmp_path):
 def test_contact_sheet_and_folder_reader(bundle, tmp_path):
     split = bundle.val
     captions = [f"given: {NAMES8[g]} / pred: x" for g in split.labels]
-    png = write_contact_sheet(split.images, split.labels, NAMES8, tmp_path / "s.png",
-                              per_class=3, title="val", captions=captions)
-    width, height = Image.open(png).size
+    png = write_contact_sheet(
+        split.images,
+        split.labels,
+        NAMES8,
+        tmp_path / "s.png",
+        per_class=3,
+        title="val",
+        captions=captions,
+    )
+    with Image.open(png) as im:
+        width, height = im.size
     assert width > 3 * 96 and height > 8 * 96
     out = write_image_folder(bundle, tmp_path / "faces")
     data, names = read_image_folder_for_sheet(out / "train", per_class=2)
@@ -174,8 +186,23 @@ def test_contact_sheet_and_folder_reader(bundle, tmp_path):
 def test_cli_synth_and_sheet(tmp_path):
     runner = CliRunner()
     out = tmp_path / "ds"
-    args = ["--out", str(out), "--n", "80", "--n-val", "16", "--n-test", "16", "--noise", "0.3",
-            "--profile", "factor", "--seed", "1", "--no-progress"]
+    args = [
+        "--out",
+        str(out),
+        "--n",
+        "80",
+        "--n-val",
+        "16",
+        "--n-test",
+        "16",
+        "--noise",
+        "0.3",
+        "--profile",
+        "factor",
+        "--seed",
+        "1",
+        "--no-progress",
+    ]
     result = runner.invoke(synth, args)
     assert result.exit_code == 0, result.output
     assert "realised noise" in result.output and "happy" in result.output

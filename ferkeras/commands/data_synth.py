@@ -13,32 +13,93 @@ import click
 
 
 @click.command("synth")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="New (or empty) folder to write train/val/test image folders into.")
-@click.option("--n", "n_train", default=20000, show_default=True, type=click.IntRange(min=8),
-              help="Training images.")
-@click.option("--n-val", default=800, show_default=True, type=click.IntRange(min=8),
-              help="Validation images (balanced, clean).")
-@click.option("--n-test", default=1600, show_default=True, type=click.IntRange(min=0),
-              help="Test images (balanced, clean); 0 for none.")
-@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 0.95),
-              help="Label noise rate in the training split.")
-@click.option("--noise-type", default="asymmetric", show_default=True,
-              type=click.Choice(["symmetric", "asymmetric"]))
-@click.option("--profile", default="affectnet", show_default=True,
-              type=click.Choice(["affectnet", "uniform", "factor"]),
-              help="Class imbalance of the training split.")
-@click.option("--imbalance", default=10.0, show_default=True, type=click.FloatRange(min=1.0),
-              help="Head/tail ratio for --profile factor.")
-@click.option("--class-set", default="affectnet8", show_default=True,
-              type=click.Choice(["affectnet8", "affectnet7"]))
-@click.option("--size", default=48, show_default=True, type=click.IntRange(16, 512),
-              help="Image side in pixels.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="New (or empty) folder to write train/val/test image folders into.",
+)
+@click.option(
+    "--n",
+    "n_train",
+    default=20000,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Training images.",
+)
+@click.option(
+    "--n-val",
+    default=800,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Validation images (balanced, clean).",
+)
+@click.option(
+    "--n-test",
+    default=1600,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Test images (balanced, clean); 0 for none.",
+)
+@click.option(
+    "--noise",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.95),
+    help="Label noise rate in the training split.",
+)
+@click.option(
+    "--noise-type",
+    default="asymmetric",
+    show_default=True,
+    type=click.Choice(["symmetric", "asymmetric"]),
+)
+@click.option(
+    "--profile",
+    default="affectnet",
+    show_default=True,
+    type=click.Choice(["affectnet", "uniform", "factor"]),
+    help="Class imbalance of the training split.",
+)
+@click.option(
+    "--imbalance",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Head/tail ratio for --profile factor.",
+)
+@click.option(
+    "--class-set",
+    default="affectnet8",
+    show_default=True,
+    type=click.Choice(["affectnet8", "affectnet7"]),
+)
+@click.option(
+    "--size",
+    default=48,
+    show_default=True,
+    type=click.IntRange(16, 512),
+    help="Image side in pixels.",
+)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--progress/--no-progress", default=True, show_default=True,
-              help="Progress bar on stderr.")
-def synth(out_dir, n_train, n_val, n_test, noise, noise_type, profile, imbalance, class_set,
-          size, seed, progress):
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr."
+)
+def synth(
+    out_dir,
+    n_train,
+    n_val,
+    n_test,
+    noise,
+    noise_type,
+    profile,
+    imbalance,
+    class_set,
+    size,
+    seed,
+    progress,
+):
     """Draw a synthetic face dataset and write it as an image folder with true labels."""
     from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
     from ferkeras.recipe import DataConfig, SyntheticConfig
@@ -47,9 +108,18 @@ def synth(out_dir, n_train, n_val, n_test, noise, noise_type, profile, imbalance
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise click.UsageError(f"--out {out} exists and is not empty; pick a new folder.")
     cfg = DataConfig(
-        class_set=class_set, image_size=size, channels=1,
-        synthetic=SyntheticConfig(n_train=n_train, n_val=n_val, n_test=n_test, profile=profile,
-                                  imbalance=imbalance, noise=noise, noise_type=noise_type),
+        class_set=class_set,
+        image_size=size,
+        channels=1,
+        synthetic=SyntheticConfig(
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            profile=profile,
+            imbalance=imbalance,
+            noise=noise,
+            noise_type=noise_type,
+        ),
     )
     start = time.perf_counter()
     try:
@@ -60,7 +130,7 @@ def synth(out_dir, n_train, n_val, n_test, noise, noise_type, profile, imbalance
     seconds = time.perf_counter() - start
     train = bundle.train
     counts = train.class_counts(bundle.num_classes)
-    per_class = ", ".join(f"{c} {k}" for c, k in zip(bundle.class_names, counts))
+    per_class = ", ".join(f"{c} {k}" for c, k in zip(bundle.class_names, counts, strict=True))
     realised = float((train.labels != train.true_labels).mean())
     n_test_written = 0 if bundle.test is None else len(bundle.test)
     click.echo(
@@ -71,12 +141,27 @@ def synth(out_dir, n_train, n_val, n_test, noise, noise_type, profile, imbalance
 
 @click.command("sheet")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "out_png", default="sheet.png", show_default=True,
-              type=click.Path(dir_okay=False), help="PNG file to write.")
-@click.option("--split", default="train", show_default=True,
-              help="Split sub-folder of FOLDER (used when FOLDER has one).")
-@click.option("--per-class", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Images per class row.")
+@click.option(
+    "--out",
+    "out_png",
+    default="sheet.png",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="PNG file to write.",
+)
+@click.option(
+    "--split",
+    default="train",
+    show_default=True,
+    help="Split sub-folder of FOLDER (used when FOLDER has one).",
+)
+@click.option(
+    "--per-class",
+    default=8,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Images per class row.",
+)
 def sheet(folder, out_png, split, per_class):
     """Write a PNG contact sheet of FOLDER (a `data synth` output or a class-folder split)."""
     from ferkeras.data.sheet import read_image_folder_for_sheet, write_contact_sheet
@@ -95,8 +180,15 @@ def sheet(folder, out_png, split, per_class):
     if data.true_labels is not None and (data.labels != data.true_labels).any():
         captions = [
             f"true: {names[t]}" if t >= 0 and t != g else ""
-            for g, t in zip(data.labels, data.true_labels)
+            for g, t in zip(data.labels, data.true_labels, strict=True)
         ]
-    path = write_contact_sheet(data.images, data.labels, names, out_png, per_class=per_class,
-                               title=f"{split_dir} (rows: given label)", captions=captions)
+    path = write_contact_sheet(
+        data.images,
+        data.labels,
+        names,
+        out_png,
+        per_class=per_class,
+        title=f"{split_dir} (rows: given label)",
+        captions=captions,
+    )
     click.echo(f"wrote {path}: {len(data)} images, {len(names)} classes")

@@ -89,21 +89,44 @@ def sample_face_params(labels: np.ndarray, class_names, *, seed: int) -> dict:
     p = {name: geo[:, i] for i, name in enumerate(GEOMETRY_FIELDS)}
     u = rng.uniform
     p.update(
-        face_w=u(0.6, 0.72, n), face_h=u(0.78, 0.9, n), face_y=u(-0.04, 0.04, n),
-        eye_sep=u(0.21, 0.27, n), eye_y=u(-0.16, -0.08, n), eye_w=u(0.1, 0.13, n),
-        eye_h=u(0.055, 0.075, n), gaze=u(-0.03, 0.03, n), brow_gap=u(0.12, 0.16, n),
-        brow_t=u(0.022, 0.036, n), nose_y=u(0.1, 0.17, n), mouth_y=u(0.36, 0.44, n),
-        mouth_w=u(0.2, 0.26, n), lip_t=u(0.018, 0.028, n), hairline=u(-0.8, -0.45, n),
+        face_w=u(0.6, 0.72, n),
+        face_h=u(0.78, 0.9, n),
+        face_y=u(-0.04, 0.04, n),
+        eye_sep=u(0.21, 0.27, n),
+        eye_y=u(-0.16, -0.08, n),
+        eye_w=u(0.1, 0.13, n),
+        eye_h=u(0.055, 0.075, n),
+        gaze=u(-0.03, 0.03, n),
+        brow_gap=u(0.12, 0.16, n),
+        brow_t=u(0.022, 0.036, n),
+        nose_y=u(0.1, 0.17, n),
+        mouth_y=u(0.36, 0.44, n),
+        mouth_w=u(0.2, 0.26, n),
+        lip_t=u(0.018, 0.028, n),
+        hairline=u(-0.8, -0.45, n),
         smirk_side=rng.choice(np.array([-1.0, 1.0]), n),
-        skin=u(0.4, 0.85, n), hair=u(0.03, 0.6, n), iris=u(0.05, 0.35, n), clothes=u(0, 1, n),
-        background=u(0.05, 0.95, n), clutter_amp=u(0.0, 0.35, n),
-        angle=np.clip(rng.normal(0.0, 0.14, n), -0.35, 0.35), scale=u(0.92, 1.12, n),
-        shift_x=u(-0.08, 0.08, n), shift_y=u(-0.08, 0.08, n), yaw=u(-1.0, 1.0, n),
-        light_x=u(-0.35, 0.35, n), light_y=u(-0.3, 0.3, n), blur=u(0.0, 1.0, n) ** 2,
+        skin=u(0.4, 0.85, n),
+        hair=u(0.03, 0.6, n),
+        iris=u(0.05, 0.35, n),
+        clothes=u(0, 1, n),
+        background=u(0.05, 0.95, n),
+        clutter_amp=u(0.0, 0.35, n),
+        angle=np.clip(rng.normal(0.0, 0.14, n), -0.35, 0.35),
+        scale=u(0.92, 1.12, n),
+        shift_x=u(-0.08, 0.08, n),
+        shift_y=u(-0.08, 0.08, n),
+        yaw=u(-1.0, 1.0, n),
+        light_x=u(-0.35, 0.35, n),
+        light_y=u(-0.3, 0.3, n),
+        blur=u(0.0, 1.0, n) ** 2,
         noise=u(0.0, 0.05, n),
         occluder=rng.choice(3, n, p=[0.7, 0.15, 0.15]).astype(np.float32),
-        occ_x=u(-0.55, 0.55, n), occ_y=u(-0.55, 0.55, n), occ_angle=u(0, np.pi, n),
-        occ_w=u(0.06, 0.16, n), occ_len=u(0.25, 0.8, n), occ_tone=u(0.0, 1.0, n),
+        occ_x=u(-0.55, 0.55, n),
+        occ_y=u(-0.55, 0.55, n),
+        occ_angle=u(0, np.pi, n),
+        occ_w=u(0.06, 0.16, n),
+        occ_len=u(0.25, 0.8, n),
+        occ_tone=u(0.0, 1.0, n),
     )
     p = {k: np.asarray(v, np.float32) for k, v in p.items()}
     p["clutter"] = rng.uniform(-1.0, 1.0, (n, _LOWRES, _LOWRES)).astype(np.float32)
@@ -136,7 +159,7 @@ def render_faces(params: dict, *, size: int, start: int, stop: int, seed: int) -
 
 
 class _Canvas:
-    """Per-chunk face coordinates u, v (B, S, S) and helpers; calling it gives a (B, 1, 1) column."""
+    """Face coordinates u, v (B, S, S) of one chunk; calling it gives a (B, 1, 1) column."""
 
     def __init__(self, q: dict, size: int):
         self.q = q
@@ -298,7 +321,7 @@ def _blur_matrix(size: int, sigma: float) -> np.ndarray:
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
     k = np.zeros((size, size))
-    for offset, weight in zip(range(-radius, radius + 1), taps):
+    for offset, weight in zip(range(-radius, radius + 1), taps, strict=True):
         cols = np.clip(np.arange(size) + offset, 0, size - 1)
         np.add.at(k, (np.arange(size), cols), weight)
     return k.astype(np.float32)

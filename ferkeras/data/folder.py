@@ -97,9 +97,8 @@ def read_image_folder(folder, *, class_names, source="folder"):
                 other += 1
                 continue
             if canon not in index:
-                outside[f"class {canon} not in class set"] = (
-                    outside.get(f"class {canon} not in class set", 0) + 1
-                )
+                reason = f"class {canon} not in class set"
+                outside[reason] = outside.get(reason, 0) + 1
                 continue
             paths.append(str(path.absolute()))
             labels.append(index[canon])

@@ -29,8 +29,15 @@ def _font(size: int):
 
 
 def write_contact_sheet(
-    images, labels, class_names, out_png, *, per_class: int = 8, title: str | None = None,
-    captions=None, cell: int = 96,
+    images,
+    labels,
+    class_names,
+    out_png,
+    *,
+    per_class: int = 8,
+    title: str | None = None,
+    captions=None,
+    cell: int = 96,
 ) -> pathlib.Path:
     """Write a PNG grid with the first `per_class` images of each class, one row per class.
 
@@ -53,8 +60,7 @@ def write_contact_sheet(
     if per_class < 1:
         raise ValueError(f"per_class must be positive. Received: per_class={per_class}")
     font = _font(12)
-    lines = 0 if captions is None else max((len(str(c).split(" / ")) for c in captions),
-                                           default=0)
+    lines = 0 if captions is None else max((len(str(c).split(" / ")) for c in captions), default=0)
     label_w = 80
     cap_h = 14 * lines
     title_h = 22 if title else 0
@@ -117,7 +123,8 @@ def read_image_folder_for_sheet(folder, *, per_class: int | None = None) -> tupl
         with Image.open(p) as im:
             size = size or im.size
             grey = im.mode in ("1", "L", "LA", "I;16", "I")
-            arrays.append(np.atleast_3d(np.asarray(im.convert("L" if grey else "RGB").resize(size))))
+            pixels = np.asarray(im.convert("L" if grey else "RGB").resize(size))
+            arrays.append(np.atleast_3d(pixels))
     channels = max(a.shape[-1] for a in arrays)
     stacked = np.stack([np.repeat(a, channels // a.shape[-1], axis=-1) for a in arrays])
     true = None

@@ -135,7 +135,12 @@ def inject_label_noise(labels, *, rate: float, kind: str, class_names, seed: int
 
 
 def draw_faces(
-    labels, class_names, *, size: int = 48, seed: int = 0, chunk_size: int = 1000,
+    labels,
+    class_names,
+    *,
+    size: int = 48,
+    seed: int = 0,
+    chunk_size: int = 1000,
     progress: bool = False,
 ) -> np.ndarray:
     """Draw one face per entry of `labels` (N,): (N, size, size) uint8 greyscale images.
@@ -151,8 +156,9 @@ def draw_faces(
     labels = np.asarray(labels)
     params = sample_face_params(labels, class_names, seed=seed)
     out = np.empty((len(labels), size, size), np.uint8)
-    with tqdm(total=len(labels), disable=not progress, file=sys.stderr, unit="img",
-              desc="synth") as bar:
+    with tqdm(
+        total=len(labels), disable=not progress, file=sys.stderr, unit="img", desc="synth"
+    ) as bar:
         for start in range(0, len(labels), chunk_size):
             stop = min(start + chunk_size, len(labels))
             out[start:stop] = render_faces(params, size=size, start=start, stop=stop, seed=seed)
@@ -180,8 +186,9 @@ def make_synthetic_bundle(cfg, *, seed: int, progress: bool = False) -> DatasetB
     k = len(names)
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(7)]
     splits = {}
-    for i, (split, n) in enumerate([("train", syn.n_train), ("val", syn.n_val),
-                                    ("test", syn.n_test)]):
+    for i, (split, n) in enumerate(
+        [("train", syn.n_train), ("val", syn.n_val), ("test", syn.n_test)]
+    ):
         if split == "test" and n == 0:
             splits[split] = None
             continue
@@ -190,21 +197,31 @@ def make_synthetic_bundle(cfg, *, seed: int, progress: bool = False) -> DatasetB
         else:
             counts = allocate_counts(n, np.ones(k))
         true = _shuffled_labels(counts, np.random.default_rng(seeds[2 * i]))
-        images = draw_faces(true, names, size=cfg.image_size, seed=seeds[2 * i + 1],
-                            progress=progress)[..., None]
+        images = draw_faces(
+            true, names, size=cfg.image_size, seed=seeds[2 * i + 1], progress=progress
+        )[..., None]
         if cfg.channels == 3:
             images = np.repeat(images, 3, axis=-1)
         labels = true
         if split == "train" and syn.noise > 0:
-            labels = inject_label_noise(true, rate=syn.noise, kind=syn.noise_type,
-                                        class_names=names, seed=seeds[6])
+            labels = inject_label_noise(
+                true, rate=syn.noise, kind=syn.noise_type, class_names=names, seed=seeds[6]
+            )
         splits[split] = Split(labels=labels, images=images, true_labels=true)
     realised = float(np.mean(splits["train"].labels != splits["train"].true_labels))
     n_test = 0 if splits["test"] is None else len(splits["test"])
-    note = (f"synthetic: {syn.n_train} train (noise {syn.noise:.2f} {syn.noise_type}, "
-            f"realised {realised:.3f}), {syn.n_val} val, {n_test} test")
-    return DatasetBundle(class_names=names, train=splits["train"], val=splits["val"],
-                         test=splits["test"], source="synthetic", notes=[note])
+    note = (
+        f"synthetic: {syn.n_train} train (noise {syn.noise:.2f} {syn.noise_type}, "
+        f"realised {realised:.3f}), {syn.n_val} val, {n_test} test"
+    )
+    return DatasetBundle(
+        class_names=names,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        source="synthetic",
+        notes=[note],
+    )
 
 
 def write_image_folder(bundle: DatasetBundle, out_dir) -> pathlib.Path:
@@ -234,7 +251,7 @@ def write_image_folder(bundle: DatasetBundle, out_dir) -> pathlib.Path:
                 (root / c).mkdir(parents=True)
             true = split.labels if split.true_labels is None else split.true_labels
             rows = []
-            for i, (image, label) in enumerate(zip(split.images, split.labels)):
+            for i, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
                 rel = f"{bundle.class_names[label]}/{i:06d}.png"
                 pixels = image[..., 0] if image.shape[-1] == 1 else image
                 Image.fromarray(pixels).save(root / rel, compress_level=1)

@@ -73,14 +73,15 @@ def load_tfds_bundle(cfg, *, seed: int):
     datasets, info = tfds.load(
         cfg.tfds_name, data_dir=cfg.tfds_data_dir or None, split=None, with_info=True
     )
-    label = info.features["label"] if "label" in info.features else None
-    if not isinstance(label, tfds.features.ClassLabel) or "image" not in info.features:
+    features = dict(info.features.items())  # FeaturesDict has no .get
+    label = features.get("label")
+    if not isinstance(label, tfds.features.ClassLabel) or "image" not in features:
         raise ValueError(
             f"source tfds needs `image` and a ClassLabel `label` feature. Received: "
-            f"{cfg.tfds_name} with features {list(info.features)}"
+            f"{cfg.tfds_name} with features {list(features)}"
         )
     lut = names_to_ids(label.names, class_names)
-    has_true = "true_label" in info.features
+    has_true = "true_label" in features
     splits, notes = {}, []
     for name, ds in datasets.items():
         if name not in _SPLITS:

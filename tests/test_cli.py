@@ -1,0 +1,110 @@
+"""The CLI through its entry point: a tiny recipe trained end to end into tmp_path."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ferkeras.cli import cli
+
+TINY = {
+    "name": "tiny",
+    "seed": 1,
+    "data": {"source": "synthetic", "image_size": 32,
+             "synthetic": {"n_train": 384, "n_val": 64, "n_test": 64, "noise": 0.3}},
+    "model": {"backbone": "small_cnn", "width": 8},
+    "train": {"epochs": 2, "batch_size": 64, "loss": "logit_adjusted", "ema_decay": 0.9},
+}
+
+
+def _write(tmp_path, recipe):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("# ferkeras train tiny.yaml\n" + yaml.safe_dump(recipe))
+    return path
+
+
+def _run(args):
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    return result
+
+
+def test_train_evaluate_and_outputs(tmp_path):
+    run_dir = tmp_path / "run"
+    result = _run(["train", str(_write(tmp_path, TINY)), "--run-dir", str(run_dir), "-q",
+                   "--set", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    assert f"run folder: {run_dir}" in result.output
+    assert "val  best: accuracy" in result.output
+    for name in ("recipe.yaml", "run_info.json", "metrics.json", "history.csv",
+                 "confusion_matrix.png", "per_class.png", "checkpoints/best.weights.h5",
+                 "checkpoints/last.weights.h5", "checkpoints/state.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "tensorboard").is_dir()
+    saved = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert saved["train"]["epochs"] == 3  # the --set override is in the resolved recipe
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for which in ("best", "last"):
+            m = metrics[split][which]
+            assert set(m) >= {"accuracy", "balanced_accuracy", "macro_f1", "per_class_recall"}
+            assert 0.0 <= m["balanced_accuracy"] <= 1.0
+    assert 1 <= metrics["best_epoch"] <= 3
+    assert len((run_dir / "history.csv").read_text().strip().splitlines()) == 4
+
+    result = _run(["evaluate", str(run_dir), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert "test (best): accuracy" in result.output
+    # evaluate recomputes exactly what training reported for the best checkpoint
+    acc = float(result.output.split("accuracy ")[1].split()[0])
+    assert acc == pytest.approx(metrics["test"]["best"]["accuracy"], abs=1e-4)
+
+
+def test_existing_run_folder_is_never_clobbered(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "precious.txt").write_text("keep me")
+    result = _run(["train", str(_write(tmp_path, TINY)), "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code != 0
+    assert "pass --resume to continue it, --overwrite to replace it" in result.output
+    assert (run_dir / "precious.txt").read_text() == "keep me"
+
+
+def test_cycle_smoke_through_cli(tmp_path):
+    recipe = dict(TINY, cycle={"enabled": True, "warmup_epochs": 1, "cycles": 1,
+                               "epochs_per_cycle": 1, "compare_ce": True})
+    run_dir = tmp_path / "cycle"
+    result = _run(["train", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "split at epoch 2:" in result.output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["noise_detection"]["auc"] <= 1.0
+    assert set(metrics["comparison"]) >= {"ce", "cycle"}
+    report = run_dir / "reports" / "split-e002"
+    for name in ("counts.csv", "samples.csv", "detection.json", "loss_histogram.png",
+                 "suspected_errors.png"):
+        assert (report / name).is_file(), name
+    rows = (report / "samples.csv").read_text().splitlines()
+    assert rows[0].startswith("index,given_label,predicted_label,clean_prob,loss,labelled")
+    assert len(rows) == 1 + 384
+    assert (run_dir / "ce_baseline" / "metrics.json").is_file()
+
+
+def test_recipe_errors_are_one_line(tmp_path):
+    result = _run(["train", str(_write(tmp_path, TINY)), "--set", "train.epochs=-2"])
+    assert result.exit_code == 2 or result.exit_code == 1
+    assert "'train.epochs' must be >= 1. Received: -2" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_models_and_help_do_not_import_tensorflow():
+    code = ("import sys; from ferkeras.cli import cli\n"
+            "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+            "try:\n    cli(['models'])\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "small_cnn" in out.stdout and "predict" in out.stdout
