@@ -1,4 +1,17 @@
-"""Pick a `tf.distribute` strategy and derive per-replica settings from the global batch."""
+"""Pick a `tf.distribute` strategy, derive per-replica settings from the global batch, and
+keep the workers of a multi-worker run in agreement.
+
+- `choose_strategy("auto")`: MultiWorkerMirroredStrategy when `TF_CONFIG` names a cluster of
+  two or more tasks, MirroredStrategy when several GPUs are visible, else the default
+  strategy. MultiWorkerMirroredStrategy must exist before any other TensorFlow op runs in the
+  process, and only once per process: it is created first thing and cached.
+- `is_chief`: the one worker that writes run outputs.
+- `broadcast_from_chief`: the chief's host-side arrays on every worker (a sum all-reduce to
+  which only the chief contributes non-zeros; adding zeros is exact).
+- `sync_trainer_from_chief`: every variable of a trainer (weights, EMA, optimizer, split
+  tables, RNG states) set to the chief's values; used after a resume, when only the chief
+  read the checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +19,35 @@ import json
 import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+DETERMINISM_ENV = "FERKERAS_DETERMINISTIC"
+
+_MULTIWORKER = None  # the process's MultiWorkerMirroredStrategy, created at most once
 
 
 def choose_strategy(name: str = "auto"):
     """auto: MultiWorkerMirrored when TF_CONFIG names a cluster, Mirrored with several GPUs,
-    else the default strategy. An explicit name overrides the choice."""
-    import tensorflow as tf
+    else the default strategy. An explicit name overrides the choice.
 
+    With the environment variable FERKERAS_DETERMINISTIC=1, TensorFlow's op determinism is
+    switched on first (slower; used by the resume and multi-worker tests).
+    """
+    global _MULTIWORKER
     if name not in STRATEGIES:
         raise ValueError(f"Unknown strategy {name!r}. Valid strategies: {list(STRATEGIES)}")
     if name == "auto":
-        name = "default"
-        if _tf_config_cluster():
-            name = "multiworker"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            name = "mirrored"
+        name = "multiworker" if _tf_config_cluster() else None
+    import tensorflow as tf
+
+    if os.environ.get(DETERMINISM_ENV, "") not in ("", "0"):
+        tf.config.experimental.enable_op_determinism()
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Before anything touches the TF context (device listing included): collective ops
+        # are configured at context creation, and TF raises if the context exists.
+        if _MULTIWORKER is None:
+            _MULTIWORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MULTIWORKER
+    if name is None:
+        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -31,15 +56,25 @@ def choose_strategy(name: str = "auto"):
 
 
 def _tf_config_cluster() -> bool:
+    """True when TF_CONFIG describes a cluster of two or more tasks."""
     raw = os.environ.get("TF_CONFIG", "")
-    if not raw:
+    if not raw.strip():
         return False
     try:
         cfg = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ValueError(f"TF_CONFIG is not valid JSON: {err}") from None
-    workers = cfg.get("cluster", {}).get("worker", [])
-    return len(workers) > 1 or bool(cfg.get("cluster", {}).get("chief"))
+    cluster = cfg.get("cluster", {}) if isinstance(cfg, dict) else {}
+    if not isinstance(cluster, dict):
+        raise ValueError(f"TF_CONFIG 'cluster' must be a mapping. Received: {cluster!r}")
+    tasks = sum(len(cluster.get(job, [])) for job in ("chief", "worker"))
+    return tasks > 1
+
+
+def is_multiworker(strategy) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def is_chief(strategy) -> bool:
@@ -51,6 +86,14 @@ def is_chief(strategy) -> bool:
     return task_type == "chief" or (
         task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().jobs
     )
+
+
+def task_name(strategy) -> str:
+    """'worker1', 'chief0', ... for a multi-worker task; 'local' otherwise."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return "local"
+    return f"{resolver.task_type}{resolver.task_id or 0}"
 
 
 def scaling_rule(strategy, *, global_batch: int, learning_rate: float) -> dict:
@@ -67,6 +110,7 @@ def scaling_rule(strategy, *, global_batch: int, learning_rate: float) -> dict:
     return {
         "strategy": type(strategy).__name__,
         "replicas": replicas,
+        "workers": _num_workers(strategy),
         "global_batch": global_batch,
         "per_replica_batch": global_batch // replicas,
         "learning_rate": learning_rate,
@@ -74,3 +118,140 @@ def scaling_rule(strategy, *, global_batch: int, learning_rate: float) -> dict:
         "learning rate unchanged (it is defined for the global batch); losses averaged "
         "over the global batch with tf.nn.compute_average_loss",
     }
+
+
+def _num_workers(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    jobs = resolver.cluster_spec().as_dict()
+    return sum(len(jobs.get(job, [])) for job in ("chief", "worker")) or 1
+
+
+# ----------------------------------------------------------------------------- agreement
+def broadcast_from_chief(strategy, arrays):
+    """The chief's value of each array in `arrays`, on every worker.
+
+    arrays: list of numpy arrays, the same shapes and dtypes on every worker (bool, int or
+    float; ints up to 2**53 travel exactly as float64). Outside a multi-worker run the
+    arrays are returned unchanged. Every worker must call this at the same point.
+    """
+    import numpy as np
+
+    arrays = [np.asarray(a) for a in arrays]
+    if not is_multiworker(strategy) or not arrays:
+        return arrays
+    import tensorflow as tf
+
+    flat = np.concatenate([a.astype(np.float64).ravel() for a in arrays])
+    value = tf.constant(flat if is_chief(strategy) else np.zeros_like(flat))
+
+    @tf.function
+    def _sum():
+        def _replica():
+            ctx = tf.distribute.get_replica_context()
+            keep = tf.cast(tf.equal(ctx.replica_id_in_sync_group, 0), tf.float64)
+            return ctx.all_reduce(tf.distribute.ReduceOp.SUM, value * keep)
+
+        return strategy.run(_replica)
+
+    total = strategy.experimental_local_results(_sum())[0].numpy()
+    out, start = [], 0
+    for a in arrays:
+        part = total[start:start + a.size].reshape(a.shape)
+        out.append(part.astype(a.dtype) if a.dtype != bool else part > 0.5)
+        start += a.size
+    return out
+
+
+def trainer_variables(trainer) -> list:
+    """Every variable of a trainer and its optimizer, once each, in a stable order."""
+    seen, out = set(), []
+    optimizer = getattr(trainer, "optimizer", None)
+    for v in list(trainer.variables) + list(getattr(optimizer, "variables", [])):
+        key = id(v)
+        if key not in seen:
+            seen.add(key)
+            out.append(v)
+    return out
+
+
+def sync_trainer_from_chief(strategy, trainer, epoch: int) -> int:
+    """Set every trainer variable to the chief's value; returns the chief's `epoch`."""
+    if not is_multiworker(strategy):
+        return int(epoch)
+    import numpy as np
+
+    variables = trainer_variables(trainer)
+    values = broadcast_from_chief(
+        strategy, [np.asarray(int(epoch))] + [np.asarray(v.numpy()) for v in variables])
+    for v, value in zip(variables, values[1:], strict=True):
+        v.assign(value)
+    return int(values[0])
+
+
+def any_worker(strategy, flag: bool) -> bool:
+    """True if `flag` is true on any worker (every worker must call this at the same point).
+
+    Lets a failure on one worker stop them all: without it, a worker whose peer stopped
+    early would wait forever in the next collective. Outside multi-worker runs: `flag`.
+    """
+    if not is_multiworker(strategy):
+        return bool(flag)
+    import tensorflow as tf
+
+    value = tf.constant([1.0 if flag else 0.0])
+
+    @tf.function
+    def _count():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, value))
+
+    return bool(strategy.experimental_local_results(_count())[0].numpy()[0] > 0)
+
+
+def patch_keras_for_multiworker(trainer, strategy) -> None:
+    """Work around two Keras 3 bugs that stop `fit` under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585, tensorflow/tensorflow#72388). A no-op for other strategies.
+
+    1. `fit` first builds the model from one input batch reduced with
+       `strategy.reduce("MEAN", batch)`, which MultiWorkerMirroredStrategy cannot do eagerly
+       ("Attempt to convert a value (PerReplica...)"). The batch only supplies shapes, so this
+       trainer uses its first local replica's batch instead.
+    2. The step's logs are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails on
+       the scalar metric results ("Invalid reduction dimension 0 for input with 0
+       dimensions"). Reduced with `axis=None` they are the mean over replicas, as Keras does
+       for MirroredStrategy.
+    """
+    if not is_multiworker(strategy):
+        return
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
+
+    def _local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def _maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None and data_batch is None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(_local, next(it))
+                break
+        with strategy.scope():
+            trainer._symbolic_build(data_batch=data_batch)
+
+    object.__setattr__(trainer, "_maybe_symbolic_build", _maybe_symbolic_build)
+
+    original = keras_tf_trainer.reduce_per_replica
+    if getattr(original, "_ferkeras_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and is_multiworker(strategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None),
+                                         values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._ferkeras_patched = True
+    keras_tf_trainer.reduce_per_replica = reduce_per_replica

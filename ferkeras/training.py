@@ -10,8 +10,6 @@ import dataclasses
 import pathlib
 import time
 
-
-
 from ferkeras import io
 from ferkeras.recipe import Recipe, recipe_hash, recipe_to_yaml
 from ferkeras.runs import prepare_run_dir
@@ -89,23 +87,58 @@ def build_optimizer(train_cfg, *, total_steps: int, steps_per_epoch: int):
 
 def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, strategy="auto",
                  verbose=1, echo=print) -> dict:
-    """Train `recipe` into `run_dir` and return the final metrics (also in metrics.json)."""
+    """Train `recipe` into `run_dir` and return the final metrics (also in metrics.json).
+
+    Only the chief writes `run_dir`; the other workers of a multi-worker run write into a
+    temporary folder that is deleted when they finish. A run folder this call creates is
+    removed again if the run fails before its first epoch is saved, so a bad recipe or
+    dataset leaves nothing behind; after that, the folder keeps the last good state for
+    `resume`.
+    """
+    from ferkeras.runs import RunFolderError, discard_unstarted, is_fresh
+    from ferkeras.strategy import any_worker, choose_strategy, is_chief
+
+    run_dir = pathlib.Path(run_dir)
+    t0 = time.time()
+    strat = choose_strategy(strategy)  # first: MultiWorkerMirroredStrategy precedes all TF ops
+    chief = is_chief(strat)
+    out_dir = run_dir if chief else _worker_tmp_dir(run_dir, strat)
+    fresh = chief and not resume and (overwrite or is_fresh(run_dir))
+    try:
+        error, state = None, None
+        try:
+            if chief:
+                state = prepare_run_dir(run_dir, resume=resume, overwrite=overwrite,
+                                        recipe_hash=recipe_hash(recipe))
+            else:  # workers start empty; the chief's state is broadcast after the build
+                prepare_run_dir(out_dir, resume=False, overwrite=True)
+        except RunFolderError as err:
+            fresh, error = False, err  # never remove a folder this call was refused
+        if any_worker(strat, error is not None):
+            raise error or RunFolderError("another worker could not prepare its run folder "
+                                          "(see its output); this one stops too.")
+        if state is None and chief:
+            io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+        return _train(recipe, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
+                      chief=chief, t0=t0, verbose=verbose, echo=echo)
+    except BaseException:
+        if fresh:
+            discard_unstarted(run_dir)
+        raise
+    finally:
+        if not chief:
+            import shutil
+
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) -> dict:
     from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
     from ferkeras.callbacks.state import RunState
     from ferkeras.data.sources import load_bundle
     from ferkeras.labels import get_class_names
     from ferkeras.models import build_network
-    from ferkeras.strategy import choose_strategy, is_chief, scaling_rule
-
-    run_dir = pathlib.Path(run_dir)
-    t0 = time.time()
-    strat = choose_strategy(strategy)
-    chief = is_chief(strat)
-    out_dir = run_dir if chief else _worker_tmp_dir(run_dir, strat)
-    state = prepare_run_dir(out_dir, resume=resume, overwrite=overwrite and chief) if chief else (
-        prepare_run_dir(out_dir, resume=False, overwrite=True))
-    if state is None and chief:
-        io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    from ferkeras.strategy import patch_keras_for_multiworker, scaling_rule
 
     bundle = load_bundle(recipe.data, seed=recipe.seed)
     bundle.check_classes()
@@ -143,6 +176,7 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
         trainer.compile(optimizer=build_optimizer(
             recipe.train, total_steps=spe * total_epochs, steps_per_epoch=spe))
         trainer.build_state(input_shape)
+    patch_keras_for_multiworker(trainer, strat)
     trainer.set_class_prior(bundle.train.class_counts(len(class_names)),
                             beta=recipe.train.cb_beta)
 
@@ -151,7 +185,7 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
         run_dir=out_dir, select_metric=recipe.train.select_metric, write=chief,
     )
     extra_callbacks = _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo)
-    run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief,
+    run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief, strategy=strat,
                          extra_state=[cb for cb in extra_callbacks if hasattr(cb, "state_dict")])
     start_epoch = run_state.restore(trainer, state)
     if start_epoch:
@@ -193,10 +227,6 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
     if chief:
         io.atomic_write_json(run_dir / "metrics.json", metrics)
         _write_plots(metrics, class_names, run_dir)
-    else:
-        import shutil
-
-        shutil.rmtree(out_dir, ignore_errors=True)
     return metrics
 
 
@@ -230,7 +260,10 @@ def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
         comparison[name] = {k: block[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
         comparison[name]["wall_seconds"] = m["wall_seconds"]
     metrics["comparison"] = comparison
-    io.atomic_write_json(pathlib.Path(run_dir) / "metrics.json", metrics)
+    from ferkeras.strategy import choose_strategy, is_chief
+
+    if is_chief(choose_strategy(kwargs.get("strategy", "auto"))):  # workers write nothing
+        io.atomic_write_json(pathlib.Path(run_dir) / "metrics.json", metrics)
     return metrics
 
 
@@ -313,9 +346,12 @@ def _write_skipped(run_dir, bundle):
 
 
 def _worker_tmp_dir(run_dir, strat):
+    """A fresh temporary folder for a non-chief worker's (discarded) outputs."""
     import tempfile
 
-    task = getattr(strat.cluster_resolver, "task_id", 0)
-    return pathlib.Path(tempfile.mkdtemp(prefix=f"ferkeras-worker{task}-"))
+    from ferkeras.strategy import task_name
+
+    name = pathlib.Path(run_dir).name or "run"
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"ferkeras-{name}-{task_name(strat)}-"))
 
 

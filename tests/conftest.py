@@ -3,6 +3,7 @@ MirroredStrategy can run with 2 replicas on a CPU-only machine."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -20,12 +21,10 @@ def pytest_configure(config):
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
-    try:
+    with contextlib.suppress(RuntimeError):  # already initialised by an earlier plugin
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
         )
-    except RuntimeError:  # already initialised by an earlier plugin
-        pass
 
 
 @pytest.fixture

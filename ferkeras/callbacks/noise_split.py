@@ -8,6 +8,7 @@ re-estimated from the samples judged clean. Each split writes a report folder.
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import time
 
@@ -31,11 +32,18 @@ def per_sample_losses(trainer, dataset, labels) -> tuple[np.ndarray, np.ndarray]
     return losses.astype(np.float32), probs
 
 
+def mask_digest(labelled) -> str:
+    """Short digest of a boolean (N,) split mask: equal digests, equal splits."""
+    bits = np.packbits(np.asarray(labelled, dtype=bool))
+    return hashlib.sha1(bits.tobytes()).hexdigest()[:12]
+
+
 class NoiseSplit(keras.callbacks.Callback):
     """Runs the class-aware split at cycle starts (and every epoch if asked)."""
 
     def __init__(self, *, trainer, train_split, data_cfg, cycle_cfg, class_names, first_epoch,
-                 epochs_per_cycle, run_dir, seed=0, write=True, echo=print, cb_beta=0.999):
+                 epochs_per_cycle, run_dir, seed=0, write=True, echo=print, cb_beta=0.999,
+                 strategy=None):
         super().__init__()
         from ferkeras.data.pipeline import make_dataset
 
@@ -52,6 +60,7 @@ class NoiseSplit(keras.callbacks.Callback):
         self.write = write
         self.echo = echo
         self.cb_beta = cb_beta
+        self.strategy = strategy  # multi-worker: the chief's split is broadcast to all
         self.dataset = make_dataset(train_split, data_cfg, batch_size=512)
         self.data_cfg = data_cfg
         self.history: list[np.ndarray] = []
@@ -65,7 +74,8 @@ class NoiseSplit(keras.callbacks.Callback):
                    cycle_cfg=recipe.cycle, class_names=bundle.class_names,
                    first_epoch=recipe.cycle.warmup_epochs,
                    epochs_per_cycle=recipe.cycle.epochs_per_cycle, run_dir=run_dir,
-                   seed=recipe.seed, write=write, echo=echo, cb_beta=recipe.train.cb_beta)
+                   seed=recipe.seed, write=write, echo=echo, cb_beta=recipe.train.cb_beta,
+                   strategy=strategy)
 
     # ------------------------------------------------------------------ schedule
     def is_split_epoch(self, epoch: int) -> bool:
@@ -100,6 +110,12 @@ class NoiseSplit(keras.callbacks.Callback):
                                                           mode=self.cfg.normalize)
         prior = selection.estimate_clean_prior(self.labels, labelled, num_classes=k,
                                                pred_probs=probs)
+        if self.strategy is not None:
+            # Every worker computed its own split; all of them use the chief's.
+            from ferkeras.strategy import broadcast_from_chief
+
+            labelled, clean_prob, prior = broadcast_from_chief(
+                self.strategy, [labelled, clean_prob, prior])
         self.trainer.set_split(labelled, clean_prob, prior)
         clean_counts = np.bincount(self.labels[labelled], minlength=k)
         self.trainer.set_class_prior(clean_counts, beta=self.cb_beta)
@@ -123,7 +139,8 @@ class NoiseSplit(keras.callbacks.Callback):
                                                       mode=self.cfg.normalize),
                 clean_prob=clean_prob, labelled=labelled, pred_probs=probs, scores=scores)
         msg = (f"split at epoch {epoch + 1}: {int(labelled.sum())} clean / "
-               f"{int((~labelled).sum())} noisy ({seconds:.1f} s)")
+               f"{int((~labelled).sum())} noisy ({seconds:.1f} s, mask "
+               f"{mask_digest(labelled)})")
         if scores:
             msg += f", detection ROC-AUC {scores['auc']:.3f}"
         self.echo(msg)

@@ -101,6 +101,8 @@ def synth(
     progress,
 ):
     """Draw a synthetic face dataset and write it as an image folder with true labels."""
+    import numpy as np
+
     from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
     from ferkeras.recipe import DataConfig, SyntheticConfig
 
@@ -124,17 +126,20 @@ def synth(
     start = time.perf_counter()
     try:
         bundle = make_synthetic_bundle(cfg, seed=seed, progress=progress)
-        write_image_folder(bundle, out)
+        write_image_folder(bundle, out, progress=progress)
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err).splitlines()[0]) from None
     seconds = time.perf_counter() - start
     train = bundle.train
-    counts = train.class_counts(bundle.num_classes)
-    per_class = ", ".join(f"{c} {k}" for c, k in zip(bundle.class_names, counts, strict=True))
+    given = train.class_counts(bundle.num_classes)
+    true = np.bincount(train.true_labels, minlength=bundle.num_classes)
+    per_class = ", ".join(
+        f"{c} {t}/{g}" for c, t, g in zip(bundle.class_names, true, given, strict=True)
+    )
     realised = float((train.labels != train.true_labels).mean())
     n_test_written = 0 if bundle.test is None else len(bundle.test)
     click.echo(
-        f"wrote {out}: train {len(train)} ({per_class}), realised noise {realised:.3f} "
+        f"wrote {out}: train {len(train)} (true/given: {per_class}), realised noise {realised:.3f} "
         f"({noise_type}), val {len(bundle.val)}, test {n_test_written}, {seconds:.1f} s"
     )
 

@@ -112,8 +112,10 @@ def _progress(items, *, total, unit: str, desc: str):
 
 @click.command("predict")
 @click.argument("inputs", nargs=-1, type=str)
-@click.option("--model", "model", required=True, type=click.Path(path_type=str),
-              help="Export folder written by `ferkeras export`.")
+@click.option("--model", "model", envvar="FERKERAS_MODEL", default="export/quickstart",
+              show_default=True, type=click.Path(path_type=str),
+              help="Export folder written by `ferkeras export` (or $FERKERAS_MODEL); "
+                   "`make export` writes the default one.")
 @click.option("--webcam", type=click.IntRange(0, None), default=None,
               help="Read frames from this webcam index (needs OpenCV: ferkeras[webcam]).")
 @click.option("--video", "videos", multiple=True, type=str,

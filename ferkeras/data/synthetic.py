@@ -38,7 +38,7 @@ PROFILES = ("affectnet", "uniform", "factor")
 NOISE_KINDS = ("symmetric", "asymmetric")
 # Asymmetric noise: each class flips to the first target present in the class set.
 ASYMMETRIC_TARGETS = {
-    "neutral": ("sad",),
+    "neutral": ("sad", "anger"),
     "happy": ("contempt", "neutral"),
     "sad": ("neutral",),
     "surprise": ("fear",),
@@ -115,23 +115,48 @@ def noise_transitions(class_names, *, kind: str) -> np.ndarray:
     return out
 
 
-def inject_label_noise(labels, *, rate: float, kind: str, class_names, seed: int) -> np.ndarray:
-    """Flip each of `labels` (N,) with probability `rate`; return (N,) int32 noisy labels.
+def inject_label_noise(labels, *, rate: float, kind: str, class_names, seed: int,
+                       capacity: float = 0.5) -> np.ndarray:
+    """Flip `labels` (N,) at rate `rate`; return (N,) int32 noisy labels.
 
-    A flipped sample always changes class (see `noise_transitions`), so the realised rate
-    `np.mean(noisy != labels)` is close to `rate`.
+    symmetric: each sample flips with probability `rate` to a uniformly drawn other class.
+    asymmetric: each class spends a flip budget of rate * n_a on its confusable targets
+    (ASYMMETRIC_TARGETS, in order), but no class receives more flipped-in samples than
+    `capacity` * its own size. Without that cap, under the AffectNet profile, 30% of happy
+    flipped into contempt would outnumber the true contempt faces 10 to 1 and "contempt"
+    would mean "happy face"; with it, every given label stays mostly right and the excess
+    goes to the next confusable target (happy -> neutral). Classes are served smallest
+    first. On balanced data the realised rate equals `rate`; on very imbalanced data it can
+    fall below it, and the synthetic source reports the realised rate.
     """
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
     labels = np.asarray(labels, dtype=np.int32)
-    trans = noise_transitions(class_names, kind=kind)
+    k = len(class_names)
     rng = np.random.default_rng([seed, 2])
-    flip = rng.random(len(labels)) < rate
-    # Inverse-CDF draw of each sample's target class from its row of the transition matrix.
+    if kind == "symmetric":
+        trans = noise_transitions(class_names, kind=kind) * rate + np.eye(k) * (1 - rate)
+    else:
+        noise_transitions(class_names, kind=kind)  # validates kind and targets
+        names = tuple(class_names)
+        counts = np.bincount(labels, minlength=k).astype(float)
+        room = capacity * counts
+        trans = np.eye(k)
+        for a in np.argsort(counts, kind="stable"):
+            budget = rate * counts[a]
+            for target in ASYMMETRIC_TARGETS.get(names[a], ()):
+                if target not in names or budget <= 0 or counts[a] == 0:
+                    continue
+                b = names.index(target)
+                take = min(budget, room[b])
+                trans[a, b] += take / counts[a]
+                trans[a, a] -= take / counts[a]
+                room[b] -= take
+                budget -= take
+    # Inverse-CDF draw of each sample's (possibly unchanged) class from its row.
     cdf = np.cumsum(trans, axis=1)
     pick = rng.random(len(labels))[:, None]
-    targets = np.minimum((pick >= cdf[labels]).sum(axis=1), len(class_names) - 1)
-    return np.where(flip, targets, labels).astype(np.int32)
+    return np.minimum((pick >= cdf[labels]).sum(axis=1), k - 1).astype(np.int32)
 
 
 def draw_faces(
@@ -142,6 +167,7 @@ def draw_faces(
     seed: int = 0,
     chunk_size: int = 1000,
     progress: bool = False,
+    desc: str = "synth",
 ) -> np.ndarray:
     """Draw one face per entry of `labels` (N,): (N, size, size) uint8 greyscale images.
 
@@ -157,7 +183,7 @@ def draw_faces(
     params = sample_face_params(labels, class_names, seed=seed)
     out = np.empty((len(labels), size, size), np.uint8)
     with tqdm(
-        total=len(labels), disable=not progress, file=sys.stderr, unit="img", desc="synth"
+        total=len(labels), disable=not progress, file=sys.stderr, unit="img", desc=desc
     ) as bar:
         for start in range(0, len(labels), chunk_size):
             stop = min(start + chunk_size, len(labels))
@@ -198,7 +224,12 @@ def make_synthetic_bundle(cfg, *, seed: int, progress: bool = False) -> DatasetB
             counts = allocate_counts(n, np.ones(k))
         true = _shuffled_labels(counts, np.random.default_rng(seeds[2 * i]))
         images = draw_faces(
-            true, names, size=cfg.image_size, seed=seeds[2 * i + 1], progress=progress
+            true,
+            names,
+            size=cfg.image_size,
+            seed=seeds[2 * i + 1],
+            progress=progress,
+            desc=f"synth {split}",
         )[..., None]
         if cfg.channels == 3:
             images = np.repeat(images, 3, axis=-1)
@@ -224,7 +255,7 @@ def make_synthetic_bundle(cfg, *, seed: int, progress: bool = False) -> DatasetB
     )
 
 
-def write_image_folder(bundle: DatasetBundle, out_dir) -> pathlib.Path:
+def write_image_folder(bundle: DatasetBundle, out_dir, *, progress: bool = False) -> pathlib.Path:
     """Write `bundle` as out_dir/{train,val,test}/<class>/<index:06d>.png plus true_labels.csv.
 
     The class folder is the given (possibly noisy) label; each split's true_labels.csv
@@ -232,34 +263,17 @@ def write_image_folder(bundle: DatasetBundle, out_dir) -> pathlib.Path:
     in a temporary folder beside out_dir and renamed into place; refuses a non-empty
     out_dir. Returns out_dir.
     """
-    from PIL import Image
-
     out_dir = pathlib.Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"Refusing to write into non-empty {out_dir}; pick a new folder.")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        os.chmod(tmp, 0o755)
         for name in ("train", "val", "test"):
             split = getattr(bundle, name)
-            if split is None:
-                continue
-            if split.images is None:
-                raise ValueError(f"write_image_folder needs in-memory images; {name} has paths")
-            root = tmp / name
-            for c in bundle.class_names:
-                (root / c).mkdir(parents=True)
-            true = split.labels if split.true_labels is None else split.true_labels
-            rows = []
-            for i, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
-                rel = f"{bundle.class_names[label]}/{i:06d}.png"
-                pixels = image[..., 0] if image.shape[-1] == 1 else image
-                Image.fromarray(pixels).save(root / rel, compress_level=1)
-                rows.append((rel, bundle.class_names[label], bundle.class_names[true[i]]))
-            with open(root / "true_labels.csv", "w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(("path", "label", "true_label"))
-                writer.writerows(rows)
+            if split is not None:
+                _write_split(split, bundle.class_names, tmp / name, progress=progress)
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -267,3 +281,33 @@ def write_image_folder(bundle: DatasetBundle, out_dir) -> pathlib.Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _write_split(split: Split, class_names, root: pathlib.Path, *, progress: bool) -> None:
+    """One split folder: a PNG per sample under its given class, and true_labels.csv."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    if split.images is None:
+        raise ValueError(f"write_image_folder needs in-memory images; {root.name} has paths.")
+    for c in class_names:
+        (root / c).mkdir(parents=True)
+    true = split.labels if split.true_labels is None else split.true_labels
+    rows = []
+    items = tqdm(
+        enumerate(split.images),
+        total=len(split),
+        disable=not progress,
+        file=sys.stderr,
+        unit="img",
+        desc=f"write {root.name}",
+    )
+    for i, image in items:
+        rel = f"{class_names[split.labels[i]]}/{i:06d}.png"
+        pixels = image[..., 0] if image.shape[-1] == 1 else image
+        Image.fromarray(pixels).save(root / rel, compress_level=1)
+        rows.append((rel, class_names[split.labels[i]], class_names[true[i]]))
+    with open(root / "true_labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("path", "label", "true_label"))
+        writer.writerows(rows)

@@ -88,7 +88,7 @@ class DatasetBundle:
     def check_classes(self) -> None:
         """Raise if a class has no training sample: class-balanced losses would divide by zero."""
         counts = self.train.class_counts(self.num_classes)
-        empty = [name for name, c in zip(self.class_names, counts) if c == 0]
+        empty = [name for name, c in zip(self.class_names, counts, strict=True) if c == 0]
         if empty:
             raise ValueError(
                 f"{self.source}: class(es) {empty} have no training samples after filtering; "

@@ -83,7 +83,7 @@ class SupervisedTrainer(keras.Model):
 
     def reset_ema(self):
         if self.ema_network is not None:
-            for ema, w in zip(self.ema_network.weights, self.network.weights):
+            for ema, w in zip(self.ema_network.weights, self.network.weights, strict=True):
                 ema.assign(w)
             self.ema_updates.assign(0.0)
 
@@ -126,7 +126,7 @@ class SupervisedTrainer(keras.Model):
         n = self.ema_updates
         # Bias-corrected warm-up, as tf.train.ExponentialMovingAverage(num_updates).
         decay = tf.minimum(self.ema_decay, (1.0 + n) / (10.0 + n))
-        for ema, w in zip(self.ema_network.weights, self.network.weights):
+        for ema, w in zip(self.ema_network.weights, self.network.weights, strict=True):
             ema.assign(decay * ema + (1.0 - decay) * tf.cast(w, ema.dtype))
 
     # ------------------------------------------------------------------ steps

@@ -1,0 +1,108 @@
+"""Helpers for the subprocess tests (resume, multi-worker, bad input): a tiny recipe, the
+environment and command line for `ferkeras train`, and readers for what a run folder holds.
+
+Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with one
+substitution, made for tests that compare runs exactly: the strong (FixMatch) view is drawn
+by `stateless_strong_augment` below instead of `ferkeras.augment.strong_augment`, whose
+`keras.layers.RandAugment` draws from its own stateful SeedGenerator instead of the
+per-sample seed (so two identical runs, or a run and its resumption, get different strong
+views). Everything else, CLI parsing included, is the real code path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pathlib
+import socket
+import sys
+
+import yaml
+
+TINY_RECIPE = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {"source": "synthetic", "image_size": 24,
+             "synthetic": {"n_train": 256, "n_val": 64, "n_test": 64, "noise": 0.25,
+                           "profile": "uniform"}},
+    "model": {"backbone": "small_cnn", "width": 8, "dropout": 0.2},
+    "train": {"batch_size": 32, "learning_rate": 0.005, "ema_decay": 0.9, "loss": "ce"},
+    "cycle": {"enabled": True, "warmup_epochs": 1, "cycles": 2, "epochs_per_cycle": 2,
+              "min_class_samples": 8},
+}
+
+
+def write_recipe(path, recipe=None) -> pathlib.Path:
+    """Write `recipe` (default TINY_RECIPE) as YAML to `path`; returns the path."""
+    path = pathlib.Path(path)
+    path.write_text("# ferkeras train THIS.yaml -q  (test recipe: seconds)\n" +
+                    yaml.safe_dump(recipe or TINY_RECIPE, sort_keys=False))
+    return path
+
+
+def cli_env(tmp_path, **extra) -> dict:
+    """Environment for a `ferkeras` subprocess: CPU only, quiet TF, private KERAS_HOME."""
+    env = dict(os.environ)
+    env.pop("TF_CONFIG", None)
+    env.update(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               KERAS_HOME=str(pathlib.Path(tmp_path) / "keras_home"),
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def train_command(*args, exact: bool = False) -> list[str]:
+    """`ferkeras train ARGS`; with `exact`, through this file (stateless strong views)."""
+    entry = [__file__] if exact else ["-m", "ferkeras.cli"]
+    return [sys.executable, *entry, "train", *map(str, args)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_history(run_dir) -> list[dict]:
+    """history.csv rows as dicts of floats."""
+    with open(pathlib.Path(run_dir) / "history.csv", newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def read_metrics(run_dir) -> dict:
+    return json.loads((pathlib.Path(run_dir) / "metrics.json").read_text())
+
+
+def report_mask(run_dir, epoch: int):
+    """The `labelled` column of reports/split-eNNN/samples.csv as a bool array."""
+    import numpy as np
+
+    path = pathlib.Path(run_dir) / "reports" / f"split-e{epoch:03d}" / "samples.csv"
+    with open(path, newline="") as fh:
+        return np.array([row["labelled"] == "1" for row in csv.DictReader(fh)])
+
+
+def stateless_strong_augment(image, seed):
+    """Weak view + brightness/contrast jitter + cutout, all from the per-sample seed."""
+    import tensorflow as tf
+
+    from ferkeras import augment
+
+    s_weak, s_bright, s_contrast, s_cut = augment._split_seed(seed, 4)
+    image = augment.weak_augment(image, s_weak)
+    image = tf.image.stateless_random_brightness(image, 60.0, seed=s_bright)
+    image = tf.image.stateless_random_contrast(image, 0.5, 1.5, seed=s_contrast)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return augment.cutout(image, s_cut)
+
+
+def main():
+    from ferkeras import augment
+    from ferkeras.cli import main as cli_main
+
+    augment.strong_augment = stateless_strong_augment
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
