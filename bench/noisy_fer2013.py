@@ -461,10 +461,12 @@ def markdown(out) -> str:
         f"cycle uses the same total: {s['cycle_schedule']} with `logit_adjusted`. Best epoch "
         f"by {s['select_metric']}. cleanlab: {s['cleanlab_folds']}-fold cross-validated CE "
         f"models.", "",
-        f"Data: {d['n_train']} training rows (FER2013 labels; {_pct(d['train_ferplus_noise_rate'])}% "
+        f"Data: {d['n_train']} training rows (FER2013 labels; "
+        f"{_pct(d['train_ferplus_noise_rate'])}% "
         f"of those with a FERPlus majority disagree). PublicTest halves: validation "
-        f"{d['n_val_half']}, reported {d['n_reported_half']} ({d['reported_dropped_no_majority']} "
-        f"without a FERPlus majority dropped -> {d['reported_scored_vs_ferplus']} scored; "
+        f"{d['n_val_half']}, reported {d['n_reported_half']} "
+        f"({d['reported_dropped_no_majority']} without a FERPlus majority dropped -> "
+        f"{d['reported_scored_vs_ferplus']} scored; "
         f"{d['reported_with_train_duplicate']} have a pixel-identical duplicate in Training).",
         "", "## Reported half vs FERPlus majority (%)", "",
         "| run | accuracy | balanced acc. | macro-F1 | acc. w/o dups | acc. vs FER2013 "
@@ -503,8 +505,59 @@ def markdown(out) -> str:
                      f"{'yes' if tg['met'] else 'NO'} |")
     if out["missing_runs"]:
         lines += ["", f"Missing (not finished): {', '.join(out['missing_runs'])}."]
-    lines += ["", "## Diagnosis", "", "(see bench/README.md)", ""]
+    lines += ["", "## Diagnosis", ""] + diagnosis(out) + [""]
     return "\n".join(lines)
+
+
+NEXT_STEPS = {
+    "gap_recovered": "accuracy: the split trains FixMatch on about a third of the data after "
+    "a short warm-up; with a longer budget try a longer warm-up and more cycles, loss "
+    "averaging over epochs (cycle.loss_window 3), and co-divide so each net's split trains "
+    "the other.",
+    "balanced_accuracy_gain": "balanced accuracy: check whether `la` alone already moves it "
+    "(then the cycle's extra gain is the SSL part); try balanced_softmax, per-class GMM "
+    "(cycle.gmm_scope per_class) so tail classes (disgust, fear) keep clean samples.",
+    "detection_auc": "detection: FER2013's noise is asymmetric and class-concentrated (fear "
+    "14% agreement, happy 93%); per-class normalised losses from an under-trained model rank "
+    "hard-but-clean faces with wrong ones. Try loss averaging (loss_window 3), per-class GMM, "
+    "or detecting with out-of-sample models (co-divide).",
+    "detection_ahead_of_cleanlab": "detection vs cleanlab: cleanlab uses out-of-sample "
+    "probabilities from 2 CE folds; the cycle uses in-sample losses of one net. Co-divide "
+    "gives the cycle the same out-of-sample advantage.",
+    "cycle_over_ce": "cost: SSL epochs push weak+strong views of the noisy part through the "
+    "net (cycle.mu, share unlabelled); fewer SSL epochs per cycle or mu 1 cut it.",
+    "split_pass_share": "cost: a split is one inference pass over the training set plus a "
+    "GMM; with few epochs per cycle it weighs more; split less often or on a subsample.",
+}
+
+
+def diagnosis(out) -> list[str]:
+    """One line per missed target: the honest figure is in the table above."""
+    lines = []
+    for name, tg in out["targets"].items():
+        if not tg["met"]:
+            value = "—" if tg["value"] is None else f"{tg['value']:.3f}"
+            lines.append(f"- {name} missed ({value}"
+                         f" vs {tg['target']}): {NEXT_STEPS[name]}")
+    if not lines:
+        lines.append("- All measured targets met.")
+    det, runs = out["noise_detection"]["cycle"], out["runs"]
+    if det and det.get("precision") and det.get("recall") is not None:
+        flagged = det["recall"] * det["noise_rate"] / det["precision"]
+        lines.append(f"- The last split flagged {_pct(flagged)}% of the training rows as noisy "
+                     f"while {_pct(det['noise_rate'])}% are (vs FERPlus): the GMM threshold "
+                     "(p_clean 0.5) under-flags, so recall stays low even at fair precision.")
+    if runs.get("la") and runs.get("cycle"):
+        lines.append(
+            f"- Ablation at equal budget: `la` alone gives balanced accuracy "
+            f"{_pct(runs['la']['balanced_accuracy'])}% vs the cycle's "
+            f"{_pct(runs['cycle']['balanced_accuracy'])}%, so here the split + FixMatch part "
+            "adds {:+.1f} points on top of logit adjustment.".format(
+                100 * (runs["cycle"]["balanced_accuracy"] - runs["la"]["balanced_accuracy"])))
+    lines.append(f"- Budget caveat: {out['setup']['model']} width {out['setup']['width']}, "
+                 f"{out['setup']['epochs']} epochs per run on a shared 2-core CPU; the "
+                 "reference numbers (CE ~69%, oracle ~84%) are for a 12-epoch vgg4.")
+    return lines
 
 
 # ----------------------------------------------------------------------------- main
@@ -527,13 +580,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    logf = open(work / "log.txt", "a")
-
     def log(msg):
         line = f"[{time.strftime('%H:%M:%S')}] {msg}"
         print(line, flush=True)
-        logf.write(line + "\n")
-        logf.flush()
+        with open(work / "log.txt", "a") as fh:
+            fh.write(line + "\n")
 
     command = "python bench/noisy_fer2013.py " + " ".join(argv if argv is not None
                                                           else sys.argv[1:])
@@ -552,8 +603,17 @@ def main(argv=None) -> int:
 
                 log(f"{run}: FAILED {type(err).__name__}: {err}\n{traceback.format_exc()}")
             assemble_report(args, work, tables, rows, command, time.time() - t0)
-    out = assemble_report(args, work, tables, rows, command,
-                          None if args.report_only else time.time() - t0)
+    wall = time.time() - t0
+    previous = RESULTS / "noisy_fer2013.json"
+    if args.report_only and previous.is_file():  # keep the training invocation's record
+        old = json.loads(previous.read_text())
+        if "--report-only" not in old.get("command", "--report-only"):
+            command, wall = old["command"], old["benchmark_wall_s"]
+        else:
+            wall = None
+    elif args.report_only:
+        wall = None
+    out = assemble_report(args, work, tables, rows, command, wall)
     log(f"report: {RESULTS / 'noisy_fer2013.md'} (missing: {out['missing_runs']})")
     return 0
 

@@ -119,8 +119,10 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
                                           "(see its output); this one stops too.")
         if state is None and chief:
             io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
-        return _train(recipe, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
-                      chief=chief, t0=t0, verbose=verbose, echo=echo)
+        metrics = _train(recipe, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
+                         chief=chief, t0=t0, verbose=verbose, echo=echo)
+        any_worker(strat, False)  # finish together: the chief has written everything
+        return metrics
     except BaseException:
         if fresh:
             discard_unstarted(run_dir)

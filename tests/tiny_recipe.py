@@ -97,6 +97,13 @@ def stateless_strong_augment(image, seed):
 
 
 def main():
+    devices = int(os.environ.get("TINY_CPU_DEVICES", "0") or 0)
+    if devices > 1:  # several logical CPUs, so `--strategy mirrored` gets several replicas
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
     from ferkeras import augment
     from ferkeras.cli import main as cli_main
 

@@ -1,0 +1,356 @@
+"""Benchmark: can the tf.data input pipeline feed a 112x112 model from AffectNet-like JPEGs?
+
+Command (from the repository root):
+
+    .venv/bin/python bench/input_pipeline.py
+    .venv/bin/python bench/input_pipeline.py --models mobilenetv3small --n-images 1000  # shorter
+
+Expected runtime on the shared 2-core CPU: about 10-15 minutes (image generation ~1 min, once;
+pipeline modes ~3 min; the ResNet-18 training steps dominate the rest).
+
+Protocol
+- Images: `--n-images` (2000) synthetic 224x224 RGB JPEGs (quality 90) in
+  bench/.work/affectnet_like/, written once: a procedurally drawn face
+  (`ferkeras.data.synthetic.draw_faces`, 160 px, 8 AffectNet classes) tinted to a random skin
+  tone and pasted at a random place on a coloured, noisy 224x224 background; its face box
+  (x, y, 160, 160) is recorded, like AffectNet's box per image.
+- Pipeline: the project's own `ferkeras.data.pipeline.make_dataset(Split(paths=..., boxes=...,
+  labels=...), DataConfig(image_size=112, channels=3), batch_size=64, shuffle=True, augment=...)`:
+  read file -> decode JPEG -> crop the box -> resize to 112 -> augment, in parallel
+  (AUTOTUNE). Modes: augment none / weak / strong, and views=True (the FixMatch weak + strong
+  pair of each sample). One epoch is iterated first (tracing, file cache), then `--epochs`
+  timed epochs; the figure is images (samples) per second, median over epochs. The JPEGs sit
+  in the OS page cache after the first epoch, so "from disk" means file read + decode, as
+  on a machine whose RAM holds the data set; AffectNet's 280k images at ~15 kB would too.
+- Model: `ferkeras.models.build_network` + `SupervisedTrainer` (balanced softmax, AdamW),
+  112x112x3, batch `--batch-size`, trained with `fit` on one in-memory batch repeated (no
+  input cost); images/s = batch / median step time after warm-up steps.
+- End to end: the same fit, fed by the strong-augmentation pipeline over the JPEGs. Both
+  share the same 2 cores, so this is the figure that shows whether the pipeline slows
+  training down: compare it with the in-memory rate.
+- The load average is recorded before and after each measurement: other jobs share the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import common  # noqa: E402  (bench/common.py; stdlib only)
+
+ROOT = common.ROOT
+IMAGES = common.WORK / "affectnet_like"
+SIDE, FACE = 224, 160
+MODES = ("none", "weak", "strong", "views")
+MODEL_WIDTH = {"resnet18": 64, "mobilenetv3small": 32}  # resnet18 width 64: recipes/affectnet
+
+
+# ----------------------------------------------------------------------------- images
+def make_images(n: int, seed: int) -> dict:
+    """Write the JPEGs once; return the manifest {files, boxes, labels}."""
+    import numpy as np
+    from PIL import Image
+
+    manifest_path = IMAGES / "manifest.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if (manifest["n"], manifest["seed"]) == (n, seed):
+            return manifest
+    from ferkeras.data.synthetic import draw_faces
+    from ferkeras.labels import CLASS_SETS
+
+    print(f"images: drawing {n} faces into {IMAGES}", flush=True)
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    classes = CLASS_SETS["affectnet8"]
+    labels = rng.integers(0, len(classes), n)
+    files, boxes = [], []
+    for start in range(0, n, 250):
+        stop = min(start + 250, n)
+        faces = draw_faces(labels[start:stop], classes, size=FACE, seed=seed + start)
+        for i, face in enumerate(faces, start=start):
+            skin = rng.uniform([0.75, 0.55, 0.4], [1.1, 0.9, 0.75]).astype(np.float32)
+            canvas = rng.uniform(0, 255, 3) + rng.normal(0, 25, (SIDE, SIDE, 3))
+            x, y = (int(v) for v in rng.integers(0, SIDE - FACE, 2))
+            canvas[y:y + FACE, x:x + FACE] = face[..., None] * skin
+            name = f"{i:05d}.jpg"
+            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(IMAGES / name,
+                                                                           quality=90)
+            files.append(name)
+            boxes.append([x, y, FACE, FACE])
+    manifest = {"n": n, "seed": seed, "files": files, "boxes": boxes,
+                "labels": labels.astype(int).tolist(), "classes": list(classes),
+                "bytes": sum((IMAGES / f).stat().st_size for f in files)}
+    manifest_path.write_text(json.dumps(manifest) + "\n")
+    return manifest
+
+
+def make_split(manifest: dict):
+    import numpy as np
+
+    from ferkeras.data.table import Split
+
+    return Split(labels=np.asarray(manifest["labels"], np.int32),
+                 paths=np.asarray([str(IMAGES / f) for f in manifest["files"]]),
+                 boxes=np.asarray(manifest["boxes"], np.int32))
+
+
+def data_config():
+    from ferkeras.recipe import DataConfig
+
+    return DataConfig(source="affectnet", class_set="affectnet8", image_size=112, channels=3)
+
+
+# ----------------------------------------------------------------------------- pipeline
+def time_pipeline(split, mode: str, *, batch_size: int, epochs: int) -> dict:
+    """Samples/s of make_dataset in `mode`: one untimed epoch, then `epochs` timed ones."""
+    from ferkeras.data.pipeline import make_dataset
+
+    before = common.machine_state()["loadavg_1_5_15"]
+    ds = make_dataset(split, data_config(), batch_size=batch_size, shuffle=True,
+                      augment="none" if mode == "views" else mode, views=mode == "views")
+    rates, first = [], None
+    for epoch in range(epochs + 1):
+        start, count = time.perf_counter(), 0
+        for batch in ds:
+            count += int(batch[1].shape[0])
+        elapsed = time.perf_counter() - start
+        if epoch == 0:
+            first = elapsed
+        else:
+            rates.append(count / elapsed)
+    images = batch[0]
+    shape = [list(t.shape) for t in images] if mode == "views" else list(images.shape)
+    return {"samples_per_s": round(common.percentile(rates, 50), 1),
+            "samples_per_s_all": [round(r, 1) for r in rates], "first_epoch_s": round(first, 2),
+            "batch_shape": shape, "loadavg_before": before,
+            "loadavg_after": common.machine_state()["loadavg_1_5_15"]}
+
+
+# ----------------------------------------------------------------------------- model
+class _StepTimes:
+    """A keras callback factory: wall time of each training batch."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class StepTimes(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times, self._start = [], None
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self._start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.times.append(time.perf_counter() - self._start)
+
+        return StepTimes()
+
+
+def build_trainer(backbone: str, *, seed: int = 0):
+    import keras
+
+    from ferkeras.models import build_network
+    from ferkeras.recipe import ModelConfig
+    from ferkeras.trainers.supervised import SupervisedTrainer
+
+    cfg = ModelConfig(backbone=backbone, width=MODEL_WIDTH.get(backbone, 32))
+    network = build_network(cfg, input_shape=(112, 112, 3), num_classes=8, seed=seed)
+    trainer = SupervisedTrainer(network, num_classes=8, loss="balanced_softmax")
+    trainer.compile(optimizer=keras.optimizers.AdamW(1e-3, weight_decay=1e-4))
+    trainer.build_state((112, 112, 3))
+    trainer.set_class_prior([134415, 74874, 25459, 24882, 14090, 6378, 3803, 3750])
+    return trainer, network.count_params()
+
+
+def time_training(backbone: str, *, batch_size: int, steps: int, warmup: int,
+                  split=None) -> dict:
+    """Images/s of `fit` steps: from one in-memory batch, or from the strong pipeline."""
+    import numpy as np
+    import tensorflow as tf
+
+    from ferkeras.data.pipeline import make_dataset
+
+    before = common.machine_state()["loadavg_1_5_15"]
+    trainer, params = build_trainer(backbone)
+    if split is None:
+        rng = np.random.default_rng(0)
+        images = rng.uniform(0, 255, (batch_size, 112, 112, 3)).astype(np.float32)
+        labels = rng.integers(0, 8, batch_size).astype(np.int32)
+        ds = tf.data.Dataset.from_tensors((images, labels, np.arange(batch_size,
+                                                                     dtype=np.int32)))
+        ds = ds.repeat()
+    else:
+        ds = make_dataset(split, data_config(), batch_size=batch_size, shuffle=True,
+                          augment="strong", drop_remainder=True).repeat()
+    timer = _StepTimes.make()
+    start = time.perf_counter()
+    trainer.fit(ds, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - start
+    step_times = timer.times[warmup:]
+    median = common.percentile(step_times, 50)
+    return {"backbone": backbone, "width": MODEL_WIDTH.get(backbone, 32), "params": params,
+            "batch_size": batch_size, "feed": "in-memory batch" if split is None
+            else "pipeline (strong)", "step_ms": common.summarize_ms(step_times),
+            "images_per_s": round(batch_size / median, 1),
+            "images_per_s_mean": round(batch_size * len(step_times) / sum(step_times), 1),
+            "fit_wall_s": round(wall, 1), "warmup_steps": warmup,
+            "loadavg_before": before,
+            "loadavg_after": common.machine_state()["loadavg_1_5_15"]}
+
+
+# ----------------------------------------------------------------------------- report
+def verdict(out: dict) -> list[str]:
+    """Plain statements: is the pipeline the bottleneck, per model."""
+    pipe = out["pipeline"]
+    strong = pipe["strong"]["samples_per_s"]
+    lines = []
+    for name, m in out["models"].items():
+        mem = m["in_memory"]["images_per_s"]
+        e2e = m.get("end_to_end", {}).get("images_per_s")
+        head = (f"{name}: trains at {mem:.0f} img/s from memory; the strong pipeline alone "
+                f"delivers {strong:.0f} img/s ({strong / mem:.1f}x the model's rate)")
+        if e2e is not None:
+            slow = 1 - e2e / mem
+            head += (f"; fed by the pipeline it trains at {e2e:.0f} img/s ({100 * slow:+.0f}% "
+                     "slower than from memory)" if slow > 0 else
+                     f"; fed by the pipeline it trains at {e2e:.0f} img/s (no slower than "
+                     "from memory)")
+        lines.append(head + ".")
+    return lines
+
+
+def markdown(out: dict) -> str:
+    m = out["images"]
+    lines = [
+        "# Input pipeline: AffectNet-like 224x224 JPEGs -> 112x112 crops",
+        "",
+        f"Command: `{out['command']}`",
+        "",
+        f"Load average (1/5/15 min) at start {out['machine']['start']['loadavg_1_5_15']}, at "
+        f"end {out['machine']['end']['loadavg_1_5_15']} on "
+        f"{out['machine']['start']['cpu_count']} cores: other jobs shared the CPU, so these "
+        "rates are below an idle machine's. Each row also records its own load.",
+        "",
+        f"Images: {m['n']} synthetic 224x224 RGB JPEGs ({m['bytes'] / m['n'] / 1e3:.1f} kB "
+        f"each) with a 160-px face box, `{m['folder']}`. Pipeline: "
+        "`ferkeras.data.pipeline.make_dataset` (read, decode, crop box, resize to 112, augment; "
+        f"batch {out['settings']['batch_size']}, shuffled), median over "
+        f"{out['settings']['epochs']} timed epochs after one untimed.",
+        "",
+        "## Pipeline alone",
+        "",
+        "| mode | samples/s | per-epoch | first epoch (s) | load before -> after |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, r in out["pipeline"].items():
+        lines.append(f"| {mode} | {r['samples_per_s']:.0f} | {r['samples_per_s_all']} | "
+                     f"{r['first_epoch_s']} | {r['loadavg_before'][0]} -> "
+                     f"{r['loadavg_after'][0]} |")
+    lines += ["", "`views` yields the FixMatch (weak, strong) pair of each sample: two "
+              "augmented images per sample.", "", "## Training step rate at 112x112x3", "",
+              "| model | params | batch | feed | step p50 (ms) | step p95 (ms) | img/s | "
+              "load before -> after |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in out["models"].items():
+        for key in ("in_memory", "end_to_end"):
+            if key not in m:
+                continue
+            r = m[key]
+            lines.append(f"| {name} (width {r['width']}) | {r['params']:,} | "
+                         f"{r['batch_size']} | {r['feed']} | {r['step_ms']['p50']:.0f} | "
+                         f"{r['step_ms']['p95']:.0f} | {r['images_per_s']:.1f} | "
+                         f"{r['loadavg_before'][0]} -> {r['loadavg_after'][0]} |")
+    lines += ["", "## Verdict", ""] + [f"- {v}" for v in out["verdict"]]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in out["notes"]]
+    lines += ["", "## Versions", "", "```", json.dumps(out["versions"], indent=1), "```"]
+    return "\n".join(lines)
+
+
+NOTES = [
+    "The pipeline and the model share the same 2 cores (and other jobs): the pipeline-alone "
+    "rate is an upper bound, and the end-to-end row is what training sees.",
+    "Strong augmentation = weak (flip + translate) + keras.layers.RandAugment (2 ops, factor "
+    "0.5) + cutout, per image inside tf.data.map (`ferkeras.augment`).",
+    "Training is `SupervisedTrainer.fit` with balanced softmax and AdamW, no EMA; the "
+    "in-memory feed repeats one random batch so it costs nothing; steps are timed after the "
+    "warm-up steps (tracing).",
+    "resnet18 width 64 is `recipes/affectnet.yaml`'s model (its stem keeps full 112x112 "
+    "resolution, so it is heavy on a CPU); mobilenetv3small is the light alternative.",
+    "Files are in the OS page cache after the first epoch: the figure is read + decode from "
+    "RAM, not from a cold disk.",
+]
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n-images", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=3, help="timed pipeline epochs per mode")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--models", default="mobilenetv3small,resnet18")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+    p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument("--resnet-steps", type=int, default=4,
+                   help="timed steps for resnet18 (each takes tens of seconds here)")
+    p.add_argument("--no-end-to-end", action="store_true",
+                   help="skip training fed by the pipeline")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.chdir(ROOT)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    start = common.machine_state()
+    t0 = time.time()
+    manifest = make_images(args.n_images, args.seed)
+    split = make_split(manifest)
+    pipeline = {}
+    for mode in args.modes.split(","):
+        print(f"pipeline: {mode}", flush=True)
+        pipeline[mode] = time_pipeline(split, mode, batch_size=args.batch_size,
+                                       epochs=args.epochs)
+        print(f"  {pipeline[mode]['samples_per_s']} samples/s", flush=True)
+    models = {}
+    for name in args.models.split(","):
+        steps = args.resnet_steps if name == "resnet18" else args.steps
+        print(f"model: {name} in memory ({steps} steps)", flush=True)
+        models[name] = {"in_memory": time_training(name, batch_size=args.batch_size,
+                                                   steps=steps, warmup=args.warmup_steps)}
+        print(f"  {models[name]['in_memory']['images_per_s']} img/s", flush=True)
+        if not args.no_end_to_end:
+            print(f"model: {name} fed by the strong pipeline", flush=True)
+            models[name]["end_to_end"] = time_training(
+                name, batch_size=args.batch_size, steps=steps, warmup=args.warmup_steps,
+                split=split)
+            print(f"  {models[name]['end_to_end']['images_per_s']} img/s", flush=True)
+    out = {
+        "command": common.command_line(),
+        "machine": {"start": start, "end": common.machine_state()},
+        "settings": vars(args),
+        "images": {"n": manifest["n"], "bytes": manifest["bytes"], "size": [SIDE, SIDE, 3],
+                   "face_box": FACE, "output_size": 112,
+                   "folder": str(IMAGES.relative_to(ROOT))},
+        "pipeline": pipeline, "models": models,
+        "versions": common.package_versions(["ferkeras", "tensorflow", "keras", "numpy"]),
+        "notes": NOTES,
+    }
+    out["verdict"] = verdict(out)
+    out["wall_s"] = round(time.time() - t0, 1)
+    paths = common.write_results("input_pipeline", out, markdown(out))
+    print("\n".join(out["verdict"]))
+    print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
