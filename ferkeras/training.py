@@ -41,7 +41,7 @@ def plan_phases(recipe: Recipe) -> list[Phase]:
 
 
 def epoch_stream(split, data_cfg, *, batch_size, seed, start, end, steps_per_epoch, augment,
-                 views):
+                 views, strong_mask=None):
     """All epochs [start, end) as one dataset; epoch e is shuffled/augmented with seed (seed, e),
     so a resumed run sees exactly the batches the uninterrupted run would have seen."""
     from ferkeras.data.pipeline import make_dataset
@@ -51,6 +51,7 @@ def epoch_stream(split, data_cfg, *, batch_size, seed, start, end, steps_per_epo
         ds = make_dataset(
             split, data_cfg, batch_size=batch_size, shuffle=True, augment=augment, views=views,
             seed=seed * 10007 + epoch, drop_remainder=True, cache=data_cfg.cache,
+            strong_mask=strong_mask,
         ).take(steps_per_epoch)
         stream = ds if stream is None else stream.concatenate(ds)
     return stream
@@ -190,6 +191,11 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
     run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief, strategy=strat,
                          extra_state=[cb for cb in extra_callbacks if hasattr(cb, "state_dict")])
     start_epoch = run_state.restore(trainer, state)
+    strong_mask = None
+    for cb in extra_callbacks:
+        if hasattr(cb, "strong_mask"):
+            cb.sync_pipeline_mask()  # a resumed run continues with the restored split
+            strong_mask = cb.strong_mask
     if start_epoch:
         echo(f"resume: continuing {run_dir} at epoch {start_epoch + 1}/{total_epochs}")
     callbacks = [NaNGuard(), *extra_callbacks, checkpoint, run_state]
@@ -207,6 +213,7 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
             bundle.train, recipe.data, batch_size=recipe.train.batch_size, seed=recipe.seed,
             start=first, end=phase.end, steps_per_epoch=spe,
             augment="none" if phase.views else recipe.train.augment, views=phase.views,
+            strong_mask=strong_mask,
         )
         echo(f"{phase.name}: epochs {first + 1}-{phase.end} of {total_epochs}, "
              f"{spe} steps/epoch, global batch {recipe.train.batch_size} "

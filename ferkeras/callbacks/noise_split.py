@@ -62,6 +62,12 @@ class NoiseSplit(keras.callbacks.Callback):
         self.cb_beta = cb_beta
         self.strategy = strategy  # multi-worker: the chief's split is broadcast to all
         self.dataset = make_dataset(train_split, data_cfg, batch_size=512)
+        import tensorflow as tf
+
+        # Host-side copy of the unlabelled mask for the input pipeline, which builds strong
+        # views only where it is 1 (a plain variable: tf.data reads it at iteration time).
+        self.strong_mask = tf.Variable(np.ones(len(self.labels), np.float32), trainable=False,
+                                       name="strong_view_mask")
         self.data_cfg = data_cfg
         self.history: list[np.ndarray] = []
         self.split_seconds = 0.0
@@ -117,6 +123,7 @@ class NoiseSplit(keras.callbacks.Callback):
             labelled, clean_prob, prior = broadcast_from_chief(
                 self.strategy, [labelled, clean_prob, prior])
         self.trainer.set_split(labelled, clean_prob, prior)
+        self.strong_mask.assign((~labelled).astype(np.float32))
         clean_counts = np.bincount(self.labels[labelled], minlength=k)
         self.trainer.set_class_prior(clean_counts, beta=self.cb_beta)
         seconds = time.time() - t0
@@ -145,6 +152,12 @@ class NoiseSplit(keras.callbacks.Callback):
             msg += f", detection ROC-AUC {scores['auc']:.3f}"
         self.echo(msg)
         return {"labelled": labelled, "clean_prob": clean_prob, "scores": scores}
+
+    def sync_pipeline_mask(self) -> None:
+        """Set the pipeline's strong-view mask from the trainer's (restored) split table."""
+        if self.splits_done:
+            self.strong_mask.assign(1.0 - np.asarray(self.trainer.labelled_mask.numpy(),
+                                                     np.float32))
 
     # ------------------------------------------------------------------ run state
     def state_dict(self) -> dict:

@@ -84,12 +84,17 @@ def make_dataset(
     seed: int = 0,
     drop_remainder: bool = False,
     cache: str = "",
+    strong_mask=None,
 ):
     """A batched `tf.data.Dataset` over `split`.
 
     augment: 'none', 'weak' or 'strong' for the single view. views=True yields
     `((weak, strong), label, index)`, the FixMatch view pair of the same sample.
     cache: '' (no cache), 'memory', or a file path: caches decoded, un-augmented images.
+    strong_mask: optional (N,) float `tf.Variable` read at iteration time; in view mode the
+    strong view (RandAugment + cutout, the costly part) is computed only where it is > 0.5,
+    i.e. for the samples the current split made unlabelled. Elsewhere the strong slot holds
+    the weak view, which the cycle trainer never reads.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
@@ -108,7 +113,12 @@ def make_dataset(
                 image, label, index = elem
                 s_weak, s_strong = tf.unstack(tf.random.experimental.stateless_split(s, 2))
                 weak = aug.weak_augment(image, s_weak)
-                strong = aug.strong_augment(image, s_strong)
+                if strong_mask is None:
+                    strong = aug.strong_augment(image, s_strong)
+                else:
+                    strong = tf.cond(tf.gather(strong_mask, index) > 0.5,
+                                     lambda: aug.strong_augment(image, s_strong),
+                                     lambda: weak)
                 return (weak, strong), label, index
 
             ds = ds.map(_views, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,120 @@
+"""tf.data pipeline and augmentation: every op eagerly and inside Dataset.map (they differ)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from ferkeras import augment as aug
+from ferkeras.data.pipeline import collect_images, make_dataset, to_model_input
+from ferkeras.data.table import Split
+from ferkeras.recipe import DataConfig
+
+SEED = tf.constant([3, 7], tf.int64)
+
+
+def _image(size=32, channels=1):
+    r = np.random.default_rng(0)
+    return tf.constant(r.uniform(0, 255, (size, size, channels)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["weak", "strong"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_augment_eager_matches_dataset_map(mode, channels):
+    image = _image(channels=channels)
+    eager = aug.augment(image, SEED, mode=mode)
+    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(
+        lambda im: aug.augment(im, SEED, mode=mode))))
+    assert eager.shape == image.shape == mapped.shape
+    assert eager.dtype == tf.float32
+    assert float(tf.reduce_min(eager)) >= 0.0 and float(tf.reduce_max(eager)) <= 255.0
+    if mode == "weak":  # stateless ops: same seed, same result, eager or in a graph
+        np.testing.assert_allclose(eager.numpy(), mapped.numpy())
+    assert not np.allclose(eager.numpy(), image.numpy())
+
+
+def test_weak_augment_is_a_flip_plus_shift_of_the_same_pixels():
+    image = _image()
+    out = aug.weak_augment(image, SEED).numpy()
+    # translation by reflect padding keeps the pixel value distribution close
+    assert abs(out.mean() - image.numpy().mean()) < 10
+
+
+def test_cutout_blanks_a_square():
+    image = tf.fill((32, 32, 1), 200.0)
+    out = aug.cutout(image, SEED, size_fraction=0.5).numpy()
+    grey = np.isclose(out, 127.5)
+    assert 0 < grey.sum() <= 16 * 16
+    with pytest.raises(ValueError, match="mode='medium'"):
+        aug.augment(image, SEED, mode="medium")
+
+
+def test_to_model_input_converts_channels_and_size():
+    grey = tf.zeros((40, 40, 1), tf.uint8)
+    out = to_model_input(grey, size=24, channels=3)
+    assert out.shape == (24, 24, 3) and out.dtype == tf.float32
+    rgb = tf.fill((24, 24, 3), tf.constant(90, tf.uint8))
+    out = to_model_input(rgb, size=24, channels=1)
+    assert out.shape == (24, 24, 1)
+    np.testing.assert_allclose(out.numpy(), 90.0, atol=1.0)
+
+
+def _split(n=12, size=20):
+    r = np.random.default_rng(1)
+    images = r.integers(0, 255, (n, size, size, 1)).astype(np.uint8)
+    return Split(labels=np.arange(n) % 3, images=images)
+
+
+def test_dataset_yields_image_label_index_in_order():
+    split = _split()
+    cfg = DataConfig(image_size=20, channels=1)
+    batches = list(make_dataset(split, cfg, batch_size=5))
+    assert [b[0].shape[0] for b in batches] == [5, 5, 2]
+    index = np.concatenate([b[2].numpy() for b in batches])
+    np.testing.assert_array_equal(index, np.arange(12))
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(labels, split.labels)
+    np.testing.assert_allclose(collect_images(split, cfg), split.images.astype(np.float32))
+
+
+def test_shuffle_is_seeded_and_covers_every_sample():
+    split = _split()
+    cfg = DataConfig(image_size=20, channels=1)
+    order = [np.concatenate([b[2].numpy() for b in make_dataset(
+        split, cfg, batch_size=4, shuffle=True, seed=s)]) for s in (5, 5, 6)]
+    np.testing.assert_array_equal(order[0], order[1])
+    assert not np.array_equal(order[0], order[2])
+    assert sorted(order[0]) == list(range(12))
+
+
+def test_view_pairs_and_strong_mask():
+    split = _split()
+    cfg = DataConfig(image_size=20, channels=1)
+    mask = tf.Variable(np.array([1, 0] * 6, np.float32))
+    (weak, strong), _, index = next(iter(make_dataset(
+        split, cfg, batch_size=12, views=True, strong_mask=mask)))
+    assert weak.shape == strong.shape == (12, 20, 20, 1)
+    same = np.all(np.isclose(weak.numpy(), strong.numpy()), axis=(1, 2, 3))
+    # strong views only where the mask is 1 (the unlabelled samples)
+    np.testing.assert_array_equal(same, mask.numpy()[index.numpy()] < 0.5)
+    mask.assign(np.zeros(12, np.float32))  # the pipeline reads the variable at iteration time
+    (weak, strong), _, _ = next(iter(make_dataset(
+        split, cfg, batch_size=12, views=True, strong_mask=mask)))
+    np.testing.assert_allclose(weak.numpy(), strong.numpy())
+
+
+def test_files_are_decoded_cropped_and_resized(tmp_path):
+    paths = []
+    for i in range(3):
+        arr = np.zeros((60, 80, 3), np.uint8)
+        arr[10:40, 20:50] = 255  # the "face"
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(arr).save(path)
+        paths.append(str(path))
+    boxes = np.array([[20, 10, 30, 30], [-1, -1, -1, -1], [20, 10, 30, 30]], np.int32)
+    split = Split(labels=[0, 1, 2], paths=np.array(paths), boxes=boxes)
+    images = collect_images(split, DataConfig(image_size=16, channels=1))
+    assert images.shape == (3, 16, 16, 1)
+    assert images[0].min() > 250  # cropped to the white box
+    assert images[1].min() < 5  # whole image: black border included
+    np.testing.assert_allclose(images[0], images[2])
