@@ -510,8 +510,9 @@ def markdown(out) -> str:
 
 
 NEXT_STEPS = {
-    "gap_recovered": "accuracy: the split trains FixMatch on about a third of the data after "
-    "a short warm-up; with a longer budget try a longer warm-up and more cycles, loss "
+    "gap_recovered": "accuracy: with 2 warm-up epochs and 1 SSL epoch per cycle, FixMatch "
+    "sees the flagged rows for 2 epochs only; with a longer budget try a longer warm-up and "
+    "more SSL epochs per cycle, loss "
     "averaging over epochs (cycle.loss_window 3), and co-divide so each net's split trains "
     "the other.",
     "balanced_accuracy_gain": "balanced accuracy: check whether `la` alone already moves it "
