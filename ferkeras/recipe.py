@@ -12,10 +12,14 @@ import difflib
 import hashlib
 import json
 import pathlib
+import re
 import typing
 from typing import Any
 
 import yaml
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class RecipeError(ValueError):
@@ -238,6 +242,9 @@ def _coerce(value: Any, typ, key: str):
             return value
     elif typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            # YAML 1.1 reads `1e-3` (no dot) as a string; accept it as the number it is.
             return float(value)
     elif typ is str:
         if isinstance(value, str):

@@ -210,42 +210,52 @@ def any_worker(strategy, flag: bool) -> bool:
     return bool(strategy.experimental_local_results(_count())[0].numpy()[0] > 0)
 
 
-def patch_keras_for_multiworker(trainer, strategy) -> None:
-    """Work around two Keras 3 bugs that stop `fit` under MultiWorkerMirroredStrategy
-    (keras-team/keras#20585, tensorflow/tensorflow#72388). A no-op for other strategies.
+def patch_keras_for_distribution(trainer, strategy) -> None:
+    """Work around Keras 3 `fit` under tf.distribute strategies. A no-op for the default one.
 
-    1. `fit` first builds the model from one input batch reduced with
-       `strategy.reduce("MEAN", batch)`, which MultiWorkerMirroredStrategy cannot do eagerly
-       ("Attempt to convert a value (PerReplica...)"). The batch only supplies shapes, so this
-       trainer uses its first local replica's batch instead.
-    2. The step's logs are reduced with `strategy.reduce("MEAN", v, axis=0)`, which fails on
-       the scalar metric results ("Invalid reduction dimension 0 for input with 0
-       dimensions"). Reduced with `axis=None` they are the mean over replicas, as Keras does
-       for MirroredStrategy.
+    1. (Mirrored and MultiWorkerMirrored) Before training, `fit` pulls one batch from a fresh
+       iterator of the training data to build the model symbolically, then starts a second
+       iterator. A `tf.data` pipeline that reshuffles or re-draws its augmentation seeds on
+       each iteration then gives the first epoch of every `fit` call its *second*
+       iteration's order and augmentations: a distributed run no longer sees the batches a
+       single-device run sees, and a resumed run not those of the uninterrupted one. Here
+       the build uses the dataset's element spec instead, and pulls nothing.
+    2. (MultiWorkerMirrored) That pull also fails outright: the batch is reduced with
+       `strategy.reduce("MEAN", ...)`, which MultiWorkerMirroredStrategy cannot do eagerly
+       ("Attempt to convert a value (PerReplica...)"; keras-team/keras#20585).
+    3. (MultiWorkerMirrored) The step's logs are reduced with `strategy.reduce("MEAN", v,
+       axis=0)`, which fails on scalar metric results ("Invalid reduction dimension 0 for
+       input with 0 dimensions"; tensorflow/tensorflow#72388). Reduced with `axis=None` they
+       are the mean over replicas, as Keras computes for MirroredStrategy.
     """
-    if not is_multiworker(strategy):
-        return
     import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
-    def _local(value):
-        if isinstance(value, tf.distribute.DistributedValues):
-            return strategy.experimental_local_results(value)[0]
-        return value
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                 tf.distribute.MultiWorkerMirroredStrategy)):
+        return
+
+    def _symbolic_spec(spec):
+        return tf.TensorSpec([None, *spec.shape[1:]], spec.dtype)
 
     def _maybe_symbolic_build(iterator=None, data_batch=None):
         if iterator is not None and data_batch is None:
-            for _, _, it in iterator:
-                data_batch = tf.nest.map_structure(_local, next(it))
-                break
+            data_batch = tf.nest.map_structure(
+                _symbolic_spec, iterator.data_adapter.get_tf_dataset().element_spec)
         with strategy.scope():
             trainer._symbolic_build(data_batch=data_batch)
 
     object.__setattr__(trainer, "_maybe_symbolic_build", _maybe_symbolic_build)
+    if is_multiworker(strategy):
+        _patch_reduce_per_replica()
+
+
+def _patch_reduce_per_replica() -> None:
+    from keras.src.backend.tensorflow import trainer as keras_tf_trainer
 
     original = keras_tf_trainer.reduce_per_replica
     if getattr(original, "_ferkeras_patched", False):
         return
+    import tensorflow as tf
 
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("auto", "mean") and is_multiworker(strategy):

@@ -141,7 +141,7 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
     from ferkeras.data.sources import load_bundle
     from ferkeras.labels import get_class_names
     from ferkeras.models import build_network
-    from ferkeras.strategy import patch_keras_for_multiworker, scaling_rule
+    from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
 
     bundle = load_bundle(recipe.data, seed=recipe.seed)
     bundle.check_classes()
@@ -179,7 +179,7 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
         trainer.compile(optimizer=build_optimizer(
             recipe.train, total_steps=spe * total_epochs, steps_per_epoch=spe))
         trainer.build_state(input_shape)
-    patch_keras_for_multiworker(trainer, strat)
+    patch_keras_for_distribution(trainer, strat)
     trainer.set_class_prior(bundle.train.class_counts(len(class_names)),
                             beta=recipe.train.cb_beta)
 

@@ -96,3 +96,12 @@ def test_shipped_recipes_load_and_say_how_to_run(path):
     assert "ferkeras train" in text.split("\n\n")[0]
     assert "untime" in text.split("\n\n")[0], "header gives the expected runtime"
     load_recipe(path, ["data.root=/somewhere"] if "root:" not in text else [])
+
+
+def test_yaml_exponent_floats_are_numbers(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  learning_rate: 1e-3\n  weight_decay: 5e-4\n")
+    recipe = load_recipe(path)
+    assert recipe.train.learning_rate == pytest.approx(1e-3)
+    with pytest.raises(RecipeError, match="'train.learning_rate' must be float"):
+        recipe_from_dict({"train": {"learning_rate": "1e-3x"}})
