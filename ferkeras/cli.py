@@ -157,6 +157,43 @@ def evaluate(run_dir, split, weights, overrides):
 
 
 @cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe field (repeatable).")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder [runs/<name>-audit].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("-q", "--quiet", is_flag=True, help="No per-step progress bar.")
+def audit(recipe, overrides, run_dir, overwrite, quiet):
+    """Find likely label errors: warm-up, one class-aware split, a ranked label_issues.csv."""
+    import pathlib
+
+    from ferkeras.recipe import RecipeError, load_recipe
+
+    try:
+        rec = load_recipe(recipe, overrides)
+    except RecipeError as err:
+        raise click.ClickException(str(err)) from None
+    run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / f"{rec.name}-audit")
+    _quiet_tf()
+    from ferkeras.audit import audit_recipe
+    from ferkeras.runs import RunFolderError
+
+    try:
+        summary = audit_recipe(rec, run_dir=run_dir, overwrite=overwrite,
+                               verbose=0 if quiet else 1, echo=click.echo)
+    except (RunFolderError, ValueError, OSError) as err:
+        raise click.ClickException(_one_line(err)) from None
+    click.echo(f"flagged {summary['flagged']} of {summary['n']} training labels as likely "
+               f"wrong: {summary['report']}/label_issues.csv")
+    for name, count in summary["flagged_per_class"].items():
+        click.echo(f"  {name:9s} {count}")
+    if "detection" in summary:
+        d = summary["detection"]
+        click.echo(f"against the true labels: ROC-AUC {d['auc']:.3f}  precision "
+                   f"{d['precision']:.3f}  recall {d['recall']:.3f}")
+
+
+@cli.command()
 def models():
     """List the registered backbones."""
     from ferkeras.models import describe_models

@@ -341,6 +341,10 @@ def _check_cross_fields(recipe: Recipe) -> None:
             f"Recipe key 'data.root' is required for source {recipe.data.source!r}. "
             "Received: ''"
         )
+    if recipe.cycle.co_divide:
+        raise RecipeError(
+            "Recipe key 'cycle.co_divide' (DivideMix's two-network co-divide) is not "
+            "implemented yet. Received: True")
     if recipe.data.source == "synthetic" and recipe.data.class_set not in (
         "affectnet8",
         "affectnet7",

@@ -108,3 +108,19 @@ def test_models_and_help_do_not_import_tensorflow():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "small_cnn" in out.stdout and "predict" in out.stdout
+
+
+def test_audit_writes_ranked_label_issues(tmp_path):
+    recipe = dict(TINY, cycle={"warmup_epochs": 2})
+    run_dir = tmp_path / "audit"
+    result = _run(["audit", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "training labels as likely wrong" in result.output
+    assert "against the true labels: ROC-AUC" in result.output
+    rows = (run_dir / "audit" / "label_issues.csv").read_text().splitlines()
+    assert rows[0].startswith("rank,index,file,given_label,suggested_label")
+    summary = json.loads((run_dir / "audit" / "summary.json").read_text())
+    assert len(rows) - 1 == summary["flagged"] > 0
+    clean = [float(r.split(",")[6]) for r in rows[1:]]
+    assert all(c <= 0.5 for c in clean)  # only samples below p_clean are flagged
+    assert (run_dir / "audit" / "suspected_errors.png").is_file()

@@ -44,6 +44,7 @@ def test_every_field_has_a_docstring():
         ({"model": {"backbone": "resnet19"}}, "Did you mean 'resnet18'?"),
         ({"cycle": {"enabled": "yes"}}, "'cycle.enabled' must be bool. Received: 'yes'"),
         ({"data": 3}, "'data' must be a mapping. Received: 3"),
+        ({"cycle": {"co_divide": True}}, "is not implemented yet. Received: True"),
     ],
 )
 def test_bad_values_name_key_and_value(values, message):
