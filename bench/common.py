@@ -72,20 +72,28 @@ def summarize_ms(seconds) -> dict:
     }
 
 
-def time_each(fn, items, *, warmup: int, repeats: int) -> list[float]:
-    """Durations (s) of `fn(item)` for `repeats` calls cycling over `items`, after `warmup`."""
+def time_each(fn, items, *, warmup: int, repeats: int, offset: int = 0,
+              cpu: list | None = None) -> list[float]:
+    """Durations (s) of `fn(item)` for `repeats` calls cycling over `items`, after `warmup`.
+
+    offset: index of the first timed item, so that successive blocks go on cycling.
+    cpu: if given, the process CPU time (s, all threads) of each timed call is appended:
+      less sensitive than wall time to other jobs on the machine.
+    """
     items = list(items)
     if not items:
         raise ValueError("time_each needs at least one item")
     for i in range(warmup):
-        fn(items[i % len(items)])
-    clock = time.perf_counter
+        fn(items[(offset + i) % len(items)])
+    clock, cpu_clock = time.perf_counter, time.process_time
     out = []
     for i in range(repeats):
-        item = items[i % len(items)]
-        start = clock()
+        item = items[(offset + i) % len(items)]
+        cpu_start, start = cpu_clock(), clock()
         fn(item)
         out.append(clock() - start)
+        if cpu is not None:
+            cpu.append(cpu_clock() - cpu_start)
     return out
 
 

@@ -5,10 +5,11 @@ Command (from the repository root; the shared data is read in place, never copie
     .venv/bin/python bench/inference.py                      # model: bench/.work/export_fer2013
     .venv/bin/python bench/inference.py --model export/NAME  # any ferkeras export folder
     .venv/bin/python bench/inference.py --train-if-missing   # train + export the small model
+    .venv/bin/python bench/inference.py --also-model bench/.work/export_fer2013_w16  # + others
 
-Expected runtime on the shared 2-core CPU: about 4 minutes once the model, the crops and the
-fer environment exist; first run adds the fer environment (~2 min, local package mirror) and,
-with --train-if-missing, training (~5-10 min) and export (~1 min).
+Expected runtime on the shared 2-core CPU: about 6 minutes once the model, the crops and the
+fer environment exist (10 rounds); the first run adds the crops (~40 s), the fer environment
+(~2 min, local package mirror) and, with --train-if-missing, training (~10 min) and export.
 
 Protocol
 - Images: `--n-crops` (500) FER2013 PublicTest faces, a seeded sample, written once as 48x48
@@ -19,10 +20,12 @@ Protocol
 - ferkeras runs in this process (`ferkeras.inference.Predictor`, default options).
   fer runs in its own interpreter, `bench/.work/fer-venv` (this script creates it when missing:
   fer 25.10.3 `--no-deps` + tensorflow-cpu 2.21 + opencv-python-headless<5 + requests +
-  Pillow + setuptools<81 for `pkg_resources`); it is started as
-  `fer-venv/bin/python bench/inference.py --fer-worker CONFIG.json`, imports only this file's
-  worker function (no ferkeras), and writes its timings and probabilities to JSON, merged here.
-  fer configures logging and TensorFlow at import time, so it never shares a process with ours.
+  Pillow + setuptools<81 for `pkg_resources`; torch/facenet-pytorch are only for fer's MTCNN
+  detector, not used here). It runs `bench/inference.py --fer-worker CONFIG.json`, which
+  imports only the worker function (no ferkeras) and answers timing requests as JSON lines.
+  fer configures logging and TensorFlow at import time, so it never shares our process.
+- Interleaving: `--rounds` (10) rounds; in each, every measurement runs as a block on each
+  side in turn (order rotated per round), so both libraries see the same machine load.
 - Latency (batch 1, detection off, per face): ferkeras `predict_crops` on one (1, 48, 48, 1)
   crop; fer `FER().detect_emotions(img, face_rectangles=[(0, 0, 48, 48)])` on one 48x48 BGR
   crop (its public API; default quantized TFLite classifier at 64x64). Also the bare model
@@ -39,8 +42,9 @@ Protocol
 - Accuracy on the crops vs FER2013 labels and vs FERPlus majority (rows that have one),
   from the raw probabilities (fer's API rounds scores to 2 decimals, so its raw classifier
   output is captured instead).
-- Every timing: warm-up calls first, then repetitions; medians and p95. The load average
-  is recorded before and after each side, since other jobs share the machine.
+- Every block starts with untimed warm-up calls; figures are medians and p95 over all
+  rounds. Frames also record process CPU time (all threads), less sensitive to other jobs.
+  The load average is recorded at start, per round and at the end.
 """
 
 from __future__ import annotations
@@ -157,65 +161,132 @@ def write_frames(faces, *, seed: int, side: int = 192) -> list[str]:
     return names
 
 
+# ----------------------------------------------------------------------------- interleaving
+# One row per measurement: side role -> (task, calls per block). Blocks of the sides take
+# turns, and the order of the sides rotates every round, so all of them see the same
+# (varying) machine load. Each block starts with a few untimed calls.
+SCHEDULE = [
+    {"ferkeras": ("latency", 200), "also": ("latency", 200), "fer": ("latency", 200)},
+    {"ferkeras": ("latency_session_run", 200), "fer": ("latency_tflite_classify", 200)},
+    {"ferkeras": ("latency_threads1", 200), "also": ("latency_threads1", 200),
+     "fer": ("latency_keras_api", 10)},
+    {"ferkeras": ("latency_list_input", 200), "fer": ("latency_keras_call", 10)},
+    {"ferkeras": ("throughput_batch64", 1), "also": ("throughput_batch64", 1),
+     "fer": ("throughput_api_loop", 1)},
+    {"ferkeras": ("throughput_batch256", 1), "fer": ("throughput_keras_batch64", 1)},
+    {"ferkeras": ("frame", 20), "fer": ("frame", 20)},
+    {"ferkeras": ("frame_detector", 20), "fer": ("frame_detector", 20)},
+    # What-ifs for ferkeras: ONNX Runtime's intra-op threads spin after each run and take
+    # the cores the next frame's face detection needs.
+    {"ferkeras": ("latency_nospin", 200)},
+    {"ferkeras": ("frame_threads1", 20)},
+    {"ferkeras": ("frame_nospin", 20)},
+]
+
+
+def interleave(sides: dict, *, rounds: int) -> dict:
+    """{side: {task: [seconds, ...]}} and the load average after each round.
+
+    sides: name -> (role, object with `run(task, calls, warmup, offset)`); role picks the
+    SCHEDULE column ('ferkeras', 'also' or 'fer').
+    """
+    times = {name: {} for name in sides}
+    loads = []
+    names = list(sides)
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for row in SCHEDULE:
+            for name in order:
+                role, side = sides[name]
+                if role not in row:
+                    continue
+                task, calls = row[role]
+                warmup = max(1, calls // 10) if r else max(2, calls // 2)
+                got = side.run(task, calls, warmup, r * calls)
+                for key, values in got.items():
+                    times[name].setdefault(task + key, []).extend(values)
+        loads.append(os.getloadavg()[0])
+        print(f"  round {r + 1}/{rounds}, load {loads[-1]:.2f}", flush=True)
+    return {"times": times, "loadavg_1min_per_round": [round(v, 2) for v in loads]}
+
+
+def summarize_side(times: dict, n_crops: int) -> dict:
+    """Milliseconds per task; faces/s for the throughput tasks (a pass is all the crops)."""
+    out = {f"{task}_ms": common.summarize_ms(values) for task, values in times.items()}
+    for task, values in times.items():
+        if task.startswith("throughput"):
+            out[f"faces_per_s_{task[len('throughput_'):]}"] = round(
+                n_crops / common.percentile(values, 50), 1)
+    return out
+
+
 # ----------------------------------------------------------------------------- ferkeras side
-def bench_ferkeras(model: pathlib.Path, manifest: dict, args) -> dict:
-    import numpy as np
-    from PIL import Image
+class FerkerasSide:
+    """ferkeras's predictor in this process, with every task of SCHEDULE's ferkeras column."""
 
-    from ferkeras.inference import Predictor
+    def __init__(self, model: pathlib.Path, manifest: dict):
+        import numpy as np
+        from PIL import Image
 
-    state = {"before": common.machine_state()}
-    crops = np.stack([np.asarray(Image.open(CROPS / f).convert("L")) for f in manifest["files"]])
-    batch = crops[..., None]  # (N, 48, 48, 1) uint8: the predictor's ready path
-    frames = [np.asarray(Image.open(CROPS / f).convert("RGB")) for f in manifest["frames"]]
-    t0 = time.perf_counter()
-    predictor = Predictor(model)
-    load_s = time.perf_counter() - t0
-    ones = [batch[i:i + 1] for i in range(len(batch))]
-    w, r = args.warmup, args.repeats
+        from ferkeras.inference import Predictor
 
-    lat = common.time_each(predictor.predict_crops, ones, warmup=w, repeats=r)
-    lat_list = common.time_each(lambda c: predictor.predict_crops([c]), list(crops), warmup=w,
-                                repeats=r)
-    session = predictor._session  # the bare model call, no Python around it
-    floats = [o.astype(np.float32) for o in ones]
-    lat_raw = common.time_each(lambda x: session.run(["probs"], {"image": x}), floats,
-                               warmup=w, repeats=r)
-    one_thread = Predictor(model, threads=1)
-    lat_t1 = common.time_each(one_thread.predict_crops, ones, warmup=w, repeats=r)
+        crops = np.stack([np.asarray(Image.open(CROPS / f).convert("L"))
+                          for f in manifest["files"]])
+        self.batch = crops[..., None]  # (N, 48, 48, 1) uint8: the predictor's ready path
+        self.frames = [np.asarray(Image.open(CROPS / f).convert("RGB"))
+                       for f in manifest["frames"]]
+        start = time.perf_counter()
+        self.predictor = Predictor(model)
+        self.load_s = time.perf_counter() - start
+        one_thread, big = Predictor(model, threads=1), Predictor(model, batch_size=256)
+        nospin = Predictor(model)
+        nospin._session = _session_without_spinning(model / "model.onnx")
+        session = self.predictor._session  # the bare model call, no Python around it
+        p = self.predictor
+        ones = [self.batch[i:i + 1] for i in range(len(self.batch))]
+        floats = [o.astype(np.float32) for o in ones]
+        self.tasks = {
+            "latency": (p.predict_crops, ones),
+            "latency_session_run": (lambda x: session.run(["probs"], {"image": x}), floats),
+            "latency_threads1": (one_thread.predict_crops, ones),
+            "latency_list_input": (lambda c: p.predict_crops([c]), list(crops)),
+            "throughput_batch64": (lambda _: p.predict_crops(self.batch), [None]),
+            "throughput_batch256": (lambda _: big.predict_crops(self.batch), [None]),
+            "frame": (lambda f: p.predict([f], detect=True), self.frames),
+            "frame_detector": (lambda f: p.detector(f, color="rgb"), self.frames),
+            "latency_nospin": (nospin.predict_crops, ones),
+            "frame_threads1": (lambda f: one_thread.predict([f], detect=True), self.frames),
+            "frame_nospin": (lambda f: nospin.predict([f], detect=True), self.frames),
+        }
 
-    through = common.time_block(lambda: predictor.predict_crops(batch), warmup=2,
-                                repeats=args.throughput_repeats)
-    big = Predictor(model, batch_size=256)
-    through_256 = common.time_block(lambda: big.predict_crops(batch), warmup=2,
-                                    repeats=args.throughput_repeats)
+    def run(self, task, calls, warmup, offset) -> dict:
+        """{'': wall seconds per call, '_cpu': process CPU seconds per call (frames only)}."""
+        fn, items = self.tasks[task]
+        cpu = [] if task.startswith("frame") else None
+        wall = common.time_each(fn, items, warmup=warmup, repeats=calls, offset=offset, cpu=cpu)
+        return {"": wall, "_cpu": cpu} if cpu is not None else {"": wall}
 
-    found = [len(predictor.predict([f], detect=True)[0]) for f in frames]
-    frame_t = common.time_each(lambda f: predictor.predict([f], detect=True), frames,
-                               warmup=args.frame_warmup, repeats=args.frame_repeats)
-    detect_t = common.time_each(lambda f: predictor.detector(f, color="rgb"), frames,
-                                warmup=args.frame_warmup, repeats=args.frame_repeats)
-    probs = predictor.predict_crops(batch)
-    state["after"] = common.machine_state()
-    n = len(batch)
-    return {
-        "load_s": round(load_s, 4),
-        "latency_ms": common.summarize_ms(lat),
-        "latency_list_input_ms": common.summarize_ms(lat_list),
-        "latency_session_run_ms": common.summarize_ms(lat_raw),
-        "latency_threads1_ms": common.summarize_ms(lat_t1),
-        "throughput_batch64_ms": common.summarize_ms(through),
-        "throughput_batch256_ms": common.summarize_ms(through_256),
-        "faces_per_s_batch64": round(n / (common.percentile(through, 50)), 1),
-        "faces_per_s_batch256": round(n / (common.percentile(through_256, 50)), 1),
-        "frame_ms": common.summarize_ms(frame_t),
-        "frame_detector_only_ms": common.summarize_ms(detect_t),
-        "frames_with_face": sum(1 for k in found if k > 0), "frames": len(frames),
-        "faces_found": found,
-        "class_names": list(predictor.class_names),
-        "probs": probs.tolist(),
-        "machine": state,
-    }
+    def finish(self) -> dict:
+        found = [len(self.predictor.predict([f], detect=True)[0]) for f in self.frames]
+        return {"load_s": round(self.load_s, 4), "frames": len(self.frames),
+                "frames_with_face": sum(1 for k in found if k > 0), "faces_found": found,
+                "class_names": list(self.predictor.class_names),
+                "probs": self.predictor.predict_crops(self.batch).tolist()}
+
+
+def _session_without_spinning(onnx_path):
+    """`ferkeras.inference.create_session` plus session.intra_op.allow_spinning=0 (what-if)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 0
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(onnx_path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
 
 
 def model_info(model: pathlib.Path) -> dict:
@@ -234,7 +305,8 @@ def model_info(model: pathlib.Path) -> dict:
         "input": f"{meta['image_size']}x{meta['image_size']}x{meta['channels']}",
         "onnx_params": params, "onnx_bytes": (model / "model.onnx").stat().st_size,
         "recipe_hash": meta.get("recipe_hash"), "weights": meta.get("weights"),
-        "val_metrics": {k: v for k, v in val.items() if isinstance(v, (int, float))},
+        "val_metrics": {k: v for k, v in (val.get("best") or val.get("last") or {}).items()
+                        if k in ("n", "accuracy", "balanced_accuracy", "macro_f1")},
     }
 
 
@@ -262,37 +334,72 @@ def ensure_fer_venv(venv: pathlib.Path) -> pathlib.Path:
     return python
 
 
-def run_fer(python: pathlib.Path, manifest: dict, args) -> dict:
-    WORK.mkdir(parents=True, exist_ok=True)
-    config = {"crops": [str(CROPS / f) for f in manifest["files"]],
-              "frames": [str(CROPS / f) for f in manifest["frames"]],
-              "warmup": args.warmup, "repeats": args.repeats,
-              "throughput_repeats": args.throughput_repeats,
-              "frame_warmup": args.frame_warmup, "frame_repeats": args.frame_repeats,
-              "out": str(WORK / "fer_result.json")}
-    config_path = WORK / "fer_config.json"
-    config_path.write_text(json.dumps(config))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
-    with open(WORK / "fer_worker.log", "w") as log:
-        subprocess.run([str(python), str(pathlib.Path(__file__).resolve()), "--fer-worker",
-                        str(config_path)], check=True, env=env, stdout=log,
-                       stderr=subprocess.STDOUT)
-    return json.loads((WORK / "fer_result.json").read_text())
+class FerProcess:
+    """The fer worker in its own interpreter, driven one JSON line per request."""
+
+    def __init__(self, python: pathlib.Path, manifest: dict):
+        WORK.mkdir(parents=True, exist_ok=True)
+        config = {"crops": [str(CROPS / f) for f in manifest["files"]],
+                  "frames": [str(CROPS / f) for f in manifest["frames"]]}
+        config_path = WORK / "fer_config.json"
+        config_path.write_text(json.dumps(config))
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONWARNINGS": "ignore"}
+        self.log_path = WORK / "fer_worker.log"
+        self._log = open(self.log_path, "w")  # noqa: SIM115 -- closed in finish()
+        self.proc = subprocess.Popen(
+            [str(python), str(pathlib.Path(__file__).resolve()), "--fer-worker",
+             str(config_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, text=True, env=env)
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line.startswith(REPLY):
+            self.proc.kill()
+            raise RuntimeError(f"the fer worker stopped (see {self.log_path}): {line!r}")
+        return json.loads(line[len(REPLY):])
+
+    def _ask(self, **request) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def run(self, task, calls, warmup, offset) -> dict:
+        return self._ask(op="run", task=task, calls=calls, warmup=warmup, offset=offset)
+
+    def finish(self) -> dict:
+        out = {**self.hello, **self._ask(op="finish")}
+        self.proc.wait(timeout=60)
+        self._log.close()
+        return out
+
+
+REPLY = "@@ "
 
 
 def fer_worker(config_path: str) -> None:
-    """Runs inside the fer environment: every fer measurement, written to config['out']."""
-    state = {"before": common.machine_state()}
+    """Runs inside the fer environment: answers FerProcess's requests on stdin/stdout.
+
+    fd 1 is pointed at stderr first, so that nothing fer or TensorFlow prints can reach
+    the reply channel (a private copy of the original stdout).
+    """
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(value: dict) -> None:
+        replies.write(REPLY + json.dumps(value, default=common._jsonable) + "\n")
+        replies.flush()
+
     cfg = json.loads(pathlib.Path(config_path).read_text())
-    t0 = time.perf_counter()
+    start = time.perf_counter()
     import cv2
     import numpy as np
     from fer.fer import FER
 
-    import_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    import_s = time.perf_counter() - start
+    start = time.perf_counter()
     det = FER()  # defaults: Haar detection, quantized TFLite classifier
-    init_s = time.perf_counter() - t0
+    init_s = time.perf_counter() - start
     keras_det = FER(use_tflite=False)  # the .hdf5 Keras model
     model = FER._model_cache
     crops = [cv2.imread(p) for p in cfg["crops"]]  # BGR, as a fer user would pass them
@@ -300,54 +407,45 @@ def fer_worker(config_path: str) -> None:
     box = [(0, 0, crops[0].shape[1], crops[0].shape[0])]
     # fer's own preprocessing of a whole-crop box: pad 40, box + 10 px offsets, 64x64, [-1, 1].
     faces = np.stack([_fer_preprocess(c) for c in crops])  # (N, 64, 64) float32
-    w, r = cfg["warmup"], cfg["repeats"]
+    batch = faces[..., None]
 
     def api(image, d=det):
         return d.detect_emotions(image, face_rectangles=box)
 
-    out = {"import_s": round(import_s, 4), "init_s": round(init_s, 4)}
-    out["latency_ms"] = common.summarize_ms(common.time_each(api, crops, warmup=w, repeats=r))
-    keras_api = common.time_each(lambda c: api(c, keras_det), crops, warmup=w, repeats=r)
-    out["latency_keras_api_ms"] = common.summarize_ms(keras_api)
-    tfl = common.time_each(lambda f: det._classify_emotions(f[None]), faces, warmup=w,
-                           repeats=r)
-    out["latency_tflite_classify_ms"] = common.summarize_ms(tfl)
-    keras_call = common.time_each(lambda f: model(f[None, ..., None], training=False), faces,
-                                  warmup=w, repeats=r)
-    out["latency_keras_call_ms"] = common.summarize_ms(keras_call)
-
-    n, tr = len(crops), cfg["throughput_repeats"]
-    loop = common.time_block(lambda: [api(c) for c in crops], warmup=1, repeats=tr)
-    out["throughput_api_loop_ms"] = common.summarize_ms(loop)
-    x = faces[..., None]
-    batched = common.time_block(
-        lambda: [model(x[i:i + 64], training=False) for i in range(0, n, 64)],
-        warmup=2, repeats=tr)
-    out["throughput_keras_batch64_ms"] = common.summarize_ms(batched)
-    out["faces_per_s_api_loop"] = round(n / common.percentile(loop, 50), 1)
-    out["faces_per_s_keras_batch64"] = round(n / common.percentile(batched, 50), 1)
-
-    found = [len(det.detect_emotions(f)) for f in frames]
-    fw, fr = cfg["frame_warmup"], cfg["frame_repeats"]
-    out["frame_ms"] = common.summarize_ms(
-        common.time_each(det.detect_emotions, frames, warmup=fw, repeats=fr))
-    out["frame_detector_only_ms"] = common.summarize_ms(
-        common.time_each(lambda f: det.find_faces(f), frames, warmup=fw, repeats=fr))
-    out["frames_with_face"] = sum(1 for k in found if k > 0)
-    out["faces_found"] = found
-
-    out["class_names"] = list(FER._get_labels().values())
-    out["probs_tflite"] = _captured_probs(det, crops, box)
-    out["probs_keras"] = _captured_probs(keras_det, crops, box)
-    out["model"] = {"hdf5_params": int(model.count_params()),
-                    "input": "x".join(str(d) for d in model.input_shape[1:])}
-    out["versions"] = common.package_versions(["fer", "tensorflow-cpu", "keras",
-                                               "opencv-python-headless", "numpy"])
-    interp = FER._tflite_interpreter_cache
-    out["tflite_input"] = [int(v) for v in interp.get_input_details()[0]["shape"]]
-    state["after"] = common.machine_state()
-    out["machine"] = state
-    pathlib.Path(cfg["out"]).write_text(json.dumps(out, default=common._jsonable))
+    tasks = {
+        "latency": (api, crops),
+        "latency_tflite_classify": (lambda f: det._classify_emotions(f[None]), list(faces)),
+        "latency_keras_api": (lambda c: api(c, keras_det), crops),
+        "latency_keras_call": (lambda f: model(f[None], training=False), list(batch)),
+        "throughput_api_loop": (lambda _: [api(c) for c in crops], [None]),
+        "throughput_keras_batch64": (
+            lambda _: [model(batch[i:i + 64], training=False)
+                       for i in range(0, len(batch), 64)], [None]),
+        "frame": (det.detect_emotions, frames),
+        "frame_detector": (det.find_faces, frames),
+    }
+    reply({"import_s": round(import_s, 4), "init_s": round(init_s, 4)})
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["op"] == "run":
+            fn, items = tasks[request["task"]]
+            cpu = [] if request["task"].startswith("frame") else None
+            wall = common.time_each(fn, items, warmup=request["warmup"],
+                                    repeats=request["calls"], offset=request["offset"], cpu=cpu)
+            reply({"": wall, "_cpu": cpu} if cpu is not None else {"": wall})
+            continue
+        found = [len(det.detect_emotions(f)) for f in frames]
+        interp = FER._tflite_interpreter_cache
+        reply({"frames_with_face": sum(1 for k in found if k > 0), "faces_found": found,
+               "class_names": list(FER._get_labels().values()),
+               "probs_tflite": _captured_probs(det, crops, box),
+               "probs_keras": _captured_probs(keras_det, crops, box),
+               "model": {"hdf5_params": int(model.count_params()),
+                         "input": "x".join(str(d) for d in model.input_shape[1:])},
+               "tflite_input": [int(v) for v in interp.get_input_details()[0]["shape"]],
+               "versions": common.package_versions(
+                   ["fer", "tensorflow-cpu", "keras", "opencv-python-headless", "numpy"])})
+        return
 
 
 def _fer_preprocess(bgr):
@@ -446,6 +544,8 @@ def summary(fk: dict, fer: dict | None, startup: dict) -> dict:
         "latency_ms_p50": fk["latency_ms"]["p50"], "latency_ms_p95": fk["latency_ms"]["p95"],
         "faces_per_s": max(fk["faces_per_s_batch64"], fk["faces_per_s_batch256"]),
         "frame_ms_detect": fk["frame_ms"]["p50"], "frame_ms_detect_p95": fk["frame_ms"]["p95"],
+        "frame_cpu_ms_detect": fk["frame_cpu_ms"]["p50"],
+        "frame_ms_detect_threads1": fk["frame_threads1_ms"]["p50"],
         "startup_s": startup["ferkeras_predict_one"]["median_s"],
         "startup_help_s": startup["ferkeras_help"]["median_s"],
     }}
@@ -461,6 +561,7 @@ def summary(fk: dict, fer: dict | None, startup: dict) -> dict:
             "latency_ms_p95": fer["latency_ms"]["p95"],
             "faces_per_s": max(fer["faces_per_s_api_loop"], fer["faces_per_s_keras_batch64"]),
             "frame_ms_detect": fer["frame_ms"]["p50"],
+            "frame_cpu_ms_detect": fer["frame_cpu_ms"]["p50"],
             "startup_s": startup.get("fer_top_emotion_one", {}).get("median_s"),
         }
         speedup = fer["latency_ms"]["p50"] / fk["latency_ms"]["p50"]
@@ -496,7 +597,9 @@ def markdown(out: dict) -> str:
         f"ferkeras model: `{m['backbone']}` width {m['width']}, input {m['input']}, "
         f"{m['onnx_params']:,} parameters in the ONNX graph ({m['onnx_bytes'] / 1e6:.2f} MB), "
         f"{m['epochs']} epochs on FER2013 Training ({m['loss']} loss), `{m['weights']}` "
-        f"checkpoint, export `{m['path']}`. A quick CPU model, not a tuned one.",
+        f"checkpoint, export `{m['path']}`; PublicTest accuracy "
+        f"{100 * m['val_metrics'].get('accuracy', float('nan')):.1f}% (FER2013 labels, all "
+        f"{m['val_metrics'].get('n')} rows). A quick CPU model, not a tuned one.",
     ]
     if fer:
         lines += ["", f"fer model: fer {fer['versions']['fer']}, its bundled classifier "
@@ -521,6 +624,7 @@ def markdown(out: dict) -> str:
              (ms(f["latency_tflite_classify_ms"]) + " TFLite `_classify_emotions`") if fer
              else na),
         _row("per face, other paths", ms(fk["latency_threads1_ms"]) + " threads=1; "
+             + ms(fk["latency_nospin_ms"]) + " no spinning (what-if); "
              + ms(fk["latency_list_input_ms"]) + " list of (48, 48) crops",
              (ms(f["latency_keras_api_ms"]) + " API with Keras .hdf5; "
               + ms(f["latency_keras_call_ms"]) + " Keras model call") if fer else na),
@@ -529,8 +633,12 @@ def markdown(out: dict) -> str:
              f"{f['faces_per_s_api_loop']:.0f} (API, one crop a call), "
              f"{f['faces_per_s_keras_batch64']:.0f} (Keras model, batch 64)" if fer else na),
         _row("640x480 frame, detection on", ms(fk["frame_ms"]), ms(f["frame_ms"]) if fer else na),
-        _row("  of which face detection", ms(fk["frame_detector_only_ms"]),
-             ms(f["frame_detector_only_ms"]) if fer else na),
+        _row("  of which face detection", ms(fk["frame_detector_ms"]),
+             ms(f["frame_detector_ms"]) if fer else na),
+        _row("  CPU time per frame (process, all threads)", ms(fk["frame_cpu_ms"]),
+             ms(f["frame_cpu_ms"]) if fer else na),
+        _row("  frame with threads=1 / with allow_spinning=0 (what-ifs)",
+             ms(fk["frame_threads1_ms"]) + " / " + ms(fk["frame_nospin_ms"]), na),
         _row("frames where a face was found", f"{fk['frames_with_face']}/{fk['frames']}",
              f"{f['frames_with_face']}/{fk['frames']}" if fer else na),
         _row("start-up: `predict --help`", f"{s['startup']['ferkeras_help']['median_s']:.2f} s",
@@ -542,6 +650,18 @@ def markdown(out: dict) -> str:
         _row("model load in-process", f"{fk['load_s']:.2f} s `Predictor(path)`",
              f"{f['import_s']:.2f} s import + {f['init_s']:.2f} s `FER()`" if fer else na),
     ]
+    if out.get("other_models"):
+        lines += ["", "## Other ferkeras exports (same rounds, interleaved)", "",
+                  "| export | model | params | latency p50 (p95) | threads=1 p50 (p95) | "
+                  "faces/s (batch 64) |", "|---|---|---|---|---|---|",
+                  f"| {m['path']} (main) | {m['backbone']} w{m['width']} | "
+                  f"{m['onnx_params']:,} | {ms(fk['latency_ms'])} | "
+                  f"{ms(fk['latency_threads1_ms'])} | {fk['faces_per_s_batch64']:.0f} |"]
+        for path, o in out["other_models"].items():
+            om = o["model"]
+            lines.append(f"| {path} | {om['backbone']} w{om['width']}, {om['epochs']} epochs "
+                         f"| {om['onnx_params']:,} | {ms(o['latency_ms'])} | "
+                         f"{ms(o['latency_threads1_ms'])} | {o['faces_per_s_batch64']:.0f} |")
     acc = out["accuracy"]
     n = acc["ferkeras"]["n"]
     lines += ["", f"## Accuracy on the {n} PublicTest crops (%)", "",
@@ -565,21 +685,25 @@ def markdown(out: dict) -> str:
 def notes(out: dict) -> list[str]:
     fk, fer = out["ferkeras_detail"], out.get("fer_detail")
     items = [
-        "Latency is per call with one face; the median and p95 are over "
-        f"{fk['latency_ms']['n']} calls after {out['settings']['warmup']} warm-up calls, "
-        "cycling over the crops. Throughput: the median of "
-        f"{fk['throughput_batch64_ms']['n']} passes over all crops. Frames: "
-        f"{fk['frame_ms']['n']} calls over {fk['frames']} frames.",
+        "Sides interleaved: each of "
+        f"{out['settings']['rounds']} rounds runs a block of every measurement on every side "
+        "in turn (order rotated per round), so both libraries see the same load; 1-min load "
+        f"after each round: {out['loadavg_1min_per_round']}. Latency: "
+        f"{fk['latency_ms']['n']} single-face calls per side, cycling over the crops; "
+        f"throughput: median of {fk['throughput_batch64_ms']['n']} passes over all crops; "
+        f"frames: {fk['frame_ms']['n']} calls over {fk['frames']} frames. Each block starts "
+        "with untimed warm-up calls.",
         "ferkeras uses default options (`threads=0`: ONNX Runtime's choice; batch 64; "
         "Haar on a copy shrunk to 320 px, min face 24 px there). fer uses its defaults "
         "(Haar on the full frame, min face 50 px; quantized TFLite classifier, one face per "
         "`invoke`).",
         "fer's start-up figure includes importing TensorFlow, which fer does at import time; "
         "ferkeras's CLI imports neither TensorFlow nor Keras.",
-        "The ferkeras model picked its best epoch on PublicTest (its validation split), so "
-        "its accuracy here is slightly optimistic. fer's bundled model comes from "
-        "oarriaga/face_classification, trained on FER2013 with its own random split: some "
-        "of these PublicTest images were probably in its training data.",
+        "Both models picked their checkpoint on PublicTest and neither trained on it: "
+        "ferkeras's uses PublicTest as its validation split; fer's mini-Xception comes from "
+        "oarriaga/face_classification, whose `split_data` keeps the first 80% of the CSV "
+        "(exactly the 28,709 Training rows) for training and validates (checkpoint on "
+        "val_loss, early stopping) on the rest, PublicTest + PrivateTest.",
         "Crops are 48x48 JPEGs (quality 95) written from the CSV pixels; frames are the "
         "first crops upscaled to 192 px and pasted on a synthetic textured 640x480 "
         "background (bench/.work/crops/frames/).",
@@ -599,11 +723,11 @@ def parse_args(argv=None):
     p.add_argument("--n-crops", type=int, default=500)
     p.add_argument("--n-frames", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=2000)
-    p.add_argument("--throughput-repeats", type=int, default=7)
-    p.add_argument("--frame-warmup", type=int, default=10)
-    p.add_argument("--frame-repeats", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=10,
+                   help="interleaved rounds; per round: 200 latency calls, 1 throughput pass, "
+                        "20 frames per side (10 calls for fer's slow Keras paths)")
+    p.add_argument("--also-model", action="append", default=[], metavar="DIR",
+                   help="another ferkeras export to time (latency, throughput); repeatable")
     p.add_argument("--startup-repeats", type=int, default=5)
     p.add_argument("--fer-venv", default=str(FER_VENV.relative_to(ROOT)))
     p.add_argument("--skip-fer", action="store_true", help="measure ferkeras only")
@@ -622,12 +746,27 @@ def main(argv=None) -> int:
     model = ensure_model(args)
     manifest = make_crops(args.n_crops, args.seed, args.n_frames)
     fer_python = None if args.skip_fer else ensure_fer_venv(ROOT / args.fer_venv)
-    print(f"ferkeras: measuring {model}", flush=True)
-    fk = bench_ferkeras(model, manifest, args)
+    print(f"measuring, {args.rounds} interleaved rounds: ferkeras {model}"
+          + ("" if fer_python is None else " and fer"), flush=True)
+    fk_side = FerkerasSide(model, manifest)
+    sides = {"ferkeras": ("ferkeras", fk_side)}
+    also = {str(m): FerkerasSide(pathlib.Path(m), manifest) for m in args.also_model}
+    sides.update({f"ferkeras:{m}": ("also", side) for m, side in also.items()})
+    fer_proc = None if fer_python is None else FerProcess(fer_python, manifest)
+    if fer_proc is not None:
+        sides["fer"] = ("fer", fer_proc)
+    state = {"before": common.machine_state()}
+    measured = interleave(sides, rounds=args.rounds)
+    state["after"] = common.machine_state()
+    n = args.n_crops
+    fk = {**summarize_side(measured["times"]["ferkeras"], n), **fk_side.finish(),
+          "machine": state}
     fer = None
-    if fer_python is not None:
-        print("fer: measuring in its own interpreter", flush=True)
-        fer = run_fer(fer_python, manifest, args)
+    if fer_proc is not None:
+        fer = {**summarize_side(measured["times"]["fer"], n), **fer_proc.finish(),
+               "machine": state}
+    others = {m: {**summarize_side(measured["times"][f"ferkeras:{m}"], n),
+                  "model": model_info(pathlib.Path(m))} for m in also}
     print("start-up: subprocesses", flush=True)
     startup = startup_times(model, CROPS / manifest["frames"][0], fer_python,
                             args.startup_repeats)
@@ -655,7 +794,8 @@ def main(argv=None) -> int:
         "images": {"crops": args.n_crops, "frames": args.n_frames, "seed": args.seed,
                    "folder": str(CROPS.relative_to(ROOT))},
         "startup": startup, "accuracy": acc, "versions": versions,
-        "ferkeras_detail": fk, "fer_detail": fer,
+        "ferkeras_detail": fk, "fer_detail": fer, "other_models": others,
+        "loadavg_1min_per_round": measured["loadavg_1min_per_round"],
     }
     out["summary"] = summary(fk, fer, startup)
     out.update({k: v for k, v in out["summary"].items() if k != "targets"})
