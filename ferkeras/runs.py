@@ -38,6 +38,7 @@ def prepare_run_dir(run_dir, *, resume: bool, overwrite: bool,
                 "--resume."
             )
         _check_same_recipe(run_dir, recipe_hash)
+        remove_stale_temporaries(run_dir)
         return state
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"run folder {run_dir} is a file; pass --run-dir for a folder.")
@@ -71,6 +72,17 @@ def _check_same_recipe(run_dir: pathlib.Path, recipe_hash: str | None) -> None:
             f"{run_dir} was started from another recipe (hash {saved}, now {recipe_hash}); "
             "resume with the saved recipe (omit RECIPE and --set) or use --overwrite."
         )
+
+
+def remove_stale_temporaries(run_dir) -> int:
+    """Delete the temporary files of atomic writes cut short by a kill (`.NAME.*.tmp*`,
+    see `ferkeras.io.atomic_path`). Returns how many were removed."""
+    removed = 0
+    for path in pathlib.Path(run_dir).rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def read_state(run_dir) -> dict | None:

@@ -1,12 +1,19 @@
 """Helpers for the subprocess tests (resume, multi-worker, bad input): a tiny recipe, the
 environment and command line for `ferkeras train`, and readers for what a run folder holds.
 
-Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with one
-substitution, made for tests that compare runs exactly: the strong (FixMatch) view is drawn
-by `stateless_strong_augment` below instead of `ferkeras.augment.strong_augment`, whose
-`keras.layers.RandAugment` draws from its own stateful SeedGenerator instead of the
-per-sample seed (so two identical runs, or a run and its resumption, get different strong
-views). Everything else, CLI parsing included, is the real code path.
+Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with two
+substitutions, made for tests that compare runs exactly (`exact_substitutions`), each
+removing a known source of run-to-run differences in the input pipeline:
+
+1. The strong (FixMatch) view is drawn by `stateless_strong_augment` below instead of
+   `ferkeras.augment.strong_augment`, whose `keras.layers.RandAugment` draws from its own
+   stateful SeedGenerator instead of the per-sample seed (two identical runs, or a run and
+   its resumption, get different strong views).
+2. The training stream computes the strong view for every sample (`strong_mask=None`): the
+   pipeline's strong-view mask is a variable read at iteration time, so batches prefetched
+   before a split used the previous split's mask, depending on thread timing.
+
+Everything else, CLI parsing included, is the real code path.
 """
 
 from __future__ import annotations
@@ -23,8 +30,8 @@ import yaml
 TINY_RECIPE = {
     "name": "tiny",
     "seed": 3,
-    "data": {"source": "synthetic", "image_size": 24,
-             "synthetic": {"n_train": 256, "n_val": 64, "n_test": 64, "noise": 0.25,
+    "data": {"source": "synthetic", "image_size": 16,
+             "synthetic": {"n_train": 128, "n_val": 32, "n_test": 32, "noise": 0.25,
                            "profile": "uniform"}},
     "model": {"backbone": "small_cnn", "width": 8, "dropout": 0.2},
     "train": {"batch_size": 32, "learning_rate": 0.005, "ema_decay": 0.9, "loss": "ce"},
@@ -104,11 +111,25 @@ def main():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
-    from ferkeras import augment
     from ferkeras.cli import main as cli_main
 
-    augment.strong_augment = stateless_strong_augment
+    exact_substitutions()
     cli_main()
+
+
+def exact_substitutions() -> None:
+    """Make the input pipeline reproducible across runs (see the module docstring)."""
+    from ferkeras import augment, training
+
+    augment.strong_augment = stateless_strong_augment
+    if not getattr(training.epoch_stream, "_exact", False):
+        stream = training.epoch_stream
+
+        def epoch_stream(*args, strong_mask=None, **kwargs):
+            return stream(*args, **kwargs)
+
+        epoch_stream._exact = True
+        training.epoch_stream = epoch_stream
 
 
 if __name__ == "__main__":
