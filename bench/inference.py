@@ -181,6 +181,8 @@ SCHEDULE = [
     {"ferkeras": ("latency_nospin", 200)},
     {"ferkeras": ("frame_threads1", 20)},
     {"ferkeras": ("frame_nospin", 20)},
+    # ... and a cheaper Haar pyramid (scale step 1.2 instead of 1.1), with threads=1.
+    {"ferkeras": ("frame_tuned", 20)},
 ]
 
 
@@ -241,6 +243,9 @@ class FerkerasSide:
         one_thread, big = Predictor(model, threads=1), Predictor(model, batch_size=256)
         nospin = Predictor(model)
         nospin._session = _session_without_spinning(model / "model.onnx")
+        from ferkeras.faces import HaarFaceDetector
+
+        self.tuned = Predictor(model, threads=1, detector=HaarFaceDetector(scale_factor=1.2))
         session = self.predictor._session  # the bare model call, no Python around it
         p = self.predictor
         ones = [self.batch[i:i + 1] for i in range(len(self.batch))]
@@ -257,6 +262,7 @@ class FerkerasSide:
             "latency_nospin": (nospin.predict_crops, ones),
             "frame_threads1": (lambda f: one_thread.predict([f], detect=True), self.frames),
             "frame_nospin": (lambda f: nospin.predict([f], detect=True), self.frames),
+            "frame_tuned": (lambda f: self.tuned.predict([f], detect=True), self.frames),
         }
 
     def run(self, task, calls, warmup, offset) -> dict:
@@ -268,8 +274,10 @@ class FerkerasSide:
 
     def finish(self) -> dict:
         found = [len(self.predictor.predict([f], detect=True)[0]) for f in self.frames]
+        tuned = [len(self.tuned.predict([f], detect=True)[0]) for f in self.frames]
         return {"load_s": round(self.load_s, 4), "frames": len(self.frames),
                 "frames_with_face": sum(1 for k in found if k > 0), "faces_found": found,
+                "frames_with_face_tuned": sum(1 for k in tuned if k > 0),
                 "class_names": list(self.predictor.class_names),
                 "probs": self.predictor.predict_crops(self.batch).tolist()}
 
@@ -546,6 +554,7 @@ def summary(fk: dict, fer: dict | None, startup: dict) -> dict:
         "frame_ms_detect": fk["frame_ms"]["p50"], "frame_ms_detect_p95": fk["frame_ms"]["p95"],
         "frame_cpu_ms_detect": fk["frame_cpu_ms"]["p50"],
         "frame_ms_detect_threads1": fk["frame_threads1_ms"]["p50"],
+        "frame_ms_detect_tuned": fk["frame_tuned_ms"]["p50"],
         "startup_s": startup["ferkeras_predict_one"]["median_s"],
         "startup_help_s": startup["ferkeras_help"]["median_s"],
     }}
@@ -639,6 +648,9 @@ def markdown(out: dict) -> str:
              ms(f["frame_cpu_ms"]) if fer else na),
         _row("  frame with threads=1 / with allow_spinning=0 (what-ifs)",
              ms(fk["frame_threads1_ms"]) + " / " + ms(fk["frame_nospin_ms"]), na),
+        _row("  frame with threads=1 + Haar scale_factor=1.2 (what-if)",
+             ms(fk["frame_tuned_ms"]) + f", CPU {fk['frame_tuned_cpu_ms']['p50']:.1f} ms; "
+             f"faces found in {fk['frames_with_face_tuned']}/{fk['frames']} frames", na),
         _row("frames where a face was found", f"{fk['frames_with_face']}/{fk['frames']}",
              f"{f['frames_with_face']}/{fk['frames']}" if fer else na),
         _row("start-up: `predict --help`", f"{s['startup']['ferkeras_help']['median_s']:.2f} s",
@@ -677,9 +689,52 @@ def markdown(out: dict) -> str:
     if "agreement_ferkeras_fer" in acc:
         lines += ["", f"Top-1 agreement ferkeras vs fer (TFLite): "
                   f"{100 * acc['agreement_ferkeras_fer']:.1f}%."]
+    lines += ["", "## Findings", ""] + [f"- {item}" for item in out["findings"]]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in out["notes"]]
     lines += ["", "## Versions", "", "```", json.dumps(out["versions"], indent=1), "```"]
     return "\n".join(lines)
+
+
+def findings(out: dict) -> list[str]:
+    """What the figures say, with the numbers; no claim beyond them."""
+    fk, fer = out["ferkeras_detail"], out.get("fer_detail")
+    lat = fk["latency_ms"]["p50"]
+    items = []
+    if fer:
+        items.append(
+            f"Per-face latency: ferkeras {lat:.2f} ms vs fer {fer['latency_ms']['p50']:.2f} ms "
+            f"(ratio {fer['latency_ms']['p50'] / lat:.2f}; the target asks for >= 3). fer's "
+            "default classifier is a 58k-parameter mini-Xception, run from a quantized TFLite file "
+            "(93 kB); "
+            f"the measured ferkeras model has {out['model']['onnx_params']:,} float32 "
+            "parameters and runs its first conv block at full 48x48 resolution. Per face, "
+            "the model call is the whole cost on both sides (see the bare-call row).")
+    for path, o in out.get("other_models", {}).items():
+        items.append(f"Model size decides the latency: the {o['model']['backbone']} width "
+                     f"{o['model']['width']} export ({o['model']['onnx_params']:,} params) "
+                     f"runs at {o['latency_ms']['p50']:.2f} ms per face and "
+                     f"{o['faces_per_s_batch64']:.0f} faces/s (`{path}`).")
+    if fk["faces_per_s_batch64"] < 1e3 / lat:
+        items.append(f"Batching does not pay for this model here: {fk['faces_per_s_batch64']:.0f} "
+                     f"faces/s at batch 64 vs {1e3 / lat:.0f}/s implied by batch-1 latency.")
+    items.append(
+        f"Frames: {fk['frame_ms']['p50']:.1f} ms with default options vs "
+        f"{fk['frame_threads1_ms']['p50']:.1f} ms with threads=1 and "
+        f"{fk['frame_nospin_ms']['p50']:.1f} ms with `session.intra_op.allow_spinning=0`: "
+        "after each run ONNX Runtime's extra intra-op thread spin-waits and takes the CPU "
+        "the next frame's Haar detection needs (2 cores). The detector alone costs "
+        f"{fk['frame_detector_cpu_ms']['p50']:.1f} ms of CPU per frame at 320 px, so "
+        "<= 15 ms per frame is out of reach on this loaded machine with the default cascade "
+        f"settings; scale_factor 1.2 brings it to {fk['frame_tuned_ms']['p50']:.1f} ms "
+        f"(faces found in {fk['frames_with_face_tuned']}/{fk['frames']} frames vs "
+        f"{fk['frames_with_face']}/{fk['frames']}).")
+    if fer:
+        items.append(
+            f"Start-up: `ferkeras predict` on one image takes "
+            f"{out['startup']['ferkeras_predict_one']['median_s']:.2f} s in all; fer needs "
+            f"{out['startup']['fer_top_emotion_one']['median_s']:.2f} s, mostly importing "
+            "TensorFlow.")
+    return items
 
 
 def notes(out: dict) -> list[str]:
@@ -802,6 +857,7 @@ def main(argv=None) -> int:
     out["targets"] = out["summary"]["targets"]
     out["wall_s"] = round(time.time() - t0, 1)
     out["notes"] = notes(out)
+    out["findings"] = findings(out)
     paths = common.write_results("inference", out, markdown(out))
     print(json.dumps(out["summary"], indent=1))
     print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))

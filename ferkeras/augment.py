@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+
 def _split_seed(seed, n):
     return tf.unstack(tf.random.experimental.stateless_split(seed, num=n))
 
@@ -127,7 +128,7 @@ def rand_augment(image, seed, *, num_ops: int = 2, magnitude: float = 0.5):
         s_op, s_mag = _split_seed(s, 2)
         op = tf.random.stateless_uniform([], s_op, 0, len(branches), dtype=tf.int32)
         m = tf.random.stateless_uniform([], s_mag, -magnitude, magnitude)
-        fns = [lambda fn=fn: fn(image, m) for fn in branches]
+        fns = [lambda fn=fn, im=image, mm=m: fn(im, mm) for fn in branches]
         image = tf.ensure_shape(tf.switch_case(op, fns), image.shape)
         image = tf.clip_by_value(image, 0.0, 255.0)
     return image
