@@ -755,8 +755,9 @@ def notes(out: dict) -> list[str]:
         "fer's start-up figure includes importing TensorFlow, which fer does at import time; "
         "ferkeras's CLI imports neither TensorFlow nor Keras.",
         "Both models picked their checkpoint on PublicTest and neither trained on it: "
-        "ferkeras's uses PublicTest as its validation split; fer's mini-Xception comes from "
-        "oarriaga/face_classification, whose `split_data` keeps the first 80% of the CSV "
+        "ferkeras's uses PublicTest as its validation split; fer's model is the mini-Xception "
+        "(64x64 grey input) of oarriaga/face_classification, which fer credits and whose "
+        "`train_emotion_classifier.py` / `split_data` keeps the first 80% of the CSV "
         "(exactly the 28,709 Training rows) for training and validates (checkpoint on "
         "val_loss, early stopping) on the rest, PublicTest + PrivateTest.",
         "Crops are 48x48 JPEGs (quality 95) written from the CSV pixels; frames are the "
@@ -786,6 +787,8 @@ def parse_args(argv=None):
     p.add_argument("--startup-repeats", type=int, default=5)
     p.add_argument("--fer-venv", default=str(FER_VENV.relative_to(ROOT)))
     p.add_argument("--skip-fer", action="store_true", help="measure ferkeras only")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the markdown (findings, notes) from results/inference.json")
     p.add_argument("--fer-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -796,6 +799,11 @@ def main(argv=None) -> int:
         fer_worker(args.fer_worker)
         return 0
     os.chdir(ROOT)
+    if args.report_only:
+        out = json.loads((common.RESULTS / "inference.json").read_text())
+        out["notes"], out["findings"] = notes(out), findings(out)
+        common.write_results("inference", out, markdown(out))
+        return 0
     start = common.machine_state()
     t0 = time.time()
     model = ensure_model(args)

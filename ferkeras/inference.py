@@ -88,6 +88,10 @@ def create_session(onnx_path: str | os.PathLike, *, threads: int = 0, providers=
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Idle intra-op threads busy-wait by default and steal the CPU the next frame's face
+    # detection needs: 35.5 -> 26.4 ms per 640x480 frame with spinning off
+    # (bench/results/inference.md, 2-core CPU).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(onnx_path), sess_options=options,
                                 providers=providers or ["CPUExecutionProvider"])
 
