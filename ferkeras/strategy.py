@@ -22,6 +22,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DETERMINISM_ENV = "FERKERAS_DETERMINISTIC"
 
 _MULTIWORKER = None  # the process's MultiWorkerMirroredStrategy, created at most once
+_MIRRORED: dict = {}  # device names -> the process's MirroredStrategy over them
 
 
 def choose_strategy(name: str = "auto"):
@@ -50,8 +51,14 @@ def choose_strategy(name: str = "auto"):
         name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        devices = tuple(d.name for d in gpus) or tuple(
+            d.name for d in tf.config.list_logical_devices("CPU"))
+        # One per device set and process: two MirroredStrategy objects over the same devices
+        # number their collective ops alike, and TF then mixes them up ("Shape mismatch in
+        # the collective instance") when they train differently shaped models.
+        if devices not in _MIRRORED:
+            _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+        return _MIRRORED[devices]
     return tf.distribute.get_strategy()
 
 
@@ -108,7 +115,8 @@ def scaling_rule(strategy, *, global_batch: int, learning_rate: float) -> dict:
             f"train.batch_size={global_batch} is not divisible by the {replicas} replicas."
         )
     return {
-        "strategy": type(strategy).__name__,
+        "strategy": ("MultiWorkerMirroredStrategy" if is_multiworker(strategy)
+                     else type(strategy).__name__),
         "replicas": replicas,
         "workers": _num_workers(strategy),
         "global_batch": global_batch,

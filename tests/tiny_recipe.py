@@ -1,19 +1,15 @@
 """Helpers for the subprocess tests (resume, multi-worker, bad input): a tiny recipe, the
 environment and command line for `ferkeras train`, and readers for what a run folder holds.
 
-Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with two
-substitutions, made for tests that compare runs exactly (`exact_substitutions`), each
-removing a known source of run-to-run differences in the input pipeline:
-
-1. The strong (FixMatch) view is drawn by `stateless_strong_augment` below instead of
-   `ferkeras.augment.strong_augment`, whose `keras.layers.RandAugment` draws from its own
-   stateful SeedGenerator instead of the per-sample seed (two identical runs, or a run and
-   its resumption, get different strong views).
-2. The training stream computes the strong view for every sample (`strong_mask=None`): the
-   pipeline's strong-view mask is a variable read at iteration time, so batches prefetched
-   before a split used the previous split's mask, depending on thread timing.
-
-Everything else, CLI parsing included, is the real code path.
+Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with one
+substitution, made for tests that compare runs exactly (`exact_substitutions`): the training
+stream computes the strong view for every sample (`strong_mask=None`). The pipeline's
+strong-view mask is a variable read at iteration time, so batches prefetched before a split
+use the previous split's mask, depending on thread timing, and two runs of one recipe (or a
+run and its resumption) differ (bench/results/reliability.md, known issues). Everything else,
+CLI parsing and augmentation included, is the real code path. With TINY_CPU_DEVICES=N in
+the environment the process also gets N logical CPUs, so `--strategy mirrored` has N
+replicas without a GPU.
 """
 
 from __future__ import annotations
@@ -89,20 +85,6 @@ def report_mask(run_dir, epoch: int):
         return np.array([row["labelled"] == "1" for row in csv.DictReader(fh)])
 
 
-def stateless_strong_augment(image, seed):
-    """Weak view + brightness/contrast jitter + cutout, all from the per-sample seed."""
-    import tensorflow as tf
-
-    from ferkeras import augment
-
-    s_weak, s_bright, s_contrast, s_cut = augment._split_seed(seed, 4)
-    image = augment.weak_augment(image, s_weak)
-    image = tf.image.stateless_random_brightness(image, 60.0, seed=s_bright)
-    image = tf.image.stateless_random_contrast(image, 0.5, 1.5, seed=s_contrast)
-    image = tf.clip_by_value(image, 0.0, 255.0)
-    return augment.cutout(image, s_cut)
-
-
 def main():
     devices = int(os.environ.get("TINY_CPU_DEVICES", "0") or 0)
     if devices > 1:  # several logical CPUs, so `--strategy mirrored` gets several replicas
@@ -117,11 +99,14 @@ def main():
     cli_main()
 
 
-def exact_substitutions() -> None:
-    """Make the input pipeline reproducible across runs (see the module docstring)."""
-    from ferkeras import augment, training
+def exact_substitutions(monkeypatch=None) -> None:
+    """Make the input pipeline reproducible across runs (see the module docstring).
 
-    augment.strong_augment = stateless_strong_augment
+    In a test process pass pytest's `monkeypatch`, so the originals come back afterwards.
+    """
+    from ferkeras import training
+
+    setattr_ = monkeypatch.setattr if monkeypatch is not None else setattr
     if not getattr(training.epoch_stream, "_exact", False):
         stream = training.epoch_stream
 
@@ -129,7 +114,7 @@ def exact_substitutions() -> None:
             return stream(*args, **kwargs)
 
         epoch_stream._exact = True
-        training.epoch_stream = epoch_stream
+        setattr_(training, "epoch_stream", epoch_stream)
 
 
 if __name__ == "__main__":
