@@ -23,6 +23,9 @@ def atomic_path(path, *, suffix=""):
     try:
         yield pathlib.Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        # Name the file the user knows, not the hidden temporary one.
+        raise OSError(err.errno, f"{err.strerror or err} while writing", str(path)) from err
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

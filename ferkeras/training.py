@@ -32,9 +32,13 @@ def plan_phases(recipe: Recipe) -> list[Phase]:
     phases = []
     if c.warmup_epochs:
         phases.append(Phase("warmup", 0, c.warmup_epochs, views=False))
-    if c.cycles:
-        end = c.warmup_epochs + c.cycles * c.epochs_per_cycle
-        phases.append(Phase("cycle", c.warmup_epochs, end, views=True))
+    # One phase (one `fit`) per cycle, or per epoch when re-splitting every epoch: the split
+    # runs before the phase's input stream exists, so no prefetched batch predates it.
+    step = 1 if c.resplit_every_epoch else c.epochs_per_cycle
+    end = c.warmup_epochs + c.cycles * c.epochs_per_cycle
+    for start in range(c.warmup_epochs, end, step):
+        k = (start - c.warmup_epochs) // c.epochs_per_cycle + 1
+        phases.append(Phase(f"cycle {k}/{c.cycles}", start, start + step, views=True))
     if not phases:
         raise ValueError("cycle.enabled needs warmup_epochs > 0 or cycles > 0.")
     return phases
@@ -196,7 +200,9 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
         if hasattr(cb, "strong_mask"):
             cb.sync_pipeline_mask()  # a resumed run continues with the restored split
             strong_mask = cb.strong_mask
-    if start_epoch:
+    if start_epoch >= total_epochs:
+        echo(f"resume: {run_dir} has all {total_epochs} epochs; recomputing the final metrics")
+    elif start_epoch:
         echo(f"resume: continuing {run_dir} at epoch {start_epoch + 1}/{total_epochs}")
     callbacks = [NaNGuard(), *extra_callbacks, checkpoint, run_state]
     if chief:
@@ -209,6 +215,9 @@ def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) 
         if start_epoch >= phase.end:
             continue
         first = max(start_epoch, phase.start)
+        for cb in extra_callbacks:
+            if hasattr(cb, "prepare_epoch"):
+                cb.prepare_epoch(first)  # split now, before the stream reads the mask
         stream = epoch_stream(
             bundle.train, recipe.data, batch_size=recipe.train.batch_size, seed=recipe.seed,
             start=first, end=phase.end, steps_per_epoch=spe,

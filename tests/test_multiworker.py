@@ -1,13 +1,14 @@
 """Multi-worker training: two worker processes on 127.0.0.1 against a one-worker run.
 
-The reference is one worker with two replicas (MirroredStrategy over the two logical CPUs
-that a subprocess gets with TINY_CPU_DEVICES=2): the same global batch 32 split into two per-replica batches of 16,
-as the two workers split it. BatchNorm statistics are per replica, so this is the run the
-two workers must reproduce; a one-replica run normalises over all 32 images and differs
-(measured: epoch-1 training loss 1.673 vs 1.704). Tolerance: 1e-6 relative on history.csv
-and metrics.json numbers (measured difference: 0; the all-reduce of two float32 addends is
-exact in any order). All processes run `tests/tiny_recipe.py` (strong views computed for
-every sample, see its docstring), so the comparison is exact rather than statistical.
+The reference is one worker with two replicas (MirroredStrategy over two logical CPUs, set
+up by TINY_CPU_DEVICES=2 in its process): the same global batch 32 split into two
+per-replica batches of 16, as the two workers split it. BatchNorm statistics are per
+replica, so this is the run the two workers must reproduce; a one-replica run normalises
+over all 32 images and differs (measured: epoch-1 training loss 1.673 vs 1.704).
+Tolerance: 1e-6 relative on history.csv and metrics.json numbers (measured difference: 0;
+the all-reduce of two float32 addends is exact in any order). All processes run
+`tests/tiny_recipe.py` (strong views computed for every sample, see its docstring), so the
+comparison is exact rather than statistical.
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """Helpers for the subprocess tests (resume, multi-worker, bad input): a tiny recipe, the
 environment and command line for `ferkeras train`, and readers for what a run folder holds.
 
-Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI with one
-substitution, made for tests that compare runs exactly (`exact_substitutions`): the training
-stream computes the strong view for every sample (`strong_mask=None`). The pipeline's
-strong-view mask is a variable read at iteration time, so batches prefetched before a split
-use the previous split's mask, depending on thread timing, and two runs of one recipe (or a
-run and its resumption) differ (bench/results/reliability.md, known issues). Everything else,
-CLI parsing and augmentation included, is the real code path. With TINY_CPU_DEVICES=N in
-the environment the process also gets N logical CPUs, so `--strategy mirrored` has N
-replicas without a GPU.
+Run as a script (`python tests/tiny_recipe.py train ...`) this is the `ferkeras` CLI, the real
+code path. With TINY_CPU_DEVICES=N in the environment the process also gets N logical CPUs,
+so `--strategy mirrored` has N replicas without a GPU. (It used to swap in strong views for
+every sample, because the pipeline's strong-view mask could be read by batches prefetched
+before a split; training now splits before building each cycle's stream, so runs are
+reproducible through the plain CLI.)
 """
 
 from __future__ import annotations
@@ -55,7 +52,7 @@ def cli_env(tmp_path, **extra) -> dict:
 
 
 def train_command(*args, exact: bool = False) -> list[str]:
-    """`ferkeras train ARGS`; with `exact`, through this file (stateless strong views)."""
+    """`ferkeras train ARGS`; with `exact`, through this file (logical CPU devices)."""
     entry = [__file__] if exact else ["-m", "ferkeras.cli"]
     return [sys.executable, *entry, "train", *map(str, args)]
 
@@ -95,26 +92,7 @@ def main():
             cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
     from ferkeras.cli import main as cli_main
 
-    exact_substitutions()
     cli_main()
-
-
-def exact_substitutions(monkeypatch=None) -> None:
-    """Make the input pipeline reproducible across runs (see the module docstring).
-
-    In a test process pass pytest's `monkeypatch`, so the originals come back afterwards.
-    """
-    from ferkeras import training
-
-    setattr_ = monkeypatch.setattr if monkeypatch is not None else setattr
-    if not getattr(training.epoch_stream, "_exact", False):
-        stream = training.epoch_stream
-
-        def epoch_stream(*args, strong_mask=None, **kwargs):
-            return stream(*args, **kwargs)
-
-        epoch_stream._exact = True
-        setattr_(training, "epoch_stream", epoch_stream)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class NoiseSplit(keras.callbacks.Callback):
         self.split_seconds = 0.0
         self.splits_done = 0
         self.last_scores: dict | None = None
+        self.last_split_epoch = -1
 
     @classmethod
     def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo):
@@ -91,12 +92,18 @@ class NoiseSplit(keras.callbacks.Callback):
             return True
         return (epoch - self.first_epoch) % self.epochs_per_cycle == 0
 
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.is_split_epoch(epoch):
+    def prepare_epoch(self, epoch: int) -> None:
+        """Run the split due at `epoch`, once (training calls this before building the
+        epoch's input stream; `on_epoch_begin` covers plain `fit` use)."""
+        if self.is_split_epoch(epoch) and epoch != self.last_split_epoch:
             self.run_split(epoch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.prepare_epoch(epoch)
 
     # ------------------------------------------------------------------ the split
     def run_split(self, epoch: int) -> dict:
+        self.last_split_epoch = epoch
         t0 = time.time()
         k = len(self.class_names)
         losses, probs = per_sample_losses(self.trainer, self.dataset, self.labels)
