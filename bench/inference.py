@@ -283,18 +283,11 @@ class FerkerasSide:
 
 
 def _session_without_spinning(onnx_path):
-    """`ferkeras.inference.create_session` plus session.intra_op.allow_spinning=0 (what-if)."""
-    import onnxruntime as ort
+    """The what-if session with session.intra_op.allow_spinning=0. Since that became
+    `ferkeras.inference.create_session`'s default, this is the library's own session."""
+    from ferkeras.inference import create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 0
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(onnx_path), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return create_session(onnx_path)
 
 
 def model_info(model: pathlib.Path) -> dict:

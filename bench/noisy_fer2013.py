@@ -176,8 +176,6 @@ def make_recipe(run: str, args):
 # ----------------------------------------------------------------------------- training
 def predict(recipe, run_dir: pathlib.Path, images: np.ndarray) -> np.ndarray:
     """(N, K) softmax of the best-on-validation weights of `run_dir` on `images`."""
-    import types
-
     from ferkeras.callbacks.evaluate import predict_probs
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.table import Split
@@ -186,8 +184,7 @@ def predict(recipe, run_dir: pathlib.Path, images: np.ndarray) -> np.ndarray:
     net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=SEED)
     net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
     split = Split(images=images, labels=np.zeros(len(images), np.int32))
-    probs, index = predict_probs(types.SimpleNamespace(eval_network=net),
-                                 make_dataset(split, recipe.data, batch_size=512))
+    probs, index = predict_probs(net, make_dataset(split, recipe.data, batch_size=512))
     out = np.zeros_like(probs)
     out[index] = probs
     return out

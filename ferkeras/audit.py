@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import io as _io
 import pathlib
-import types
 
 import numpy as np
 
@@ -37,7 +36,7 @@ def audit_recipe(recipe, *, run_dir, overwrite=False, verbose=1, echo=print) -> 
     bundle = load_bundle(recipe.data, seed=recipe.seed)
     train = bundle.train
     k = len(class_names)
-    losses, probs = per_sample_losses(types.SimpleNamespace(eval_network=network),
+    losses, probs = per_sample_losses(network,
                                       make_dataset(train, recipe.data, batch_size=512),
                                       train.labels)
     c = recipe.cycle

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 
-import numpy as np
-
 
 def load_network(run_dir, *, weights: str = "best"):
     """(recipe, network, class_names) rebuilt from a run folder."""
@@ -30,11 +28,10 @@ def load_network(run_dir, *, weights: str = "best"):
 
 
 def evaluate_run(run_dir, *, split: str = "val", weights: str = "best", overrides=()) -> dict:
-    import keras
-
+    from ferkeras.callbacks.evaluate import predict_probs
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.sources import load_bundle
-    from ferkeras.evaluation import classification_metrics
+    from ferkeras.evaluation import score_split
     from ferkeras.recipe import recipe_from_dict, recipe_to_dict
 
     recipe, network, class_names = load_network(run_dir, weights=weights)
@@ -44,13 +41,5 @@ def evaluate_run(run_dir, *, split: str = "val", weights: str = "best", override
     data = getattr(bundle, split)
     if data is None or not len(data):
         raise ValueError(f"{bundle.source} has no {split} split.")
-    probs, index = [], []
-    for images, _, idx in make_dataset(data, recipe.data, batch_size=256):
-        probs.append(keras.ops.convert_to_numpy(keras.ops.softmax(network(images), axis=-1)))
-        index.append(np.asarray(idx))
-    probs, index = np.concatenate(probs), np.concatenate(index)
-    out = classification_metrics(data.labels[index], probs, class_names=class_names)
-    if data.true_labels is not None and (data.true_labels >= 0).any():
-        out["vs_true_labels"] = classification_metrics(data.true_labels[index], probs,
-                                                       class_names=class_names)
-    return out
+    probs, index = predict_probs(network, make_dataset(data, recipe.data, batch_size=256))
+    return score_split(data, probs, index, class_names=class_names)

@@ -42,6 +42,17 @@ def classification_metrics(labels, pred_probs, *, class_names) -> dict:
     }
 
 
+def score_split(split, probs, index, *, class_names) -> dict:
+    """`classification_metrics` of a Split's given labels at rows `index`, plus
+    `vs_true_labels` when the split carries true labels (noisy-label datasets)."""
+    out = classification_metrics(split.labels[index], probs, class_names=class_names)
+    truth = split.true_labels
+    if truth is not None and (truth >= 0).any():
+        out["vs_true_labels"] = classification_metrics(truth[index], probs,
+                                                       class_names=class_names)
+    return out
+
+
 def plot_confusion_matrix(confusion, class_names, path, *, title="Confusion matrix") -> None:
     """Row-normalised confusion matrix heat map with counts, saved as PNG."""
     import matplotlib

@@ -311,7 +311,7 @@ def _final_metrics(trainer, bundle, recipe, run_dir, checkpoint, class_names, ba
     """Evaluate best and last weights on validation and test (test: scored, never selected on)."""
     from ferkeras.callbacks.evaluate import predict_probs
     from ferkeras.data.pipeline import make_dataset
-    from ferkeras.evaluation import classification_metrics
+    from ferkeras.evaluation import score_split
 
     net = trainer.eval_network
     splits = {"val": bundle.val, "test": bundle.test}
@@ -328,12 +328,8 @@ def _final_metrics(trainer, bundle, recipe, run_dir, checkpoint, class_names, ba
             net.load_weights(str(path))
         for name, ds in datasets.items():
             split = splits[name]
-            probs, index = predict_probs(trainer, ds)
-            out[name][which] = classification_metrics(split.labels[index], probs,
-                                                      class_names=class_names)
-            if split.true_labels is not None and (split.true_labels >= 0).any():
-                out[name][which]["vs_true_labels"] = classification_metrics(
-                    split.true_labels[index], probs, class_names=class_names)
+            probs, index = predict_probs(net, ds)
+            out[name][which] = score_split(split, probs, index, class_names=class_names)
     return out
 
 

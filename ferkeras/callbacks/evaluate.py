@@ -18,10 +18,10 @@ class NaNLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def predict_probs(trainer, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(probs (N, K), index (N,)) of the trainer's eval network over a dataset, in order."""
+def predict_probs(network, dataset) -> tuple[np.ndarray, np.ndarray]:
+    """(probs (N, K), index (N,)) of `network` (inference mode) over a dataset, in order."""
     probs, index = [], []
-    net = trainer.eval_network
+    net = network
     for images, _, idx in dataset:
         probs.append(keras.ops.convert_to_numpy(
             keras.ops.softmax(net(images, training=False), axis=-1)))
@@ -50,7 +50,7 @@ class ValidationCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        probs, index = predict_probs(self.model, self.val_dataset)
+        probs, index = predict_probs(self.model.eval_network, self.val_dataset)
         m = classification_metrics(self.val_labels[index], probs, class_names=self.class_names)
         for key in ("accuracy", "balanced_accuracy", "macro_f1"):
             logs[f"val_{key}"] = m[key]

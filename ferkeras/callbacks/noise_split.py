@@ -19,11 +19,11 @@ from ferkeras import selection
 from ferkeras.io import atomic_path
 
 
-def per_sample_losses(trainer, dataset, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(losses (N,), pred_probs (N, K)) of the eval network, ordered by sample index."""
+def per_sample_losses(network, dataset, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(losses (N,), pred_probs (N, K)) of `network`, ordered by sample index."""
     from ferkeras.callbacks.evaluate import predict_probs
 
-    probs, index = predict_probs(trainer, dataset)
+    probs, index = predict_probs(network, dataset)
     order = np.argsort(index)
     probs, index = probs[order], index[order]
     if len(index) != len(labels) or not np.array_equal(index, np.arange(len(labels))):
@@ -106,7 +106,8 @@ class NoiseSplit(keras.callbacks.Callback):
         self.last_split_epoch = epoch
         t0 = time.time()
         k = len(self.class_names)
-        losses, probs = per_sample_losses(self.trainer, self.dataset, self.labels)
+        losses, probs = per_sample_losses(self.trainer.eval_network, self.dataset,
+                                          self.labels)
         self.history = (self.history + [losses])[-self.cfg.loss_window:]
         avg = selection.average_loss_history(np.stack(self.history), window=self.cfg.loss_window)
         if self.cfg.selector == "gmm":
