@@ -20,10 +20,10 @@ from ferkeras import io, selection
 
 def audit_recipe(recipe, *, run_dir, overwrite=False, verbose=1, echo=print) -> dict:
     """Train the warm-up, split once, write `<run_dir>/audit/`; return a summary dict."""
-    from ferkeras.callbacks.noise_split import per_sample_losses
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.sources import load_bundle
     from ferkeras.evaluate_run import load_network
+    from ferkeras.passes import per_sample_losses
     from ferkeras.reports import write_split_report
     from ferkeras.training import train_recipe
 

@@ -28,10 +28,10 @@ def load_network(run_dir, *, weights: str = "best"):
 
 
 def evaluate_run(run_dir, *, split: str = "val", weights: str = "best", overrides=()) -> dict:
-    from ferkeras.callbacks.evaluate import predict_probs
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.sources import load_bundle
     from ferkeras.evaluation import score_split
+    from ferkeras.passes import predict_probs
     from ferkeras.recipe import recipe_from_dict, recipe_to_dict
 
     recipe, network, class_names = load_network(run_dir, weights=weights)

@@ -92,7 +92,29 @@ def build_optimizer(train_cfg, *, total_steps: int, steps_per_epoch: int):
 
 def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, strategy="auto",
                  verbose=1, echo=print) -> dict:
-    """Train `recipe` into `run_dir` and return the final metrics (also in metrics.json).
+    """Load the recipe's data (`sources.load_bundle`), then `train` on it."""
+    from ferkeras.data.sources import load_bundle
+
+    strat = resolve_strategy(strategy)  # before the bundle: a tfds source runs TF ops
+    bundle = load_bundle(recipe.data, seed=recipe.seed)
+    return train(recipe, bundle, run_dir=run_dir, resume=resume, overwrite=overwrite,
+                 strategy=strat, verbose=verbose, echo=echo)
+
+
+def resolve_strategy(strategy):
+    """A `tf.distribute.Strategy` from a name (`choose_strategy`) or the strategy itself."""
+    if isinstance(strategy, str):
+        from ferkeras.strategy import choose_strategy
+
+        return choose_strategy(strategy)
+    return strategy
+
+
+def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, strategy="auto",
+          verbose=1, echo=print) -> dict:
+    """Train `recipe` on `bundle` (a `DatasetBundle`) into `run_dir`; return the final metrics
+    (also in metrics.json). `strategy` is a name (`ferkeras.strategy.STRATEGIES`) or a
+    strategy object.
 
     Only the chief writes `run_dir`; the other workers of a multi-worker run write into a
     temporary folder that is deleted when they finish. A run folder this call creates is
@@ -101,11 +123,11 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
     `resume`.
     """
     from ferkeras.runs import RunFolderError, discard_unstarted, is_fresh
-    from ferkeras.strategy import any_worker, choose_strategy, is_chief
+    from ferkeras.strategy import any_worker, is_chief
 
     run_dir = pathlib.Path(run_dir)
     t0 = time.time()
-    strat = choose_strategy(strategy)  # first: MultiWorkerMirroredStrategy precedes all TF ops
+    strat = resolve_strategy(strategy)  # first: MultiWorkerMirroredStrategy precedes all TF ops
     chief = is_chief(strat)
     out_dir = run_dir if chief else _worker_tmp_dir(run_dir, strat)
     fresh = chief and not resume and (overwrite or is_fresh(run_dir))
@@ -124,7 +146,7 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
                                           "(see its output); this one stops too.")
         if state is None and chief:
             io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
-        metrics = _train(recipe, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
+        metrics = _train(recipe, bundle, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
                          chief=chief, t0=t0, verbose=verbose, echo=echo)
         any_worker(strat, False)  # finish together: the chief has written everything
         return metrics
@@ -139,15 +161,13 @@ def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, stra
             shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train(recipe, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) -> dict:
+def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) -> dict:
     from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
     from ferkeras.callbacks.state import RunState
-    from ferkeras.data.sources import load_bundle
     from ferkeras.labels import get_class_names
     from ferkeras.models import build_network
     from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
 
-    bundle = load_bundle(recipe.data, seed=recipe.seed)
     bundle.check_classes()
     class_names = tuple(bundle.class_names)
     if tuple(get_class_names(recipe.data.class_set)) != class_names:
@@ -254,7 +274,11 @@ def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
     The baseline uses the same data, model, augmentation and total epoch budget, with the
     cycle off and `train.loss=ce`; metrics.json then holds `comparison` with both runs.
     """
-    metrics = train_recipe(recipe, run_dir=run_dir, **kwargs)
+    from ferkeras.data.sources import load_bundle
+
+    kwargs["strategy"] = resolve_strategy(kwargs.get("strategy", "auto"))
+    bundle = load_bundle(recipe.data, seed=recipe.seed)  # once, for both runs
+    metrics = train(recipe, bundle, run_dir=run_dir, **kwargs)
     if not (recipe.cycle.enabled and recipe.cycle.compare_ce):
         return metrics
     base = dataclasses.replace(
@@ -270,7 +294,7 @@ def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
 
         base_metrics = json.loads((base_dir / "metrics.json").read_text())
     else:
-        base_metrics = train_recipe(base, run_dir=base_dir, **kwargs)
+        base_metrics = train(base, bundle, run_dir=base_dir, **kwargs)
     split = "test" if metrics.get("test") else "val"
     comparison = {"split": split, "weights": "best on validation"}
     for name, m in (("ce", base_metrics), ("cycle", metrics)):
@@ -278,9 +302,9 @@ def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
         comparison[name] = {k: block[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
         comparison[name]["wall_seconds"] = m["wall_seconds"]
     metrics["comparison"] = comparison
-    from ferkeras.strategy import choose_strategy, is_chief
+    from ferkeras.strategy import is_chief
 
-    if is_chief(choose_strategy(kwargs.get("strategy", "auto"))):  # workers write nothing
+    if is_chief(kwargs["strategy"]):  # workers write nothing
         io.atomic_write_json(pathlib.Path(run_dir) / "metrics.json", metrics)
     return metrics
 
@@ -309,9 +333,9 @@ def _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo):
 
 def _final_metrics(trainer, bundle, recipe, run_dir, checkpoint, class_names, batch, verbose):
     """Evaluate best and last weights on validation and test (test: scored, never selected on)."""
-    from ferkeras.callbacks.evaluate import predict_probs
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.evaluation import score_split
+    from ferkeras.passes import predict_probs
 
     net = trainer.eval_network
     splits = {"val": bundle.val, "test": bundle.test}

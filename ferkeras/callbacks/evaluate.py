@@ -12,21 +12,11 @@ import numpy as np
 
 from ferkeras.evaluation import classification_metrics
 from ferkeras.io import atomic_save_weights, atomic_write_text
+from ferkeras.passes import predict_probs
 
 
 class NaNLossError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def predict_probs(network, dataset) -> tuple[np.ndarray, np.ndarray]:
-    """(probs (N, K), index (N,)) of `network` (inference mode) over a dataset, in order."""
-    probs, index = [], []
-    net = network
-    for images, _, idx in dataset:
-        probs.append(keras.ops.convert_to_numpy(
-            keras.ops.softmax(net(images, training=False), axis=-1)))
-        index.append(np.asarray(idx))
-    return np.concatenate(probs), np.concatenate(index)
 
 
 class ValidationCheckpoint(keras.callbacks.Callback):

@@ -8,7 +8,6 @@ re-estimated from the samples judged clean. Each split writes a report folder.
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 import time
 
@@ -17,25 +16,7 @@ import numpy as np
 
 from ferkeras import selection
 from ferkeras.io import atomic_path
-
-
-def per_sample_losses(network, dataset, labels) -> tuple[np.ndarray, np.ndarray]:
-    """(losses (N,), pred_probs (N, K)) of `network`, ordered by sample index."""
-    from ferkeras.callbacks.evaluate import predict_probs
-
-    probs, index = predict_probs(network, dataset)
-    order = np.argsort(index)
-    probs, index = probs[order], index[order]
-    if len(index) != len(labels) or not np.array_equal(index, np.arange(len(labels))):
-        raise RuntimeError("per-sample loss pass did not cover every training sample once.")
-    losses = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))
-    return losses.astype(np.float32), probs
-
-
-def mask_digest(labelled) -> str:
-    """Short digest of a boolean (N,) split mask: equal digests, equal splits."""
-    bits = np.packbits(np.asarray(labelled, dtype=bool))
-    return hashlib.sha1(bits.tobytes()).hexdigest()[:12]
+from ferkeras.passes import mask_digest, per_sample_losses
 
 
 class NoiseSplit(keras.callbacks.Callback):

@@ -36,7 +36,7 @@ SEED_STATE_SUFFIX = "seed_generator_state"
 
 def split_digest(trainer) -> str | None:
     """Digest of the trainer's current split (labelled mask), or None without a split."""
-    from ferkeras.callbacks.noise_split import mask_digest
+    from ferkeras.passes import mask_digest
 
     mask = getattr(trainer, "labelled_mask", None)
     if mask is None:
