@@ -53,12 +53,12 @@ MODEL_WIDTH = {"resnet18": 64}  # recipes/affectnet.yaml; keras.applications ign
 
 
 # ----------------------------------------------------------------------------- images
-def make_images(n: int, seed: int) -> dict:
-    """Write the JPEGs once; return the manifest {files, boxes, labels}."""
+def make_images(n: int, seed: int, folder: pathlib.Path = IMAGES) -> dict:
+    """Write the JPEGs into `folder` once; return the manifest {files, boxes, labels}."""
     import numpy as np
     from PIL import Image
 
-    manifest_path = IMAGES / "manifest.json"
+    manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         if (manifest["n"], manifest["seed"]) == (n, seed):
@@ -66,8 +66,8 @@ def make_images(n: int, seed: int) -> dict:
     from ferkeras.data.synthetic import draw_faces
     from ferkeras.labels import CLASS_SETS
 
-    print(f"images: drawing {n} faces into {IMAGES}", flush=True)
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    print(f"images: drawing {n} faces into {folder}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     classes = CLASS_SETS["affectnet8"]
     labels = rng.integers(0, len(classes), n)
@@ -81,24 +81,24 @@ def make_images(n: int, seed: int) -> dict:
             x, y = (int(v) for v in rng.integers(0, SIDE - FACE, 2))
             canvas[y:y + FACE, x:x + FACE] = face[..., None] * skin
             name = f"{i:05d}.jpg"
-            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(IMAGES / name,
+            Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(folder / name,
                                                                            quality=90)
             files.append(name)
             boxes.append([x, y, FACE, FACE])
     manifest = {"n": n, "seed": seed, "files": files, "boxes": boxes,
                 "labels": labels.astype(int).tolist(), "classes": list(classes),
-                "bytes": sum((IMAGES / f).stat().st_size for f in files)}
+                "bytes": sum((folder / f).stat().st_size for f in files)}
     manifest_path.write_text(json.dumps(manifest) + "\n")
     return manifest
 
 
-def make_split(manifest: dict):
+def make_split(manifest: dict, folder: pathlib.Path = IMAGES):
     import numpy as np
 
     from ferkeras.data.table import Split
 
     return Split(labels=np.asarray(manifest["labels"], np.int32),
-                 paths=np.asarray([str(IMAGES / f) for f in manifest["files"]]),
+                 paths=np.asarray([str(folder / f) for f in manifest["files"]]),
                  boxes=np.asarray(manifest["boxes"], np.int32))
 
 
@@ -139,15 +139,18 @@ def diagnose_strong(*, n: int = 256, passes: int = 2, seed: int = 0) -> dict:
     """Samples/s of each piece of the strong augmentation on in-memory 112x112x3 images.
 
     Same tf.data shape as the pipeline (per-image map, AUTOTUNE, batch 64), no decoding:
-    identity, weak, cutout, RandAugment, strong, and each of RandAugment's sub-layers alone.
+    identity, weak, cutout, ferkeras's RandAugment (`tf.switch_case`: only the drawn ops
+    run), `keras.layers.RandAugment` for comparison, strong, and each of the Keras layer's
+    sub-layers alone (what it computes for every slot).
     """
+    import keras
     import numpy as np
     import tensorflow as tf
 
     from ferkeras import augment as aug
 
     images = np.random.default_rng(seed).uniform(0, 255, (n, 112, 112, 3)).astype(np.float32)
-    rand_augment = aug._rand_augment()
+    keras_ra = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
 
     def rate(fn) -> float:
         seeds = tf.data.Dataset.random(seed=seed).batch(2)
@@ -165,36 +168,22 @@ def diagnose_strong(*, n: int = 256, passes: int = 2, seed: int = 0) -> dict:
         "identity": lambda im, s: im,
         "weak": aug.weak_augment,
         "cutout": aug.cutout,
-        "RandAugment (2 ops)": lambda im, s: rand_augment(im),
+        "RandAugment (ferkeras, tf.switch_case)": aug.rand_augment,
+        "keras.layers.RandAugment (2 ops)": lambda im, s: keras_ra(im),
         "strong (weak + RandAugment + cutout)": aug.strong_augment,
-        "RandAugment via tf.switch_case (sketch: only the 2 chosen ops run)":
-            lambda im, s: _switch_rand_augment(rand_augment, im, s),
     }
     out = {"loadavg_before": common.machine_state()["loadavg_1_5_15"], "pieces": {},
            "randaugment_layers": {}}
     for name, fn in pieces.items():
         out["pieces"][name] = rate(fn)
         print(f"  {name}: {out['pieces'][name]} samples/s", flush=True)
-    for name in rand_augment._AUGMENT_LAYERS:
-        layer = getattr(rand_augment, name)
+    for name in keras_ra._AUGMENT_LAYERS:
+        layer = getattr(keras_ra, name)
         out["randaugment_layers"][name] = rate(lambda im, s, layer=layer: layer(im))
     per_op_ms = sum(1e3 / r for r in out["randaugment_layers"].values())
     out["sum_of_layers_ms_per_image"] = round(per_op_ms, 2)
     out["loadavg_after"] = common.machine_state()["loadavg_1_5_15"]
     return out
-
-
-def _switch_rand_augment(rand_augment, image, seed, *, num_ops: int = 2):
-    """RandAugment that runs only the chosen sub-layer for each op (a benchmark sketch)."""
-    import tensorflow as tf
-
-    layers = [getattr(rand_augment, name) for name in rand_augment._AUGMENT_LAYERS]
-    for i in range(num_ops):
-        pick = tf.random.stateless_uniform([], seed=seed + i, minval=0, maxval=len(layers),
-                                           dtype=tf.int32)
-        image = tf.switch_case(pick, [lambda layer=layer, x=image: layer(x)
-                                      for layer in layers])
-    return image
 
 
 # ----------------------------------------------------------------------------- model
@@ -352,31 +341,27 @@ def markdown(out: dict) -> str:
     lines += ["", "## Verdict", ""] + [f"- {v}" for v in out["verdict"]]
     if out.get("diagnosis"):
         d = out["diagnosis"]
-        lines += ["", "## Why strong augmentation is slow", "",
+        lines += ["", "## Pieces of the strong augmentation", "",
                   "Samples/s of each piece on in-memory 112x112x3 images (no decoding), same "
                   f"tf.data layout; load {d['loadavg_before'][0]} -> {d['loadavg_after'][0]}:",
                   "", "| piece | samples/s |", "|---|---|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in d["pieces"].items()]
-        lines += ["", "RandAugment's sub-layers, each alone:", "",
+        lines += ["", "`keras.layers.RandAugment`'s sub-layers, each alone:", "",
                   "| layer | samples/s | ms/image |", "|---|---|---|"]
         lines += [f"| {k} | {v:.0f} | {1e3 / v:.2f} |"
                   for k, v in d["randaugment_layers"].items()]
+        ours = d["pieces"].get("RandAugment (ferkeras, tf.switch_case)")
+        theirs = d["pieces"].get("keras.layers.RandAugment (2 ops)")
         lines += ["", f"Sum over the {len(d['randaugment_layers'])} sub-layers: "
                   f"{d['sum_of_layers_ms_per_image']:.1f} ms per image. "
                   "`keras.layers.RandAugment` (Keras "
                   f"{out['versions']['keras']}) runs every candidate layer for each of its "
-                  "`num_ops` slots and keeps the chosen one with `where` "
-                  "(`rand_augment.py`, `transform_images`), so one image costs about "
-                  f"{2 * d['sum_of_layers_ms_per_image']:.0f} ms of CPU instead of the "
-                  "~1-2 ms of the two ops it keeps."]
-        switch = [v for k, v in d["pieces"].items() if "switch_case" in k]
-        if switch:
-            keras_ra = d["pieces"]["RandAugment (2 ops)"]
-            lines += ["", f"A `tf.switch_case` sketch that runs only the chosen sub-layers "
-                      f"(`_switch_rand_augment` in this script) gives {switch[0]:.0f} samples/s "
-                      f"against {keras_ra:.0f} for `keras.layers.RandAugment` in the same run "
-                      f"({switch[0] / keras_ra:.1f}x). Same op set and magnitudes; the op is "
-                      "picked per image from the pipeline's stateless seed."]
+                  "`num_ops` slots and keeps the chosen one with `where`."]
+        if ours and theirs:
+            lines += ["", f"ferkeras's own RandAugment (`ferkeras.augment.rand_augment`, "
+                      f"`tf.switch_case`: only the drawn ops run) gives {ours:.0f} samples/s "
+                      f"against {theirs:.0f} for `keras.layers.RandAugment` in the same run "
+                      f"({ours / theirs:.1f}x)."]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in out["notes"]]
     lines += ["", "## Versions", "", "```", json.dumps(out["versions"], indent=1), "```"]
     return "\n".join(lines)
@@ -385,8 +370,9 @@ def markdown(out: dict) -> str:
 NOTES = [
     "The pipeline and the model share the same 2 cores (and other jobs): the pipeline-alone "
     "rate is an upper bound, and the end-to-end row is what training sees.",
-    "Strong augmentation = weak (flip + translate) + keras.layers.RandAugment (2 ops, factor "
-    "0.5) + cutout, per image inside tf.data.map (`ferkeras.augment`).",
+    "Strong augmentation = weak (flip + translate) + ferkeras's RandAugment (2 ops drawn from "
+    "12 with `tf.switch_case`, magnitude up to 0.5) + cutout, per image inside tf.data.map "
+    "(`ferkeras.augment`).",
     "Training is `SupervisedTrainer.fit` with balanced softmax and AdamW, no EMA; the "
     "in-memory feed repeats one random batch so it costs nothing; steps are timed after the "
     "warm-up steps (tracing).",
@@ -398,6 +384,10 @@ NOTES = [
 
 
 # ----------------------------------------------------------------------------- main
+SMOKE = {"n_images": 24, "batch_size": 8, "epochs": 1, "models": "small_cnn", "steps": 2,
+         "warmup_steps": 1, "resnet_steps": 1}
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-images", type=int, default=2000)
@@ -413,26 +403,49 @@ def parse_args(argv=None):
     p.add_argument("--no-diagnose", action="store_true",
                    help="skip timing the pieces of the strong augmentation")
     p.add_argument("--report-only", action="store_true",
-                   help="rebuild the markdown (and verdict) from results/input_pipeline.json")
+                   help="rebuild the markdown (and verdict) from results/input_pipeline.json; "
+                        "the run's own command, settings and commit are kept")
     p.add_argument("--no-end-to-end", action="store_true",
                    help="skip training fed by the pipeline")
-    return p.parse_args(argv)
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds-long run of every step on a few images (small_cnn), written "
+                        "under --work, never into bench/results")
+    p.add_argument("--work", default=None,
+                   help=f"working folder (default {common.WORK.relative_to(ROOT)}; "
+                        "with --smoke, bench/.work/smoke)")
+    p.add_argument("--results", default=None,
+                   help="results folder (default bench/results; with --smoke, WORK/results)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        for key, value in SMOKE.items():
+            setattr(args, key, value)
+    return args
+
+
+def run_settings(args) -> dict:
+    """The options that change a figure (not where files go, not --report-only)."""
+    return {k: v for k, v in vars(args).items() if k not in ("report_only", "work", "results")}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.chdir(ROOT)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    work = pathlib.Path(args.work) if args.work else (
+        common.WORK / "smoke" if args.smoke else common.WORK)
+    results = pathlib.Path(args.results) if args.results else (
+        work / "results" if args.smoke else common.RESULTS)
     if args.report_only:
-        out = json.loads((common.RESULTS / "input_pipeline.json").read_text())
-        out["verdict"] = verdict(out)
-        common.write_results("input_pipeline", out, markdown(out))
+        out = json.loads((results / "input_pipeline.json").read_text())
+        out["verdict"], out["notes"] = verdict(out), NOTES
+        common.rebuild_report("input_pipeline", out, markdown(out), results=results)
         print("\n".join(out["verdict"]))
         return 0
     start = common.machine_state()
     t0 = time.time()
-    manifest = make_images(args.n_images, args.seed)
-    split = make_split(manifest)
+    folder = work / ("affectnet_like_smoke" if args.smoke else "affectnet_like")
+    manifest = make_images(args.n_images, args.seed, folder)
+    split = make_split(manifest, folder)
     pipeline = {}
     for mode in args.modes.split(","):
         print(f"pipeline: {mode}", flush=True)
@@ -442,7 +455,7 @@ def main(argv=None) -> int:
     diagnosis = None
     if not args.no_diagnose:
         print("diagnosis: pieces of the strong augmentation", flush=True)
-        diagnosis = diagnose_strong()
+        diagnosis = diagnose_strong(n=16, passes=1) if args.smoke else diagnose_strong()
     models = {}
     for name in args.models.split(","):
         steps = args.resnet_steps if name == "resnet18" else args.steps
@@ -457,21 +470,23 @@ def main(argv=None) -> int:
                 name, batch_size=args.batch_size, steps=steps, warmup=warmup, split=split)
             print(f"  {models[name]['end_to_end']['images_per_s']} img/s", flush=True)
     out = {
-        "command": common.command_line(),
         "machine": {"start": start, "end": common.machine_state()},
-        "settings": vars(args),
         "images": {"n": manifest["n"], "bytes": manifest["bytes"], "size": [SIDE, SIDE, 3],
                    "face_box": FACE, "output_size": 112,
-                   "folder": str(IMAGES.relative_to(ROOT))},
+                   "folder": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT)
+                   else str(folder)},
         "pipeline": pipeline, "models": models, "diagnosis": diagnosis,
         "versions": common.package_versions(["ferkeras", "tensorflow", "keras", "numpy"]),
         "notes": NOTES,
     }
+    out["settings"] = run_settings(args)
+    out["command"] = common.command_line()
     out["verdict"] = verdict(out)
     out["wall_s"] = round(time.time() - t0, 1)
-    paths = common.write_results("input_pipeline", out, markdown(out))
+    paths = common.write_results("input_pipeline", out, markdown(out), run_settings(args),
+                                 results=results, code_files=[__file__])
     print("\n".join(out["verdict"]))
-    print("wrote " + ", ".join(str(p.relative_to(ROOT)) for p in paths))
+    print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
 
