@@ -1,9 +1,13 @@
 """Test-session setup: quiet TF, a private KERAS_HOME, and 2 logical CPU devices so
-MirroredStrategy can run with 2 replicas on a CPU-only machine."""
+MirroredStrategy can run with 2 replicas on a CPU-only machine.
+
+If the 2 logical devices cannot be created (TF was initialised before this hook, e.g. by a
+plugin), the session does not hide it: the report header says why, and every test that asks
+for the `two_cpu_devices` fixture fails with that reason instead of quietly checking less.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 
@@ -16,15 +20,41 @@ os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="ferkeras-keras-home-")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+LOGICAL_CPUS = 2
+_device_setup_error: str | None = None
+
 
 def pytest_configure(config):
+    global _device_setup_error
     import tensorflow as tf
 
     cpus = tf.config.list_physical_devices("CPU")
-    with contextlib.suppress(RuntimeError):  # already initialised by an earlier plugin
+    try:
         tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS
         )
+    except RuntimeError as err:  # TF already initialised: fine only if the devices exist
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have < LOGICAL_CPUS:
+            _device_setup_error = (f"could not create {LOGICAL_CPUS} logical CPU devices "
+                                   f"(have {have}): {err}")
+
+
+def pytest_report_header(config):
+    return f"logical CPU devices: {_device_setup_error or f'{LOGICAL_CPUS}, set up'}"
+
+
+@pytest.fixture
+def two_cpu_devices() -> list[str]:
+    """Names of the 2 logical CPU devices; fails the test, with the reason, without them."""
+    import tensorflow as tf
+
+    if _device_setup_error:
+        pytest.fail(_device_setup_error)
+    names = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(names) < LOGICAL_CPUS:
+        pytest.fail(f"expected {LOGICAL_CPUS} logical CPU devices, found {names}")
+    return names[:LOGICAL_CPUS]
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def test_two_workers_match_one_worker_with_two_replicas(tmp_path):
 
 
 # ----------------------------------------------------------------------------- fast
-def test_strategy_choice(monkeypatch):
+def test_strategy_choice(monkeypatch, two_cpu_devices):
     import tensorflow as tf
 
     from ferkeras import strategy as S
@@ -130,14 +130,13 @@ def test_strategy_choice(monkeypatch):
         S.choose_strategy("tpu")
     default = S.choose_strategy("auto")  # no GPUs here
     assert default.num_replicas_in_sync == 1 and S.is_chief(default)
-    if len(tf.config.list_logical_devices("CPU")) >= 2:
-        mirrored = S.choose_strategy("mirrored")
-        assert isinstance(mirrored, tf.distribute.MirroredStrategy)
-        assert mirrored.num_replicas_in_sync == 2
-        rule = S.scaling_rule(mirrored, global_batch=64, learning_rate=0.1)
-        assert (rule["per_replica_batch"], rule["learning_rate"]) == (32, 0.1)
-        with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
-            S.scaling_rule(mirrored, global_batch=33, learning_rate=0.1)
+    mirrored = S.choose_strategy("mirrored")  # the 2 logical CPUs of conftest
+    assert isinstance(mirrored, tf.distribute.MirroredStrategy)
+    assert mirrored.num_replicas_in_sync == len(two_cpu_devices) == 2
+    rule = S.scaling_rule(mirrored, global_batch=64, learning_rate=0.1)
+    assert (rule["per_replica_batch"], rule["learning_rate"]) == (32, 0.1)
+    with pytest.raises(ValueError, match="not divisible by the 2 replicas"):
+        S.scaling_rule(mirrored, global_batch=33, learning_rate=0.1)
 
 
 def test_broadcast_and_agreement_are_identity_on_one_worker():

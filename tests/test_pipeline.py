@@ -33,11 +33,32 @@ def test_augment_eager_matches_dataset_map(mode, channels):
     assert not np.allclose(eager.numpy(), image.numpy())
 
 
+def _find_flip_and_shift(out, src, pad):
+    """(flip, dy, dx) with out[y, x] == flip(src)[y + dy, x + dx] on the interior, or None."""
+    h, w = src.shape[:2]
+    inner = out[pad:h - pad, pad:w - pad]
+    for flip in (False, True):
+        ref = src[:, ::-1] if flip else src
+        for dy in range(-pad, pad + 1):
+            for dx in range(-pad, pad + 1):
+                if np.allclose(inner, ref[pad + dy:h - pad + dy, pad + dx:w - pad + dx]):
+                    return flip, dy, dx
+    return None
+
+
 def test_weak_augment_is_a_flip_plus_shift_of_the_same_pixels():
-    image = _image()
-    out = aug.weak_augment(image, SEED).numpy()
-    # translation by reflect padding keeps the pixel value distribution close
-    assert abs(out.mean() - image.numpy().mean()) < 10
+    image = _image().numpy()
+    pad = int(np.ceil(32 * 0.125))  # translate=0.125 of the side: up to 4 px
+    found = []
+    for i in range(24):
+        out = aug.weak_augment(tf.constant(image), tf.constant([i, 5], tf.int64)).numpy()
+        move = _find_flip_and_shift(out, image, pad)
+        assert move is not None, f"seed {i}: not a flip + shift of at most {pad} px"
+        found.append(move)
+    # Both flips and many shifts are drawn; the identity (or a flip alone) fails here.
+    assert {flip for flip, _, _ in found} == {False, True}
+    assert len({(dy, dx) for _, dy, dx in found}) >= 8
+    assert sum(move == (False, 0, 0) for move in found) <= 2
 
 
 def test_rand_augment_runs_every_op_and_is_seeded():
@@ -51,13 +72,42 @@ def test_rand_augment_runs_every_op_and_is_seeded():
     np.testing.assert_allclose(again, outs[3])
 
 
+def _grey_box(out, fill=127.5):
+    """(height, width) of the grey region if it is one axis-aligned box, else None."""
+    grey = np.isclose(out[..., 0], fill)
+    rows, cols = np.flatnonzero(grey.any(axis=1)), np.flatnonzero(grey.any(axis=0))
+    if not len(rows):
+        return None
+    box = np.zeros_like(grey)
+    box[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = True
+    if not np.array_equal(grey, box):
+        return None
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
 def test_cutout_blanks_a_square():
     image = tf.fill((32, 32, 1), 200.0)
-    out = aug.cutout(image, SEED, size_fraction=0.5).numpy()
-    grey = np.isclose(out, 127.5)
-    assert 0 < grey.sum() <= 16 * 16
+    shapes = []
+    for i in range(20):
+        out = aug.cutout(image, tf.constant([i, 2], tf.int64), size_fraction=0.5).numpy()
+        shape = _grey_box(out)
+        assert shape is not None, f"seed {i}: the blanked pixels are not one box"
+        assert max(shape) <= 16 and min(shape) >= 8  # half the side, cut only by the border
+        assert np.all(out[~np.isclose(out, 127.5)] == 200.0)  # nothing else touched
+        shapes.append(shape)
+    assert (16, 16) in shapes  # a square of half the side where it lies inside the image
+    assert len(set(shapes)) > 1  # its place is drawn
     with pytest.raises(ValueError, match="mode='medium'"):
         aug.augment(image, SEED, mode="medium")
+
+
+def test_strong_augment_ends_with_a_cutout():
+    image = _image()  # uniform noise: no grey box of its own
+    assert _grey_box(image.numpy()) is None
+    for i in range(8):
+        out = aug.strong_augment(image, tf.constant([i, 9], tf.int64)).numpy()
+        shape = _grey_box(out)
+        assert shape is not None and min(shape) >= 8, f"seed {i}: no cutout box"
 
 
 def test_to_model_input_converts_channels_and_size():
@@ -101,16 +151,16 @@ def test_shuffle_is_seeded_and_covers_every_sample():
 def test_view_pairs_and_strong_mask():
     split = _split()
     cfg = DataConfig(image_size=20, channels=1)
-    mask = tf.Variable(np.array([1, 0] * 6, np.float32))
+    mask = tf.Variable(np.array([0, 1] * 6, np.float32))  # the trainer's labelled mask
     (weak, strong), _, index = next(iter(make_dataset(
-        split, cfg, batch_size=12, views=True, strong_mask=mask)))
+        split, cfg, batch_size=12, views=True, labelled_mask=mask)))
     assert weak.shape == strong.shape == (12, 20, 20, 1)
     same = np.all(np.isclose(weak.numpy(), strong.numpy()), axis=(1, 2, 3))
-    # strong views only where the mask is 1 (the unlabelled samples)
-    np.testing.assert_array_equal(same, mask.numpy()[index.numpy()] < 0.5)
-    mask.assign(np.zeros(12, np.float32))  # the pipeline reads the variable at iteration time
+    # strong views only where the mask is 0 (the unlabelled samples)
+    np.testing.assert_array_equal(same, mask.numpy()[index.numpy()] > 0.5)
+    mask.assign(np.ones(12, np.float32))  # the pipeline reads the variable at iteration time
     (weak, strong), _, _ = next(iter(make_dataset(
-        split, cfg, batch_size=12, views=True, strong_mask=mask)))
+        split, cfg, batch_size=12, views=True, labelled_mask=mask)))
     np.testing.assert_allclose(weak.numpy(), strong.numpy())
 
 
