@@ -161,6 +161,14 @@ class TrainConfig:
     steps_per_epoch: int = _field(
         0, "Cap on steps per epoch; 0 means one pass over the training data.", min=0
     )
+    precision: str = _field(
+        "float32", "Compute dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
+        "weights, head, losses, EMA and tables). See bench/results/training_speed.md.",
+        choices=("float32", "mixed_bfloat16"),
+    )
+    jit_compile: bool = _field(
+        False, "Compile the train step with XLA. Slower on this project's CPU "
+        "(bench/results/training_speed.md); try it on a GPU.")
     nan_policy: str = _field(
         "stop", "On a NaN loss: 'stop' (keep last good checkpoint, exit non-zero).",
         choices=("stop",),

@@ -15,10 +15,12 @@ keep the workers of a multi-worker run in agreement.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16")
 DETERMINISM_ENV = "FERKERAS_DETERMINISTIC"
 
 _MULTIWORKER = None  # the process's MultiWorkerMirroredStrategy, created at most once
@@ -60,6 +62,28 @@ def choose_strategy(name: str = "auto"):
             _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
         return _MIRRORED[devices]
     return tf.distribute.get_strategy()
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Build layers, trainer and optimizer under Keras dtype policy `precision`.
+
+    'float32', or 'mixed_bfloat16': bfloat16 compute with float32 variables. Networks keep a
+    float32 head (`ferkeras.models`), so logits, softmax outputs, losses, the EMA copy and
+    the per-sample tables stay float32. The previous global policy is restored on exit:
+    layers keep the policy they were built with, and nothing built later is affected.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision. Valid: {list(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _tf_config_cluster() -> bool:

@@ -84,6 +84,29 @@ import click
 )
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option(
+    "--layout",
+    default="folder",
+    show_default=True,
+    type=click.Choice(["folder", "affectnet"]),
+    help="folder: <split>/<class>/*.png at --size. affectnet: AffectNet's official layout "
+    "(file-list CSVs with face boxes and landmarks, RGB JPEGs in numbered sub-folders, "
+    "validation.csv = --n-test balanced test rows); --size, --n-val, --profile and "
+    "--class-set do not apply (the real 8-class proportions are used).",
+)
+@click.option(
+    "--sides",
+    default="256,640",
+    show_default=True,
+    help="affectnet layout: min,max image side in pixels (drawn log-uniformly).",
+)
+@click.option(
+    "--workers",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="affectnet layout: parallel processes (0: one per CPU).",
+)
+@click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Progress bar on stderr."
 )
 def synth(
@@ -98,9 +121,17 @@ def synth(
     class_set,
     size,
     seed,
+    layout,
+    sides,
+    workers,
     progress,
 ):
     """Draw a synthetic face dataset and write it as an image folder with true labels."""
+    if layout == "affectnet":
+        _synth_affectnet(out_dir, n_train=n_train, n_test=n_test, noise=noise,
+                         noise_type=noise_type, seed=seed, sides=sides, workers=workers,
+                         progress=progress)
+        return
     import numpy as np
 
     from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
@@ -142,6 +173,40 @@ def synth(
         f"wrote {out}: train {len(train)} (true/given: {per_class}), realised noise {realised:.3f} "
         f"({noise_type}), val {len(bundle.val)}, test {n_test_written}, {seconds:.1f} s"
     )
+
+
+def _synth_affectnet(out_dir, *, n_train, n_test, noise, noise_type, seed, sides, workers,
+                     progress):
+    from ferkeras.data.affectnet_synth import write_affectnet_layout
+
+    try:
+        lo, hi = (int(v) for v in sides.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected two integers min,max. Received: {sides!r}",
+                                 param_hint="--sides") from None
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_train + n_test, unit="img", desc="synth affectnet")
+
+    def _tick(done, total):
+        bar.update(done - bar.n)
+
+    try:
+        info = write_affectnet_layout(out_dir, n_train=n_train, n_test=n_test, noise=noise,
+                                      noise_type=noise_type, seed=seed, sides=(lo, hi),
+                                      workers=workers or None,
+                                      progress=_tick if bar is not None else None)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err).splitlines()[0]) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = ", ".join(f"{k} {v}" for k, v in info["train_counts"].items())
+    click.echo(f"wrote {out_dir} (AffectNet official layout): training.csv {info['n_train']} "
+               f"rows ({counts}), validation.csv {info['n_test']} rows, "
+               f"{info['bytes'] / 1e6:.1f} MB, {info['seconds']:.1f} s")
 
 
 @click.command("sheet")

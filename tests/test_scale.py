@@ -1,0 +1,158 @@
+"""AffectNet-layout synthesis, the pre-decode shuffle, and the precision / XLA recipe keys."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ferkeras.data.affectnet_synth import (
+    damage_sources,
+    landmark_template,
+    write_affectnet_layout,
+)
+from ferkeras.data.sources import load_bundle
+from ferkeras.data.table import Split
+from ferkeras.recipe import DataConfig, RecipeError, recipe_from_dict
+
+
+@pytest.fixture(scope="module")
+def affectnet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "AffectNet"
+    info = write_affectnet_layout(root, n_train=200, n_test=16, sides=(48, 80), workers=2)
+    return root, info
+
+
+def test_affectnet_layout_reads_back_with_real_proportions(affectnet_root):
+    root, info = affectnet_root
+    lines = (root / "Manually_Annotated_file_lists/training.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    assert header == ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height",
+                      "facial_landmarks", "expression", "valence", "arousal"]
+    row = lines[1].split(",")
+    assert len(row[5].split(";")) == 136  # 68 landmarks, x;y
+    counts = info["train_counts"]
+    assert sum(counts.values()) == 200
+    # AffectNet's order of class sizes: happy > neutral > sad ~ anger > ... > contempt.
+    assert counts["happy"] > counts["neutral"] > counts["sad"] > counts["fear"]
+    cfg = DataConfig(source="affectnet", root=str(root), class_set="affectnet8",
+                     image_size=32, channels=3, val_fraction=0.1)
+    bundle = load_bundle(cfg, seed=0)
+    assert len(bundle.train) + len(bundle.val) == 200 and len(bundle.test) == 16
+    assert not bundle.train.skipped
+    assert np.bincount(bundle.test.labels, minlength=8).tolist() == [2] * 8
+    # Each face box lies inside its image, and the JPEG is RGB.
+    path, box = bundle.train.paths[0], bundle.train.boxes[0]
+    with Image.open(path) as im:
+        assert im.mode == "RGB" and box[0] + box[2] <= im.width and box[1] + box[3] <= im.height
+
+
+def test_affectnet_layout_same_seed_same_files(tmp_path):
+    a = write_affectnet_layout(tmp_path / "a", n_train=16, n_test=0, sides=(32, 40), workers=1)
+    b = write_affectnet_layout(tmp_path / "b", n_train=16, n_test=0, sides=(32, 40), workers=2)
+    lists = "Manually_Annotated_file_lists/training.csv"
+    assert (tmp_path / "a" / lists).read_text() == (tmp_path / "b" / lists).read_text()
+    assert a["bytes"] == b["bytes"]
+    with pytest.raises(FileExistsError):
+        write_affectnet_layout(tmp_path / "a", n_train=16, n_test=0, workers=1)
+
+
+def test_damaged_sources_are_skipped_and_named(tmp_path):
+    root = tmp_path / "AffectNet"
+    write_affectnet_layout(root, n_train=40, n_test=0, sides=(32, 48), workers=1)
+    damaged = damage_sources(root)
+    cfg = DataConfig(source="affectnet", root=str(root), class_set="affectnet8",
+                     image_size=32, channels=3, val_fraction=0.1)
+    bundle = load_bundle(cfg, seed=0)
+    skipped = [p for p, _ in bundle.train.skipped]
+    assert len(bundle.train) + len(bundle.val) == 37 and len(skipped) == 3
+    for rel, _ in damaged:
+        assert any(p.endswith(rel) for p in skipped), rel
+    assert any("skipped 3 unusable" in (n or "") for n in bundle.notes)
+
+
+def test_landmark_template_in_unit_box():
+    t = landmark_template()
+    assert t.shape == (68, 2) and t.min() >= 0.0 and t.max() <= 1.0
+
+
+def test_first_batch_does_not_decode_the_whole_split(tmp_path):
+    """The training shuffle runs on rows before decoding: drawing one batch from 3000 rows
+    must not read them all. Before, the shuffle buffer (N decoded images: 43 GB for
+    AffectNet at 112 px) filled first, so one unreadable file anywhere failed the first
+    batch, and memory grew by a decoded image per row."""
+    import tensorflow as tf
+
+    from ferkeras.data.pipeline import make_dataset
+
+    good = tmp_path / "good.jpg"
+    Image.new("RGB", (24, 24), (90, 40, 10)).save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    paths = np.array([str(good)] * 2999 + [str(bad)])
+    split = Split(labels=np.zeros(3000, np.int32), paths=paths)
+    cfg = DataConfig(source="folder", root=str(tmp_path), image_size=16, channels=1)
+    ds = make_dataset(split, cfg, batch_size=4, shuffle=True, seed=3, augment="weak")
+    images, labels, index = next(iter(ds))
+    assert images.shape == (4, 16, 16, 1)
+    assert 2999 not in index.numpy()
+    # The unshuffled stream (evaluation order) still reaches the bad row and says so.
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        for _ in make_dataset(split, cfg, batch_size=1000):
+            pass
+
+
+def test_shuffle_order_unchanged_by_moving_it(tmp_path):
+    """In-memory rows come out in the permutation the seed fixes (resume depends on it)."""
+    from ferkeras.data.pipeline import make_dataset
+
+    images = np.arange(64, dtype=np.uint8).reshape(64, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
+    split = Split(labels=np.zeros(64, np.int32), images=images)
+    cfg = DataConfig(image_size=4, channels=1)
+    a = np.concatenate([b[2].numpy() for b in make_dataset(split, cfg, batch_size=8,
+                                                           shuffle=True, seed=5)])
+    b = np.concatenate([b[2].numpy() for b in make_dataset(split, cfg, batch_size=8,
+                                                           shuffle=True, seed=5)])
+    firsts = np.concatenate([b[0].numpy()[:, 0, 0, 0] for b in make_dataset(
+        split, cfg, batch_size=8, shuffle=True, seed=5)])
+    assert np.array_equal(a, b) and sorted(a.tolist()) == list(range(64))
+    assert not np.array_equal(a, np.arange(64))
+    assert np.array_equal(firsts, a.astype(np.float32))  # images travel with their index
+
+
+# ----------------------------------------------------------------------------- recipe keys
+def test_precision_and_jit_keys_validate():
+    r = recipe_from_dict({"train": {"precision": "mixed_bfloat16", "jit_compile": True}})
+    assert r.train.precision == "mixed_bfloat16" and r.train.jit_compile is True
+    with pytest.raises(RecipeError, match="train.precision.*Received: 'bfloat16'"):
+        recipe_from_dict({"train": {"precision": "bfloat16"}})
+    with pytest.raises(RecipeError, match="train.jit_compile.*must be bool"):
+        recipe_from_dict({"train": {"jit_compile": "yes"}})
+
+
+def test_mixed_precision_keeps_logits_ema_and_tables_float32():
+    import keras
+
+    from ferkeras.models import build_network
+    from ferkeras.recipe import ModelConfig
+    from ferkeras.strategy import precision_policy
+    from ferkeras.trainers.cycle import CycleTrainer
+
+    with precision_policy("mixed_bfloat16"):
+        net = build_network(ModelConfig(backbone="small_cnn", width=4), input_shape=(16, 16, 1),
+                            num_classes=3)
+        trainer = CycleTrainer(net, num_classes=3, num_samples=10, ema_decay=0.9)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.01))
+        trainer.build_state((16, 16, 1))
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert net.layers[1].compute_dtype == "bfloat16"
+    out = net(np.zeros((2, 16, 16, 1), np.float32))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    ema_out = trainer.ema_network(np.zeros((2, 16, 16, 1), np.float32))
+    assert keras.backend.standardize_dtype(ema_out.dtype) == "float32"
+    for v in (trainer.labelled_mask, trainer.clean_prob, trainer.model_prior,
+              trainer.log_prior, trainer.ema_updates, *trainer.ema_network.weights):
+        assert v.dtype == "float32", v.name
+    with pytest.raises(ValueError, match="Received: precision='float16'"), \
+            precision_policy("float16"):
+        pass
