@@ -22,51 +22,42 @@ def audit_recipe(recipe, *, run_dir, overwrite=False, verbose=1, echo=print) -> 
     """Train the warm-up, split once, write `<run_dir>/audit/`; return a summary dict."""
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.sources import load_bundle
-    from ferkeras.evaluate_run import load_network
     from ferkeras.passes import per_sample_losses
     from ferkeras.reports import write_split_report
-    from ferkeras.training import train_recipe
+    from ferkeras.runs import open_run
+    from ferkeras.training import resolve_strategy, train
 
     run_dir = pathlib.Path(run_dir)
     warm = dataclasses.replace(
         recipe, train=dataclasses.replace(recipe.train, epochs=max(recipe.cycle.warmup_epochs, 1)),
         cycle=dataclasses.replace(recipe.cycle, enabled=False, compare_ce=False))
-    train_recipe(warm, run_dir=run_dir, overwrite=overwrite, verbose=verbose, echo=echo)
-    _, network, class_names = load_network(run_dir, weights="last")
+    strategy = resolve_strategy("auto")
     bundle = load_bundle(recipe.data, seed=recipe.seed)
-    train = bundle.train
-    k = len(class_names)
-    losses, probs = per_sample_losses(network,
-                                      make_dataset(train, recipe.data, batch_size=512),
-                                      train.labels)
+    train(warm, bundle, run_dir=run_dir, overwrite=overwrite, strategy=strategy,
+          verbose=verbose, echo=echo)
+    run = open_run(run_dir, weights="last")
+    class_names, train_split, k = run.class_names, bundle.train, len(run.class_names)
+    losses, probs = per_sample_losses(run.build_network(),
+                                      make_dataset(train_split, recipe.data, batch_size=512),
+                                      train_split.labels)
     c = recipe.cycle
-    clean_prob = selection.clean_probability(
-        losses, train.labels, num_classes=k, normalize=c.normalize, gmm_scope=c.gmm_scope,
-        min_class_samples=c.min_class_samples, seed=recipe.seed)
-    labelled = selection.split_by_threshold(clean_prob, train.labels, p_clean=c.p_clean,
-                                            num_classes=k)
-    scores = None
-    if train.true_labels is not None and (train.true_labels >= 0).any():
-        known = train.true_labels >= 0
-        scores = selection.score_noise_detection(
-            clean_prob[known], (train.true_labels == train.labels)[known],
-            labels=train.labels[known], num_classes=k, p_clean=c.p_clean)
+    result = selection.split_training_set(
+        losses, train_split.labels, num_classes=k, selector="gmm", normalize=c.normalize,
+        true_labels=train_split.true_labels, seed=recipe.seed, p_clean=c.p_clean,
+        gmm_scope=c.gmm_scope, min_class_samples=c.min_class_samples)
     out = run_dir / "audit"
-    write_split_report(out, split=train, data_cfg=recipe.data, class_names=class_names,
-                       losses=losses,
-                       normalized=selection.normalize_losses(losses, train.labels, num_classes=k,
-                                                             mode=c.normalize),
-                       clean_prob=clean_prob, labelled=labelled, pred_probs=probs,
-                       scores=scores)
-    order = selection.rank_label_issues(clean_prob, losses)
-    flagged = order[~labelled[order]]
-    _write_issues(out / "label_issues.csv", flagged, train, class_names, probs, clean_prob,
-                  losses)
-    summary = {"n": len(train), "flagged": int(len(flagged)), "report": str(out),
-               "flagged_per_class": {name: int(np.sum(train.labels[flagged] == i))
+    write_split_report(out, split=train_split, data_cfg=recipe.data, class_names=class_names,
+                       result=result, pred_probs=probs)
+    order = selection.rank_label_issues(result.clean_prob, result.losses)
+    flagged = order[~result.labelled[order]]
+    _write_issues(out / "label_issues.csv", flagged, train_split, class_names, probs,
+                  result.clean_prob, result.losses)
+    summary = {"n": len(train_split), "flagged": int(len(flagged)), "report": str(out),
+               "flagged_per_class": {name: int(np.sum(train_split.labels[flagged] == i))
                                      for i, name in enumerate(class_names)}}
-    if scores is not None:
-        summary["detection"] = {key: scores[key] for key in ("auc", "precision", "recall")}
+    if result.scores is not None:
+        summary["detection"] = {key: result.scores[key] for key in ("auc", "precision",
+                                                                    "recall")}
     io.atomic_write_json(out / "summary.json", summary)
     return summary
 

@@ -119,7 +119,9 @@ def format_summary(metrics: dict, run_dir) -> str:
                     f"{m['balanced_accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  (n={m['n']})")
     lines.append(f"best epoch on validation: {metrics.get('best_epoch')}  "
                  f"wall time: {metrics.get('wall_seconds')} s")
-    if "comparison" in metrics:
+    if "comparison" in metrics and metrics["comparison"].get("split") is None:
+        lines.append(f"WARNING: {metrics['comparison'].get('note')}")
+    elif "comparison" in metrics:
         c = metrics["comparison"]
         for name in ("ce", "cycle"):
             lines.append(f"{c['split']} {name:5s}: accuracy {c[name]['accuracy']:.4f}  balanced "

@@ -39,55 +39,14 @@ class ParityError(ExportError):
 
 
 # ----------------------------------------------------------------------------- run folder
-def read_run(run_dir: str | os.PathLike, *, weights: str = "best") -> dict:
-    """Recipe, run info, metrics and checkpoint path of a training run folder."""
-    from ferkeras.recipe import load_recipe
+def open_finished_run(run_dir, *, weights: str = "best"):
+    """`ferkeras.runs.open_run` of a finished run, its errors raised as ExportError."""
+    from ferkeras.runs import RunFolderError, open_run
 
-    if weights not in ("best", "last"):
-        raise ValueError(f"weights must be 'best' or 'last'. Received: weights={weights!r}")
-    run = pathlib.Path(run_dir)
-    if not run.is_dir():
-        raise ExportError(f"{run}: no such run folder")
-    files = {name: run / name for name in ("recipe.yaml", "run_info.json", "metrics.json")}
-    files["weights"] = run / "checkpoints" / f"{weights}.weights.h5"
-    missing = [str(p.relative_to(run)) for p in files.values() if not p.is_file()]
-    if missing:
-        raise ExportError(f"{run}: not a finished training run, missing {missing}")
-    info = _read_json(files["run_info.json"])
-    metrics = _read_json(files["metrics.json"])
-    for key in ("class_names", "image_size", "channels"):
-        if key not in info:
-            raise ExportError(f"{files['run_info.json']}: missing key {key!r}")
-    if info["channels"] not in (1, 3):
-        raise ExportError(f"{files['run_info.json']}: channels must be 1 or 3. "
-                          f"Received: {info['channels']!r}")
-    if "class_names" in metrics and list(metrics["class_names"]) != list(info["class_names"]):
-        raise ExportError(f"{run}: class_names differ between run_info.json "
-                          f"{info['class_names']} and metrics.json {metrics['class_names']}")
-    return {"dir": run, "recipe": load_recipe(files["recipe.yaml"]), "info": info,
-            "metrics": metrics, "weights_path": files["weights"], "weights": weights}
-
-
-def _read_json(path: pathlib.Path) -> dict:
     try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ExportError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ExportError(f"{path}: expected a JSON object. Received: {type(value).__name__}")
-    return value
-
-
-def load_network(run: dict):
-    """The run's Keras network with its checkpoint loaded."""
-    from ferkeras.models import build_network
-
-    info = run["info"]
-    size, channels = int(info["image_size"]), int(info["channels"])
-    network = build_network(run["recipe"].model, input_shape=(size, size, channels),
-                            num_classes=len(info["class_names"]), seed=run["recipe"].seed)
-    network.load_weights(str(run["weights_path"]))
-    return network
+        return open_run(run_dir, weights=weights, finished=True)
+    except RunFolderError as err:
+        raise ExportError(str(err)) from None
 
 
 # ----------------------------------------------------------------------------- parity images
@@ -205,12 +164,13 @@ def _sha256(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_metadata(run: dict, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
-    """The metadata.json of an export (see `ferkeras.inference.read_metadata`)."""
+def build_metadata(run, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
+    """The metadata.json of an export of `run` (a `ferkeras.runs.Run`); see
+    `ferkeras.inference.read_metadata`."""
     import ferkeras
     from ferkeras.recipe import recipe_hash
 
-    info, metrics = run["info"], run["metrics"]
+    info, metrics = run.info, run.metrics
     size, channels, names = int(info["image_size"]), int(info["channels"]), info["class_names"]
     return {
         "format": EXPORT_FORMAT,
@@ -234,10 +194,10 @@ def build_metadata(run: dict, *, opset: int, parity: dict, onnx_sha256: str) -> 
         },
         "files": {"onnx": ONNX_FILE, "onnx_sha256": onnx_sha256, "onnx_opset": opset,
                   "saved_model": "saved_model", "saved_model_signature": "serving_default"},
-        "recipe": _jsonable(run["recipe"]),
-        "recipe_hash": recipe_hash(run["recipe"]),
-        "run_dir": str(run["dir"].resolve()),
-        "weights": run["weights"],
+        "recipe": _jsonable(run.recipe),
+        "recipe_hash": recipe_hash(run.recipe),
+        "run_dir": str(run.dir.resolve()),
+        "weights": run.weights,
         "metrics": {"val": metrics.get("val"), "test": metrics.get("test")},
         "parity": parity,
     }
@@ -318,17 +278,17 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, opset: int
     if out.exists() and (not out.is_dir() or (any(out.iterdir())
                                               and not (out / METADATA_FILE).is_file())):
         raise ExportError(f"{out}: exists and is not a ferkeras export; refusing to replace it")
-    run = read_run(run_dir, weights=weights)
-    size, channels = int(run["info"]["image_size"]), int(run["info"]["channels"])
+    run = open_finished_run(run_dir, weights=weights)
+    size, channels = run.image_size, run.channels
     if parity_images is None:
-        images = load_parity_images(run["recipe"], image_size=size, channels=channels,
+        images = load_parity_images(run.recipe, image_size=size, channels=channels,
                                     limit=parity_limit)
         source = "validation split"
     else:
         images = prepare_images(parity_images[:parity_limit], image_size=size,
                                 channels=channels)
         source = "given images"
-    network = load_network(run)
+    network = run.build_network()
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

@@ -4,15 +4,17 @@ Pure functions on the weak-view probabilities `probs` (B, K), for use inside `tr
 the trainer owns the state (`tf.Variable`s) and passes it in and assigns what comes back:
 
     probs = ops.softmax(model(weak, training=False))                  # (B, K) float32
-    model_prior = update_model_prior(model_prior, probs)              # raw probs, before DA
+    model_prior = update_model_prior(model_prior, probs, mask=unlab)  # raw probs, before DA
+    selected = update_selected_labels(selected, index, probs, threshold=0.95, mask=unlab)
     probs = align_distribution(probs, target_prior=prior, model_prior=model_prior)
-    selected = update_selected_labels(selected, index, probs, threshold=0.95)
     effect, unused = count_learning_effect(selected, num_classes=K)
     thresholds = class_adaptive_thresholds(effect, threshold=0.95, num_unused=unused)
     pseudo, mask = adaptive_threshold_mask(probs, thresholds=thresholds)
     loss_u = mask * cross_entropy(pseudo, model(strong, training=True))  # (B,)
 
 Pseudo-labels come back as int32 (B,), masks as float32 (B,) of 0/1 to multiply losses by.
+`CycleTrainer` calls exactly these functions in its `train_step`, with `mask` = the batch's
+unlabelled samples.
 """
 
 from __future__ import annotations
@@ -105,7 +107,7 @@ def class_adaptive_thresholds(
 
 
 # ----------------------------------------------------------------------------- learning effect
-def update_selected_labels(selected_labels, indices, probs, *, threshold: float):
+def update_selected_labels(selected_labels, indices, probs, *, threshold: float, mask=None):
     """Record each sample's latest confident prediction (FlexMatch's `selected_label`).
 
     Args:
@@ -113,6 +115,8 @@ def update_selected_labels(selected_labels, indices, probs, *, threshold: float)
         indices: (B,) int, the batch's positions in `selected_labels` (distinct).
         probs: (B, K) weak-view class probabilities.
         threshold: a prediction is confident when its max prob >= threshold (FlexMatch).
+        mask: optional (B,) bool/float; only rows where it is true (> 0.5) are recorded
+            (the unlabelled samples when the batch also holds labelled ones).
 
     Returns:
         (N,) int32: the batch entries set to argmax where confident, others unchanged.
@@ -123,7 +127,10 @@ def update_selected_labels(selected_labels, indices, probs, *, threshold: float)
     indices = ops.cast(ops.convert_to_tensor(indices), "int32")
     old = ops.take(selected_labels, indices, axis=0)
     pred = ops.cast(ops.argmax(probs, axis=-1), "int32")
-    new = ops.where(ops.max(probs, axis=-1) >= threshold, pred, old)
+    confident = ops.max(probs, axis=-1) >= threshold
+    if mask is not None:
+        confident = ops.logical_and(confident, ops.cast(mask, "float32") > 0.5)
+    new = ops.where(confident, pred, old)
     return ops.scatter_update(selected_labels, ops.expand_dims(indices, -1), new)
 
 
@@ -177,7 +184,7 @@ def align_distribution(probs, *, target_prior, model_prior, temperature: float =
     return aligned / ops.maximum(ops.sum(aligned, axis=-1, keepdims=True), 1e-12)
 
 
-def update_model_prior(model_prior, probs, *, momentum: float = 0.999):
+def update_model_prior(model_prior, probs, *, momentum: float = 0.999, mask=None):
     """EMA of the batch-mean prediction: momentum * old + (1 - momentum) * mean(probs).
 
     Start from a uniform (K,) prior; feed the raw weak-view probabilities (before alignment).
@@ -186,6 +193,8 @@ def update_model_prior(model_prior, probs, *, momentum: float = 0.999):
         model_prior: (K,) float.
         probs: (B, K) class probabilities.
         momentum: in [0, 1].
+        mask: optional (B,) 0/1 weights; the mean then runs over the rows where it is 1
+            (the unlabelled samples), and a batch with none leaves the prior unchanged.
 
     Returns:
         (K,) float32.
@@ -193,4 +202,10 @@ def update_model_prior(model_prior, probs, *, momentum: float = 0.999):
     momentum = _check_unit(momentum, "momentum")
     probs = _probs(probs)
     model_prior = _vector(model_prior, "model_prior", probs.shape[-1])
-    return momentum * model_prior + (1.0 - momentum) * ops.mean(probs, axis=0)
+    if mask is None:
+        return momentum * model_prior + (1.0 - momentum) * ops.mean(probs, axis=0)
+    mask = ops.cast(ops.convert_to_tensor(mask), "float32")
+    count = ops.sum(mask)
+    mean = ops.sum(probs * mask[:, None], axis=0) / ops.maximum(count, 1.0)
+    momentum = ops.where(count > 0, momentum, 1.0)
+    return momentum * model_prior + (1.0 - momentum) * mean

@@ -12,14 +12,18 @@ import numpy as np
 from ferkeras import io, selection
 
 
-def write_split_report(out_dir, *, split, data_cfg, class_names, losses, normalized, clean_prob,
-                       labelled, pred_probs, scores=None, sheet_size=48) -> pathlib.Path:
-    """Write the report folder for one split. Arrays are (N,) over the training split."""
+def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_probs,
+                       sheet_size=48) -> pathlib.Path:
+    """Write the report folder for one split.
+
+    result: the `selection.SplitResult` (arrays (N,) over the training split `split`);
+    pred_probs: (N, K) model probabilities.
+    """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     labels = np.asarray(split.labels)
+    labelled, clean_prob, losses = result.labelled, result.clean_prob, result.losses
     preds = pred_probs.argmax(axis=1)
-    k = len(class_names)
     # counts per class
     rows = ["class,given,clean,noisy,clean_share"]
     for c, name in enumerate(class_names):
@@ -42,33 +46,34 @@ def write_split_report(out_dir, *, split, data_cfg, class_names, losses, normali
             row.append(class_names[truth[i]] if truth[i] >= 0 else "")
         writer.writerow(row)
     io.atomic_write_text(out / "samples.csv", buf.getvalue())
-    if scores is not None:
-        io.atomic_write_json(out / "detection.json", scores)
-    io.atomic_savefig(lambda p: plot_loss_histogram(normalized, labelled, p, k=k), out /
+    if result.scores is not None:
+        io.atomic_write_json(out / "detection.json", result.scores)
+    io.atomic_savefig(lambda p: plot_loss_histogram(result, labels, p), out /
                       "loss_histogram.png")
     write_suspects_sheet(out / "suspected_errors.png", split=split, data_cfg=data_cfg,
                          class_names=class_names, clean_prob=clean_prob, losses=losses,
-                         preds=preds, limit=48)
+                         preds=preds, limit=sheet_size)
     return out
 
 
-def plot_loss_histogram(normalized, labelled, path, *, k=None, seed=0) -> None:
-    """Histogram of normalised losses, clean vs noisy, with a 2-component GMM density."""
+def plot_loss_histogram(result, labels, path) -> None:
+    """Histogram of a split's normalised losses, clean vs noisy, with the density of the GMM
+    that made the split (`result.gmm`; none for selectors without one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.mixture import GaussianMixture
 
-    x = np.asarray(normalized, float)
+    x, labelled = np.asarray(result.normalized, float), result.labelled
     fig, ax = plt.subplots(figsize=(6, 3.4))
     bins = np.linspace(0, 1, 51)
     ax.hist(x[labelled], bins=bins, alpha=0.6, density=True, label="judged clean")
     ax.hist(x[~labelled], bins=bins, alpha=0.6, density=True, label="judged noisy")
-    if len(np.unique(x)) > 2:
-        gmm = GaussianMixture(2, reg_covar=5e-4, random_state=seed).fit(x[:, None])
-        grid = np.linspace(0, 1, 200)[:, None]
-        ax.plot(grid[:, 0], np.exp(gmm.score_samples(grid)), "k-", lw=1.2, label="GMM fit")
+    grid = np.linspace(0, 1, 200)
+    density = selection.gmm_density(result.gmm, grid, labels)
+    if density is not None:
+        scope = "global" if None in result.gmm else "per class"
+        ax.plot(grid, density, "k-", lw=1.2, label=f"GMM that split ({scope})")
     ax.set_xlabel("normalised per-sample loss")
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
@@ -91,8 +96,19 @@ def write_suspects_sheet(path, *, split, data_cfg, class_names, clean_prob, loss
         return
     images = collect_images(split.subset(order), data_cfg)
     images = np.clip(images, 0, 255).astype(np.uint8)
-    captions = [f"given: {class_names[split.labels[i]]} / pred: {class_names[preds[i]]}"
-                for i in order]
+    captions = suspect_captions(order, split=split, preds=preds, class_names=class_names)
     io.atomic_savefig(lambda p: write_contact_sheet(
         images, split.labels[order], class_names, p, per_class=per_class,
         title="most suspected label errors, by given label", captions=captions), path)
+
+
+def suspect_captions(order, *, split, preds, class_names) -> list[str]:
+    """'given: X / pred: Y', plus ' / true: Z' where the split knows the true label."""
+    truth = split.true_labels
+    out = []
+    for i in order:
+        text = f"given: {class_names[split.labels[i]]} / pred: {class_names[preds[i]]}"
+        if truth is not None and truth[i] >= 0:
+            text += f" / true: {class_names[truth[i]]}"
+        out.append(text)
+    return out

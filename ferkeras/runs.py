@@ -1,7 +1,9 @@
-"""Run folders: creation rules (never clobber silently), the resume state, discovery."""
+"""Run folders: creation rules (never clobber silently), the resume state, discovery, and
+`open_run`, the one reader of a finished or running run folder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -115,3 +117,103 @@ def latest_run(root="runs", *, prefix: str = "") -> pathlib.Path | None:
     done = [p for p in root.iterdir()
             if p.name.startswith(prefix) and (p / "metrics.json").is_file()]
     return max(done, key=lambda p: (p / "metrics.json").stat().st_mtime) if done else None
+
+
+# ----------------------------------------------------------------------------- reading a run
+@dataclasses.dataclass
+class Run:
+    """A run folder as `open_run` read and checked it.
+
+    Attributes: dir, recipe (the resolved `Recipe`), info (run_info.json), metrics
+    (metrics.json, or None when the run has not finished), weights ('best' or 'last'),
+    weights_path, class_names, image_size, channels.
+    """
+
+    dir: pathlib.Path
+    recipe: object
+    info: dict
+    metrics: dict | None
+    weights: str
+    weights_path: pathlib.Path
+    class_names: tuple
+    image_size: int
+    channels: int
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    def build_network(self, *, load_weights: bool = True):
+        """The run's Keras network, with its `weights` checkpoint loaded (imports Keras)."""
+        from ferkeras.models import build_network
+
+        network = build_network(self.recipe.model, input_shape=self.input_shape,
+                                num_classes=len(self.class_names), seed=self.recipe.seed)
+        if load_weights:
+            network.load_weights(str(self.weights_path))
+        return network
+
+
+def open_run(run_dir, *, weights: str = "best", finished: bool = False) -> Run:
+    """Read and check a run folder: recipe, run info, metrics and checkpoint path.
+
+    Checks that the files exist (metrics.json only when `finished`), that channels are 1 or
+    3 and agree with the recipe, and that the class names agree between run_info.json, the
+    recipe's class set and metrics.json. Raises `RunFolderError` naming the folder and the
+    mismatch.
+    """
+    from ferkeras.labels import get_class_names
+    from ferkeras.recipe import RecipeError, load_recipe
+
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last'. Received: weights={weights!r}")
+    run = pathlib.Path(run_dir)
+    if not run.is_dir():
+        raise RunFolderError(f"{run}: no such run folder")
+    names = ["recipe.yaml", RUN_INFO_FILE] + (["metrics.json"] if finished else [])
+    files = {name: run / name for name in names}
+    files["weights"] = run / "checkpoints" / f"{weights}.weights.h5"
+    missing = [str(p.relative_to(run)) for p in files.values() if not p.is_file()]
+    if missing:
+        what = "a finished training run" if finished else "a ferkeras run folder"
+        raise RunFolderError(f"{run}: not {what}, missing {missing}")
+    info = _read_json_object(files[RUN_INFO_FILE])
+    metrics_path = run / "metrics.json"
+    metrics = _read_json_object(metrics_path) if metrics_path.is_file() else None
+    for key in ("class_names", "image_size", "channels"):
+        if key not in info:
+            raise RunFolderError(f"{files[RUN_INFO_FILE]}: missing key {key!r}")
+    if info["channels"] not in (1, 3):
+        raise RunFolderError(f"{files[RUN_INFO_FILE]}: channels must be 1 or 3. "
+                             f"Received: {info['channels']!r}")
+    try:
+        recipe = load_recipe(files["recipe.yaml"])
+    except RecipeError as err:
+        raise RunFolderError(str(err)) from None
+    class_names = tuple(info["class_names"])
+    if metrics is not None and "class_names" in metrics and \
+            tuple(metrics["class_names"]) != class_names:
+        raise RunFolderError(f"{run}: class_names differ between run_info.json "
+                             f"{list(class_names)} and metrics.json {metrics['class_names']}")
+    expected = tuple(get_class_names(recipe.data.class_set))
+    if expected != class_names:
+        raise RunFolderError(f"{run}: run_info.json class_names {list(class_names)} do not match "
+                             f"the recipe's class set {recipe.data.class_set} {list(expected)}")
+    for key in ("channels", "image_size"):
+        if int(info[key]) != int(getattr(recipe.data, key)):
+            raise RunFolderError(f"{run}: run_info.json {key}={info[key]!r} does not match the "
+                                 f"recipe's data.{key}={getattr(recipe.data, key)!r}")
+    return Run(dir=run, recipe=recipe, info=info, metrics=metrics, weights=weights,
+               weights_path=files["weights"], class_names=class_names,
+               image_size=int(info["image_size"]), channels=int(info["channels"]))
+
+
+def _read_json_object(path: pathlib.Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RunFolderError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path}: expected a JSON object. "
+                             f"Received: {type(value).__name__}")
+    return value

@@ -1,13 +1,15 @@
 """Which training labels to trust: loss normalisation, two-component GMM, small-loss rule.
 
 Plain NumPy/scikit-learn functions, no Keras, in the style of `cleanlab.filter`. The cycle
-calls them between epochs on the per-sample losses of the current model (DivideMix):
+and `ferkeras audit` call one of them between epochs, on the per-sample losses of the current
+model (DivideMix):
 
-    losses = average_loss_history(history, window=cfg.loss_window)          # (N,)
-    clean_prob = clean_probability(losses, labels, num_classes=K, normalize=cfg.normalize,
-                                   gmm_scope=cfg.gmm_scope, seed=seed)      # (N,)
-    labelled = split_by_threshold(clean_prob, labels, p_clean=cfg.p_clean, num_classes=K)
-    prior = estimate_clean_prior(labels, labelled, num_classes=K)          # (K,)
+    result = split_training_set(loss_history, labels, num_classes=K, selector="gmm",
+                                window=cfg.loss_window, normalize=cfg.normalize, ...)
+    result.labelled, result.clean_prob, result.clean_prior, result.gmm   # (N,), (N,), (K,)
+
+Selectors are entries of `SELECTORS` (`list_selectors()`): a function
+`fn(losses, normalized, labels, *, num_classes, seed, **options) -> (labelled, clean_prob, gmm)`.
 
 Conventions: `labels` are given (possibly noisy) int class ids in [0, K); a sample is
 *labelled* (trusted) when `clean_prob > p_clean`, as in DivideMix, and *flagged as noisy*
@@ -16,6 +18,7 @@ otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -126,6 +129,40 @@ def average_loss_history(history, *, window: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- GMM
+def fit_gmm(losses, *, seed: int = 0, reg_covar: float = 5e-4, max_iter: int = 20,
+            tol: float = 1e-2) -> GaussianMixture | None:
+    """The fitted 2-component 1-D `GaussianMixture` of (N,) losses, or None when there is
+    nothing to split on (N < 2, or all losses equal). Arguments as `fit_two_component_gmm`."""
+    losses = _as_1d_float(losses, "losses")
+    if losses.size < 2 or np.ptp(losses) <= 1e-12 * max(1.0, np.abs(losses).max()):
+        return None
+    gmm = GaussianMixture(
+        n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm.fit(losses.reshape(-1, 1))
+    return gmm
+
+
+def gmm_clean_probability(gmm: GaussianMixture | None, losses, *, monotone: bool = True
+                          ) -> np.ndarray:
+    """(N,) posterior of the lower-mean component of a fitted `gmm` (1.0 for gmm=None)."""
+    losses = _as_1d_float(losses, "losses")
+    if gmm is None:
+        return np.ones_like(losses)
+    x = losses.reshape(-1, 1)
+    means = gmm.means_.ravel()
+    clean, noisy = int(means.argmin()), int(means.argmax())
+    prob = gmm.predict_proba(x)[:, clean]
+    if monotone and clean != noisy:
+        at_means = gmm.predict_proba(means[[clean, noisy]].reshape(-1, 1))[:, clean]
+        low, high = losses <= means[clean], losses >= means[noisy]
+        prob[low] = np.maximum(prob[low], at_means[0])
+        prob[high] = np.minimum(prob[high], at_means[1])
+    return np.clip(prob, 0.0, 1.0)
+
+
 def fit_two_component_gmm(
     losses,
     *,
@@ -153,25 +190,8 @@ def fit_two_component_gmm(
         information to split on (N < 2, or all losses equal) every sample gets 1.0: no
         evidence of noise, so nothing is thrown away.
     """
-    losses = _as_1d_float(losses, "losses")
-    if losses.size < 2 or np.ptp(losses) <= 1e-12 * max(1.0, np.abs(losses).max()):
-        return np.ones_like(losses)
-    gmm = GaussianMixture(
-        n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
-    )
-    x = losses.reshape(-1, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm.fit(x)
-    means = gmm.means_.ravel()
-    clean, noisy = int(means.argmin()), int(means.argmax())
-    prob = gmm.predict_proba(x)[:, clean]
-    if monotone and clean != noisy:
-        at_means = gmm.predict_proba(means[[clean, noisy]].reshape(-1, 1))[:, clean]
-        low, high = losses <= means[clean], losses >= means[noisy]
-        prob[low] = np.maximum(prob[low], at_means[0])
-        prob[high] = np.minimum(prob[high], at_means[1])
-    return np.clip(prob, 0.0, 1.0)
+    gmm = fit_gmm(losses, seed=seed, reg_covar=reg_covar, max_iter=max_iter, tol=tol)
+    return gmm_clean_probability(gmm, losses, monotone=monotone)
 
 
 def _rank_clean_prob(losses: np.ndarray) -> np.ndarray:
@@ -209,20 +229,28 @@ def clean_probability(
     Returns:
         (N,) float64 clean probability in [0, 1].
     """
+    normed = normalize_losses(losses, labels, num_classes=num_classes, mode=normalize)
+    prob, _ = _gmm_clean_prob(normed, np.asarray(labels, dtype=np.int64), gmm_scope=gmm_scope,
+                              min_class_samples=min_class_samples, seed=seed)
+    return prob
+
+
+def _gmm_clean_prob(normed, labels, *, gmm_scope, min_class_samples, seed):
+    """(clean_prob (N,), fitted GMMs {None: global} or {class id: GMM or None})."""
     _check_choice(gmm_scope, "gmm_scope", _GMM_SCOPES)
     _check_int(min_class_samples, "min_class_samples", 1)
-    normed = normalize_losses(losses, labels, num_classes=num_classes, mode=normalize)
-    labels = np.asarray(labels, dtype=np.int64)
     if gmm_scope == "global":
-        return fit_two_component_gmm(normed, seed=seed)
-    out = np.empty_like(normed)
+        gmm = fit_gmm(normed, seed=seed)
+        return gmm_clean_probability(gmm, normed), {None: gmm}
+    out, models = np.empty_like(normed), {}
     for c in np.unique(labels):
         idx = labels == c
         if idx.sum() < min_class_samples:
-            out[idx] = _rank_clean_prob(normed[idx])
+            out[idx], models[int(c)] = _rank_clean_prob(normed[idx]), None
         else:
-            out[idx] = fit_two_component_gmm(normed[idx], seed=seed)
-    return out
+            models[int(c)] = fit_gmm(normed[idx], seed=seed)
+            out[idx] = gmm_clean_probability(models[int(c)], normed[idx])
+    return out, models
 
 
 # ----------------------------------------------------------------------------- splits
@@ -338,9 +366,10 @@ def estimate_clean_prior(
 
 
 # ----------------------------------------------------------------------------- reporting
-def _detection_scores(clean_prob, is_clean, p_clean) -> dict:
+def _detection_scores(clean_prob, is_clean, p_clean, flagged=None) -> dict:
     n = int(is_clean.size)
-    flagged, noisy = ~(clean_prob > p_clean), ~is_clean
+    flagged = ~(clean_prob > p_clean) if flagged is None else flagged
+    noisy = ~is_clean
     hits = int((flagged & noisy).sum())
     two_kinds = 0 < noisy.sum() < n
     return {
@@ -353,7 +382,8 @@ def _detection_scores(clean_prob, is_clean, p_clean) -> dict:
 
 
 def score_noise_detection(
-    clean_prob, is_clean, *, labels=None, num_classes=None, p_clean: float = 0.5
+    clean_prob, is_clean, *, labels=None, num_classes=None, p_clean: float = 0.5,
+    labelled=None,
 ) -> dict:
     """How well clean_prob finds the wrong labels, overall and per given class.
 
@@ -364,6 +394,9 @@ def score_noise_detection(
         num_classes: K for the breakdown; defaults to labels.max() + 1.
         p_clean: a sample is flagged noisy when NOT clean_prob > p_clean, the complement of
             `split_by_threshold`'s labelled mask.
+        labelled: optional (N,) bool, the mask the split really trains with; when given,
+            precision and recall describe its complement instead of the `p_clean` rule (the
+            small-loss selector keeps a per-class share, not `clean_prob > p_clean`).
 
     Returns:
         dict with "n", "noise_rate" (share truly noisy), "auc" (ROC AUC of clean_prob for
@@ -379,7 +412,14 @@ def score_noise_detection(
             f"`is_clean` must be bool of shape {clean_prob.shape}. Received shape "
             f"{is_clean.shape}, dtype {is_clean.dtype}"
         )
-    report = _detection_scores(clean_prob, is_clean, p_clean)
+    flagged = None
+    if labelled is not None:
+        labelled = np.asarray(labelled)
+        if labelled.shape != clean_prob.shape or labelled.dtype != bool:
+            raise ValueError(f"`labelled` must be bool of shape {clean_prob.shape}. Received "
+                             f"shape {labelled.shape}, dtype {labelled.dtype}")
+        flagged = ~labelled
+    report = _detection_scores(clean_prob, is_clean, p_clean, flagged)
     report["per_class"] = []
     if labels is not None:
         if num_classes is None:
@@ -387,7 +427,9 @@ def score_noise_detection(
         labels = _as_labels(labels, clean_prob.size, num_classes)
         for c in range(num_classes):
             idx = labels == c
-            row = {"class": c, **_detection_scores(clean_prob[idx], is_clean[idx], p_clean)}
+            part = None if flagged is None else flagged[idx]
+            row = {"class": c, **_detection_scores(clean_prob[idx], is_clean[idx], p_clean,
+                                                   part)}
             report["per_class"].append(row)
     return report
 
@@ -409,3 +451,140 @@ def rank_label_issues(clean_prob, losses) -> np.ndarray:
             f"`losses` must match clean_prob's shape {clean_prob.shape}. Received: {losses.shape}"
         )
     return np.lexsort((-losses, clean_prob)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- the split
+@dataclasses.dataclass
+class SplitResult:
+    """One split of the training set, as `split_training_set` returns it.
+
+    Attributes:
+        labelled: (N,) bool, True = trusted (supervised); False = unlabelled (FixMatch).
+        clean_prob: (N,) float64 in [0, 1], the selector's clean probability.
+        clean_prior: (K,) float64, class prior estimated from the split (sums to 1).
+        clean_counts: (K,) int64, labelled samples per given class.
+        losses: (N,) float64, the window-averaged losses the split was made on.
+        normalized: (N,) float64, `losses` normalised (what the selector saw).
+        gmm: the fitted GMMs: {None: model} (global) or {class id: model or None}
+            (per class; None = rank rule or nothing to fit); None for non-GMM selectors.
+        selector: the selector's name.
+        scores: `score_noise_detection` of this split against known true labels, or None.
+    """
+
+    labelled: np.ndarray
+    clean_prob: np.ndarray
+    clean_prior: np.ndarray
+    clean_counts: np.ndarray
+    losses: np.ndarray
+    normalized: np.ndarray
+    gmm: dict | None
+    selector: str
+    scores: dict | None = None
+
+
+def _select_gmm(losses, normalized, labels, *, num_classes, seed, p_clean=0.5,
+                gmm_scope="global", min_class_samples=20, **_):
+    clean_prob, models = _gmm_clean_prob(normalized, labels, gmm_scope=gmm_scope,
+                                         min_class_samples=min_class_samples, seed=seed)
+    labelled = split_by_threshold(clean_prob, labels, p_clean=p_clean, num_classes=num_classes)
+    return labelled, clean_prob, models
+
+
+def _select_small_loss(losses, normalized, labels, *, num_classes, seed, keep_ratio=0.7, **_):
+    labelled = small_loss_selection(losses, labels, num_classes=num_classes,
+                                    keep_ratio=keep_ratio)
+    return labelled, 1.0 - normalized, None
+
+
+# name -> fn(losses, normalized, labels, *, num_classes, seed, **options)
+#         -> (labelled (N,) bool, clean_prob (N,) float, fitted GMMs or None)
+SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss}
+
+
+def list_selectors() -> list[str]:
+    """Names of the registered selectors (`cycle.selector`)."""
+    return sorted(SELECTORS)
+
+
+def split_training_set(
+    loss_history,
+    labels,
+    *,
+    num_classes: int,
+    selector: str = "gmm",
+    window: int = 1,
+    normalize: str = "per_class",
+    pred_probs=None,
+    true_labels=None,
+    seed: int = 0,
+    **options,
+) -> SplitResult:
+    """Split the training set into labelled (trusted) and unlabelled samples.
+
+    Args:
+        loss_history: (T, N) or (N,) float, per-sample losses, oldest evaluation first.
+        labels: (N,) int, given labels in [0, K).
+        num_classes: K.
+        selector: a name from `list_selectors()`.
+        window: average each sample's loss over the last `window` rows.
+        normalize: "global" or "per_class" (`normalize_losses`).
+        pred_probs: optional (N, K) model probabilities for `estimate_clean_prior`.
+        true_labels: optional (N,) int true labels, -1 unknown: adds detection `scores`
+            (precision and recall of the mask the split returns).
+        seed: GMM random state.
+        **options: the selector's options: p_clean, gmm_scope, min_class_samples (gmm);
+            keep_ratio (small_loss).
+
+    Returns:
+        `SplitResult`.
+    """
+    _check_choice(selector, "selector", list_selectors())
+    labels = _as_labels(labels, None, num_classes)
+    losses = average_loss_history(loss_history, window=window)
+    normalized = normalize_losses(losses, labels, num_classes=num_classes, mode=normalize)
+    labelled, clean_prob, gmm = SELECTORS[selector](
+        losses, normalized, labels, num_classes=num_classes, seed=seed, **options)
+    result = SplitResult(
+        labelled=labelled, clean_prob=np.asarray(clean_prob, np.float64),
+        clean_prior=estimate_clean_prior(labels, labelled, num_classes=num_classes,
+                                         pred_probs=pred_probs),
+        clean_counts=np.bincount(labels[labelled], minlength=num_classes),
+        losses=losses, normalized=normalized, gmm=gmm, selector=selector)
+    if true_labels is not None:
+        result.scores = score_split_result(result, labels, true_labels, num_classes=num_classes,
+                                           p_clean=options.get("p_clean", 0.5))
+    return result
+
+
+def score_split_result(result: SplitResult, labels, true_labels, *, num_classes: int,
+                       p_clean: float = 0.5) -> dict | None:
+    """`score_noise_detection` of `result` on the rows whose true label is known (>= 0);
+    None when none is known. Precision and recall describe `result.labelled`."""
+    true_labels = np.asarray(true_labels)
+    known = true_labels >= 0
+    if not known.any():
+        return None
+    labels = np.asarray(labels)
+    return score_noise_detection(
+        result.clean_prob[known], (true_labels == labels)[known], labels=labels[known],
+        num_classes=num_classes, p_clean=p_clean, labelled=result.labelled[known])
+
+
+def gmm_density(gmm: dict | None, grid, labels) -> np.ndarray | None:
+    """Density on `grid` (G,) of the fitted GMM(s) of a `SplitResult`, over all samples.
+
+    Global: the model's density. Per class: each class's density weighted by its share of
+    the samples; classes with no model (rank rule, nothing to fit) add nothing. None when no
+    model was fitted at all.
+    """
+    if not gmm or all(m is None for m in gmm.values()):
+        return None
+    grid = np.asarray(grid, np.float64).reshape(-1, 1)
+    if None in gmm:
+        return np.exp(gmm[None].score_samples(grid))
+    labels = np.asarray(labels)
+    total = np.zeros(grid.shape[0])
+    for c, model in gmm.items():
+        if model is not None:
+            total += float(np.mean(labels == c)) * np.exp(model.score_samples(grid))
+    return total

@@ -1,7 +1,13 @@
-"""`train_recipe`: one training path for every dataset, driven by a recipe.
+"""`train(recipe, bundle)`: one training path for every dataset, driven by a recipe.
 
-Data -> strategy -> trainer -> fit (with validation, checkpoints, run state) -> final
-evaluation of best and last weights on validation and, once, on test -> metrics.json + plots.
+Strategy -> trainer -> one `fit` per phase of the schedule (`ferkeras.schedule`), with
+validation, checkpoints and run state -> final scores of best and last weights on validation
+and, once, on test (`ferkeras.evaluate_run`) -> metrics.json + plots. `train_recipe` loads
+the recipe's data, then trains.
+
+The noise cycle has one owner, its controller (`CycleControl`): training calls it at each
+phase start, saves and restores its state, and adds its summary to the metrics. Supervised
+runs get `NoCycle`, which does nothing.
 """
 
 from __future__ import annotations
@@ -9,53 +15,66 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import time
+import typing
 
 from ferkeras import io
 from ferkeras.recipe import Recipe, recipe_hash, recipe_to_yaml
 from ferkeras.runs import prepare_run_dir
+from ferkeras.schedule import Phase, plan_phases
+
+__all__ = ["CycleControl", "NoCycle", "Phase", "plan_phases", "train", "train_recipe",
+           "train_with_baseline"]
 
 
-@dataclasses.dataclass
-class Phase:
-    """A contiguous block of epochs trained with one dataset layout."""
+class CycleControl(typing.Protocol):
+    """What training asks of the noise cycle's controller (`NoiseSplit`, or `NoCycle`)."""
 
-    name: str  # "supervised", "warmup" or "cycle"
-    start: int
-    end: int
-    views: bool
+    labelled_mask: typing.Any  # the trainer's (N,) split table the pipeline reads, or None
+
+    def begin_phase(self, phase: Phase, first_epoch: int) -> None:
+        """Called before the phase's input stream is built (split here)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def summary(self) -> dict:
+        """Entries for metrics.json."""
 
 
-def plan_phases(recipe: Recipe) -> list[Phase]:
-    c = recipe.cycle
-    if not c.enabled:
-        return [Phase("supervised", 0, recipe.train.epochs, views=False)]
-    phases = []
-    if c.warmup_epochs:
-        phases.append(Phase("warmup", 0, c.warmup_epochs, views=False))
-    # One phase (one `fit`) per cycle, or per epoch when re-splitting every epoch: the split
-    # runs before the phase's input stream exists, so no prefetched batch predates it.
-    step = 1 if c.resplit_every_epoch else c.epochs_per_cycle
-    end = c.warmup_epochs + c.cycles * c.epochs_per_cycle
-    for start in range(c.warmup_epochs, end, step):
-        k = (start - c.warmup_epochs) // c.epochs_per_cycle + 1
-        phases.append(Phase(f"cycle {k}/{c.cycles}", start, start + step, views=True))
-    if not phases:
-        raise ValueError("cycle.enabled needs warmup_epochs > 0 or cycles > 0.")
-    return phases
+class NoCycle:
+    """The controller of a run without the cycle: no split, no state, nothing to report."""
+
+    labelled_mask = None
+
+    def begin_phase(self, phase: Phase, first_epoch: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return {}
 
 
 def epoch_stream(split, data_cfg, *, batch_size, seed, start, end, steps_per_epoch, augment,
-                 views, strong_mask=None):
+                 views, labelled_mask=None):
     """All epochs [start, end) as one dataset; epoch e is shuffled/augmented with seed (seed, e),
-    so a resumed run sees exactly the batches the uninterrupted run would have seen."""
-    from ferkeras.data.pipeline import make_dataset
+    so a resumed run sees exactly the batches the uninterrupted run would have seen. With
+    `data_cfg.cache`, the epochs share one cached source: each image is decoded once per
+    phase, not once per epoch."""
+    from ferkeras.data.pipeline import cached_source, make_dataset
 
+    source = cached_source(split, data_cfg) if data_cfg.cache else None
     stream = None
     for epoch in range(start, end):
         ds = make_dataset(
             split, data_cfg, batch_size=batch_size, shuffle=True, augment=augment, views=views,
-            seed=seed * 10007 + epoch, drop_remainder=True, cache=data_cfg.cache,
-            strong_mask=strong_mask,
+            seed=seed * 10007 + epoch, drop_remainder=True, labelled_mask=labelled_mask,
+            source=source,
         ).take(steps_per_epoch)
         stream = ds if stream is None else stream.concatenate(ds)
     return stream
@@ -164,6 +183,7 @@ def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, str
 def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) -> dict:
     from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
     from ferkeras.callbacks.state import RunState
+    from ferkeras.evaluate_run import final_metrics, write_metric_plots
     from ferkeras.labels import get_class_names
     from ferkeras.models import build_network
     from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
@@ -196,12 +216,15 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
 
     eval_batch = max(recipe.train.batch_size, 256)
     val_ds = make_dataset(bundle.val, recipe.data, batch_size=eval_batch)
-    with strat.scope():
+    from ferkeras.strategy import precision_policy
+
+    with strat.scope(), precision_policy(recipe.train.precision):
         network = build_network(recipe.model, input_shape=input_shape,
                                 num_classes=len(class_names), seed=recipe.seed)
         trainer = _make_trainer(recipe, network, bundle)
         trainer.compile(optimizer=build_optimizer(
-            recipe.train, total_steps=spe * total_epochs, steps_per_epoch=spe))
+            recipe.train, total_steps=spe * total_epochs, steps_per_epoch=spe),
+            jit_compile=recipe.train.jit_compile)
         trainer.build_state(input_shape)
     patch_keras_for_distribution(trainer, strat)
     trainer.set_class_prior(bundle.train.class_counts(len(class_names)),
@@ -211,20 +234,15 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
         val_dataset=val_ds, val_labels=bundle.val.labels, class_names=class_names,
         run_dir=out_dir, select_metric=recipe.train.select_metric, write=chief,
     )
-    extra_callbacks = _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo)
+    control = _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo)
     run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief, strategy=strat,
-                         extra_state=[cb for cb in extra_callbacks if hasattr(cb, "state_dict")])
+                         extra_state=[control])
     start_epoch = run_state.restore(trainer, state)
-    strong_mask = None
-    for cb in extra_callbacks:
-        if hasattr(cb, "strong_mask"):
-            cb.sync_pipeline_mask()  # a resumed run continues with the restored split
-            strong_mask = cb.strong_mask
     if start_epoch >= total_epochs:
         echo(f"resume: {run_dir} has all {total_epochs} epochs; recomputing the final metrics")
     elif start_epoch:
         echo(f"resume: continuing {run_dir} at epoch {start_epoch + 1}/{total_epochs}")
-    callbacks = [NaNGuard(), *extra_callbacks, checkpoint, run_state]
+    callbacks = [NaNGuard(), checkpoint, run_state]
     if chief:
         import keras
 
@@ -235,14 +253,12 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
         if start_epoch >= phase.end:
             continue
         first = max(start_epoch, phase.start)
-        for cb in extra_callbacks:
-            if hasattr(cb, "prepare_epoch"):
-                cb.prepare_epoch(first)  # split now, before the stream reads the mask
+        control.begin_phase(phase, first)  # split now, before the stream reads the mask
         stream = epoch_stream(
             bundle.train, recipe.data, batch_size=recipe.train.batch_size, seed=recipe.seed,
             start=first, end=phase.end, steps_per_epoch=spe,
             augment="none" if phase.views else recipe.train.augment, views=phase.views,
-            strong_mask=strong_mask,
+            labelled_mask=control.labelled_mask if phase.views else None,
         )
         echo(f"{phase.name}: epochs {first + 1}-{phase.end} of {total_epochs}, "
              f"{spe} steps/epoch, global batch {recipe.train.batch_size} "
@@ -252,19 +268,19 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
                     callbacks=callbacks, verbose=verbose, shuffle=False)
         train_seconds += time.time() - t_phase
 
-    metrics = _final_metrics(trainer, bundle, recipe, out_dir, checkpoint, class_names,
-                             eval_batch, verbose)
+    metrics = final_metrics(trainer.eval_network, bundle, recipe.data,
+                            checkpoints=pathlib.Path(out_dir) / "checkpoints",
+                            class_names=class_names, select_metric=recipe.train.select_metric,
+                            best_epoch=checkpoint.best["epoch"], batch_size=eval_batch)
     metrics.update({
         "recipe": recipe.name, "recipe_hash": recipe_hash(recipe), "epochs": total_epochs,
         "train_seconds": round(train_seconds, 2), "wall_seconds": round(time.time() - t0, 2),
         "replicas": rule["replicas"],
     })
-    for cb in extra_callbacks:
-        if hasattr(cb, "summary"):
-            metrics.update(cb.summary())
+    metrics.update(control.summary())
     if chief:
         io.atomic_write_json(run_dir / "metrics.json", metrics)
-        _write_plots(metrics, class_names, run_dir)
+        write_metric_plots(metrics, class_names, run_dir)
     return metrics
 
 
@@ -295,18 +311,34 @@ def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
         base_metrics = json.loads((base_dir / "metrics.json").read_text())
     else:
         base_metrics = train(base, bundle, run_dir=base_dir, **kwargs)
-    split = "test" if metrics.get("test") else "val"
-    comparison = {"split": split, "weights": "best on validation"}
-    for name, m in (("ce", base_metrics), ("cycle", metrics)):
-        block = m[split]["best"]
-        comparison[name] = {k: block[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
-        comparison[name]["wall_seconds"] = m["wall_seconds"]
-    metrics["comparison"] = comparison
+    metrics["comparison"] = compare_runs(base_metrics, metrics)
+    if metrics["comparison"]["split"] is None:
+        kwargs.get("echo", print)(f"WARNING: {metrics['comparison']['note']}")
     from ferkeras.strategy import is_chief
 
     if is_chief(kwargs["strategy"]):  # workers write nothing
         io.atomic_write_json(pathlib.Path(run_dir) / "metrics.json", metrics)
     return metrics
+
+
+def compare_runs(ce_metrics: dict, cycle_metrics: dict) -> dict:
+    """The CE-vs-cycle comparison block of metrics.json, on the test split.
+
+    Both runs picked their best epoch on validation, so validation scores cannot compare
+    them fairly: without a test split the block says so (`split` None, `note`) and holds no
+    figures.
+    """
+    if not (ce_metrics.get("test") and cycle_metrics.get("test")):
+        return {"split": None, "weights": "best on validation",
+                "note": "no test split: the CE-vs-cycle comparison is not reported, since "
+                        "the validation split picked both runs' epochs. Add a test split "
+                        "to compare them."}
+    comparison = {"split": "test", "weights": "best on validation"}
+    for name, m in (("ce", ce_metrics), ("cycle", cycle_metrics)):
+        block = m["test"]["best"]
+        comparison[name] = {k: block[k] for k in ("accuracy", "balanced_accuracy", "macro_f1")}
+        comparison[name]["wall_seconds"] = m["wall_seconds"]
+    return comparison
 
 
 def _make_trainer(recipe, network, bundle):
@@ -322,54 +354,13 @@ def _make_trainer(recipe, network, bundle):
     )
 
 
-def _cycle_callbacks(recipe, trainer, bundle, out_dir, chief, strat, echo):
+def _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo) -> CycleControl:
     if not recipe.cycle.enabled:
-        return []
+        return NoCycle()
     from ferkeras.callbacks.noise_split import NoiseSplit
 
-    return [NoiseSplit.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
-                                   write=chief, strategy=strat, echo=echo)]
-
-
-def _final_metrics(trainer, bundle, recipe, run_dir, checkpoint, class_names, batch, verbose):
-    """Evaluate best and last weights on validation and test (test: scored, never selected on)."""
-    from ferkeras.data.pipeline import make_dataset
-    from ferkeras.evaluation import score_split
-    from ferkeras.passes import predict_probs
-
-    net = trainer.eval_network
-    splits = {"val": bundle.val, "test": bundle.test}
-    datasets = {k: make_dataset(s, recipe.data, batch_size=batch) for k, s in splits.items()
-                if s is not None and len(s)}
-    out = {"class_names": list(class_names), "select_metric": recipe.train.select_metric,
-           "best_epoch": checkpoint.best["epoch"], "val": {}, "test": None}
-    if bundle.test is not None and len(bundle.test):
-        out["test"] = {}
-    ckpt = pathlib.Path(run_dir) / "checkpoints"
-    for which in ("last", "best"):
-        path = ckpt / f"{which}.weights.h5"
-        if path.is_file():
-            net.load_weights(str(path))
-        for name, ds in datasets.items():
-            split = splits[name]
-            probs, index = predict_probs(net, ds)
-            out[name][which] = score_split(split, probs, index, class_names=class_names)
-    return out
-
-
-def _write_plots(metrics, class_names, run_dir):
-    from ferkeras.evaluation import plot_confusion_matrix, plot_per_class_recall
-
-    split = "test" if metrics.get("test") else "val"
-    best = metrics[split]["best"]
-    io.atomic_savefig(lambda p: plot_confusion_matrix(
-        best["confusion_matrix"], class_names, p,
-        title=f"{split} confusion (best epoch {metrics['best_epoch']})"),
-        run_dir / "confusion_matrix.png")
-    recalls = {f"{split} best": best["per_class_recall"],
-               f"{split} last": metrics[split]["last"]["per_class_recall"]}
-    io.atomic_savefig(lambda p: plot_per_class_recall(recalls, class_names, p),
-                      run_dir / "per_class.png")
+    return NoiseSplit.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
+                                  write=chief, strategy=strat, echo=echo)
 
 
 def _write_skipped(run_dir, bundle):

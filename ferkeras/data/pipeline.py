@@ -52,25 +52,50 @@ def decode_file(path, box, *, size: int, channels: int):
     return to_model_input(image, size=size, channels=channels)
 
 
-def _source_dataset(split, data_cfg):
-    """(image, label, index) before batching, decoded and in model shape."""
+def _source_dataset(split, data_cfg, *, shuffle_seed=None):
+    """(image, label, index) before batching, decoded and in model shape.
+
+    shuffle_seed: if given, the rows are shuffled *before* decoding, so the shuffle buffer
+    holds N (path, box, label, index) rows or uint8 slices, not N decoded float images
+    (43 GB for AffectNet's 287k faces at 112 px RGB), and the first batch does not wait for
+    every file of the split to be decoded.
+    """
     size, channels = data_cfg.image_size, data_cfg.channels
     index = np.arange(len(split), dtype=np.int32)
     labels = split.labels.astype(np.int32)
+
+    def _shuffled(ds):
+        if shuffle_seed is None:
+            return ds
+        return ds.shuffle(len(split), seed=shuffle_seed, reshuffle_each_iteration=True)
+
     if split.images is not None:
-        ds = tf.data.Dataset.from_tensor_slices((split.images, labels, index))
+        ds = _shuffled(tf.data.Dataset.from_tensor_slices((split.images, labels, index)))
         return ds.map(
             lambda im, y, i: (to_model_input(im, size=size, channels=channels), y, i),
             num_parallel_calls=tf.data.AUTOTUNE,
         ), True
     boxes = split.boxes if split.boxes is not None else np.full((len(split), 4), -1, np.int32)
-    ds = tf.data.Dataset.from_tensor_slices(
+    ds = _shuffled(tf.data.Dataset.from_tensor_slices(
         (split.paths.astype(str), boxes.astype(np.int32), labels, index)
-    )
+    ))
     return ds.map(
         lambda p, b, y, i: (decode_file(p, b, size=size, channels=channels), y, i),
         num_parallel_calls=tf.data.AUTOTUNE,
     ), False
+
+
+def _cached(ds, cache: str):
+    if cache == "memory":
+        return ds.cache()
+    return ds.cache(cache) if cache else ds
+
+
+def cached_source(split, data_cfg):
+    """The decoded, un-augmented `(image, label, index)` rows of `split`, cached as
+    `data_cfg.cache` says, for `make_dataset(source=...)`."""
+    ds, _ = _source_dataset(split, data_cfg)
+    return _cached(ds, data_cfg.cache)
 
 
 def make_dataset(
@@ -84,26 +109,33 @@ def make_dataset(
     seed: int = 0,
     drop_remainder: bool = False,
     cache: str = "",
-    strong_mask=None,
+    labelled_mask=None,
+    source=None,
 ):
     """A batched `tf.data.Dataset` over `split`.
 
     augment: 'none', 'weak' or 'strong' for the single view. views=True yields
     `((weak, strong), label, index)`, the FixMatch view pair of the same sample.
     cache: '' (no cache), 'memory', or a file path: caches decoded, un-augmented images.
-    strong_mask: optional (N,) float `tf.Variable` read at iteration time; in view mode the
-    strong view (RandAugment + cutout, the costly part) is computed only where it is > 0.5,
-    i.e. for the samples the current split made unlabelled. Elsewhere the strong slot holds
-    the weak view, which the cycle trainer never reads.
+    labelled_mask: optional (N,) float `tf.Variable` read at iteration time (the trainer's
+    split table); in view mode the strong view (RandAugment + cutout, the costly part) is
+    computed only where it is < 0.5, i.e. for the samples the current split made unlabelled.
+    Elsewhere the strong slot holds the weak view, which the cycle trainer never reads.
+    source: optional `cached_source(split, data_cfg)` to build on instead of decoding anew
+    (`cache` is then ignored): datasets built on one source share its cache, so a run's
+    epochs decode each image once.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
-    ds, in_memory = _source_dataset(split, data_cfg)
-    if cache == "memory":
-        ds = ds.cache()
-    elif cache:
-        ds = ds.cache(cache)
-    if shuffle:
+    # Without a cache, shuffle the cheap rows before decoding; a cache holds decoded images,
+    # so there the shuffle has to follow it.
+    early = shuffle and not cache and source is None
+    if source is not None:
+        ds = source
+    else:
+        ds, _ = _source_dataset(split, data_cfg, shuffle_seed=seed if early else None)
+        ds = _cached(ds, cache)
+    if shuffle and not early:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     if views or augment != "none":
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -113,10 +145,10 @@ def make_dataset(
                 image, label, index = elem
                 s_weak, s_strong = tf.unstack(tf.random.experimental.stateless_split(s, 2))
                 weak = aug.weak_augment(image, s_weak)
-                if strong_mask is None:
+                if labelled_mask is None:
                     strong = aug.strong_augment(image, s_strong)
                 else:
-                    strong = tf.cond(tf.gather(strong_mask, index) > 0.5,
+                    strong = tf.cond(tf.gather(labelled_mask, index) < 0.5,
                                      lambda: aug.strong_augment(image, s_strong),
                                      lambda: weak)
                 return (weak, strong), label, index

@@ -146,20 +146,18 @@ class CycleTrainer(SupervisedTrainer):
         explicit collective is issued here: TF syncs these through the same path as
         BatchNorm's moving statistics, which keeps collective order identical on replicas.
         """
-        count = tf.reduce_sum(unlab)
-        local_mean = tf.reduce_sum(probs * unlab[:, None], axis=0) / tf.maximum(count, 1.0)
-        momentum = tf.where(count > 0, 0.999, 1.0)
-        self.model_prior.assign(momentum * self.model_prior + (1.0 - momentum) * local_mean)
+        self.model_prior.assign(P.update_model_prior(self.model_prior, probs, momentum=0.999,
+                                                     mask=unlab))
         if self.threshold_mode == "adaptive":
-            confident = (tf.reduce_max(probs, axis=-1) >= self.threshold) & (unlab > 0.5)
-            pred = tf.cast(tf.argmax(probs, axis=-1), tf.float32)
-            old = tf.gather(self.selected_labels, index)
-            delta = tf.where(confident, pred - old, 0.0)
-            # MEAN over replicas of (old + R * delta_r) = old + sum_r delta_r. (Keras turns
+            old = self.selected_labels
+            new = P.update_selected_labels(tf.cast(old, tf.int32), index, probs,
+                                           threshold=self.threshold, mask=unlab)
+            # MEAN over replicas of (old + R * delta_r) = old + sum_r delta_r, where delta_r
+            # is non-zero only at replica r's (distinct) sample indices. (Keras turns
             # assign_add into assign(value + delta), so SUM aggregation would double `old`.)
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            self.selected_labels.assign(self.selected_labels + float(replicas) * tf.scatter_nd(
-                index[:, None], delta, [self.num_samples]))
+            delta = tf.cast(new, tf.float32) - old
+            self.selected_labels.assign(old + float(replicas) * delta)
 
     def _track(self, labels, logits_w, per_example, sup, is_lab, unsup_u, mask, pseudo,
                unlab_index):
