@@ -78,7 +78,7 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     else:
         recipe_path = recipe
     try:
-        rec = load_recipe(recipe_path, [*(_smoke_overrides() if smoke else ()), *overrides])
+        rec = load_recipe(recipe_path, overrides, smoke=smoke)
     except RecipeError as err:
         raise click.ClickException(str(err)) from None
     run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / rec.name)
@@ -94,12 +94,6 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     except (RunFolderError, NaNLossError, ValueError, OSError) as err:
         raise click.ClickException(_one_line(err)) from None
     click.echo(format_summary(metrics, run_dir))
-
-
-def _smoke_overrides():
-    return ["train.epochs=1", "train.steps_per_epoch=2", "data.synthetic.n_train=256",
-            "data.synthetic.n_val=64", "data.synthetic.n_test=64", "train.batch_size=32",
-            "cycle.warmup_epochs=1", "cycle.cycles=1", "cycle.epochs_per_cycle=1"]
 
 
 def _one_line(err) -> str:

@@ -1,8 +1,13 @@
 """Typed recipes: dataclasses with a default and a docstring for every field.
 
-`load_recipe(path, overrides)` reads YAML, applies `--set key=value` overrides and validates
-everything, raising `RecipeError` that names the key and the value received. Unknown keys
-suggest the closest valid one.
+`load_recipe(path, overrides, smoke=False)` reads YAML, applies `--set key=value` overrides and
+validates everything, raising `RecipeError` that names the key and the value received. Unknown
+keys suggest the closest valid one. `smoke_recipe` shrinks a validated recipe to a seconds-long
+run.
+
+Names (sources, class sets, backbones, losses, selectors) are checked against their one
+table, read when a recipe is validated: `ferkeras.data.sources`, `ferkeras.labels`,
+`ferkeras.models`, `ferkeras.registry` and `ferkeras.selection`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,51 @@ _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 class RecipeError(ValueError):
     """A recipe key is unknown, has the wrong type, or is out of range."""
+
+
+# Keys that existed once: setting one is an error that says why it went.
+REMOVED_KEYS = {
+    "cycle.mu": "cycle.mu was removed: the unlabelled share equals the noisy share (every "
+                "batch covers the whole training set; the split decides which rows are "
+                "unlabelled).",
+}
+
+
+# ----------------------------------------------------------------------------- name tables
+def _sources():
+    from ferkeras.data.sources import list_sources
+
+    return list_sources()
+
+
+def _class_sets():
+    from ferkeras.labels import CLASS_SETS
+
+    return sorted(CLASS_SETS)
+
+
+def _backbones():
+    from ferkeras.models import list_models  # light import: no TensorFlow
+
+    return list_models()
+
+
+def _losses():
+    from ferkeras.registry import list_losses
+
+    return list_losses()
+
+
+def _selectors():
+    from ferkeras.selection import list_selectors
+
+    return list_selectors()
+
+
+def _choices(meta) -> tuple | None:
+    """A field's allowed values: a tuple, or read from its name table (a callable)."""
+    choices = meta.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 def _field(default, doc, *, choices=None, min=None, max=None, factory=None):
@@ -61,14 +111,21 @@ class DataConfig:
 
     source: str = _field(
         "synthetic",
-        "Data source: synthetic, fer2013, ferplus, affectnet, rafdb, folder or tfds.",
-        choices=("synthetic", "fer2013", "ferplus", "affectnet", "rafdb", "folder", "tfds"),
+        "Data source (`ferkeras data stats --help`, ferkeras.data.sources).",
+        choices=_sources,
     )
     root: str = _field("", "Dataset folder or file on disk (not used by synthetic).")
     class_set: str = _field(
         "affectnet8",
-        "Class set, which fixes class ids: affectnet8, affectnet7, fer2013, rafdb.",
-        choices=("affectnet8", "affectnet7", "fer2013", "rafdb"),
+        "Class set, which fixes class ids (ferkeras.labels.CLASS_SETS).",
+        choices=_class_sets,
+    )
+    class_names: str = _field(
+        "",
+        "Your own class list, in id order, for folder and CSV (fer2013, ferplus) sources: a "
+        "YAML list or 'a,b,c'. Expression names map onto the canonical ones (sadness -> sad); "
+        "overrides class_set. E.g. CK+: [anger, contempt, disgust, fear, happy, sadness, "
+        "surprise].",
     )
     image_size: int = _field(48, "Side of the square model input, in pixels.", min=16, max=512)
     channels: int = _field(1, "1 for grey, 3 for RGB; sources are converted.", choices=(1, 3))
@@ -109,7 +166,7 @@ class ModelConfig:
     """The network."""
 
     backbone: str = _field(
-        "small_cnn", "Backbone from the registry (see `ferkeras models`).", choices=None
+        "small_cnn", "Backbone from the registry (see `ferkeras models`).", choices=_backbones
     )
     width: int = _field(32, "Base channel width of the in-house CNNs.", min=4, max=512)
     dropout: float = _field(0.2, "Dropout before the classifier.", min=0.0, max=0.9)
@@ -141,8 +198,8 @@ class TrainConfig:
     label_smoothing: float = _field(0.0, "Label smoothing for cross-entropy.", min=0.0, max=0.5)
     loss: str = _field(
         "ce",
-        "Supervised loss: ce, logit_adjusted, balanced_softmax or class_balanced.",
-        choices=("ce", "logit_adjusted", "balanced_softmax", "class_balanced"),
+        "Supervised loss (ferkeras.registry.LOSSES).",
+        choices=_losses,
     )
     tau: float = _field(1.0, "Logit adjustment temperature.", min=0.0, max=10.0)
     cb_beta: float = _field(0.999, "Class-balanced effective-number beta.", min=0.0, max=1.0)
@@ -185,7 +242,8 @@ class CycleConfig:
     epochs_per_cycle: int = _field(3, "SSL epochs in each cycle.", min=1)
     resplit_every_epoch: bool = _field(False, "Also re-split at every epoch within a cycle.")
     selector: str = _field(
-        "gmm", "gmm (DivideMix) or small_loss (Co-teaching).", choices=("gmm", "small_loss")
+        "gmm", "Selector (ferkeras.selection.SELECTORS): gmm (DivideMix) or small_loss "
+        "(Co-teaching).", choices=_selectors
     )
     normalize: str = _field(
         "per_class", "Loss normalisation: global or per_class.", choices=("global", "per_class")
@@ -202,7 +260,6 @@ class CycleConfig:
     min_class_samples: int = _field(
         20, "Classes with fewer samples fall back to a rank rule instead of a GMM.", min=2
     )
-    mu: int = _field(2, "Unlabelled batch size as a multiple of the labelled one.", min=1)
     lambda_u: float = _field(1.0, "Weight of the unsupervised loss.", min=0.0)
     threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
     threshold_mode: str = _field(
@@ -273,6 +330,9 @@ def _build(cls, values: dict, prefix: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
+        if prefix + key in REMOVED_KEYS:
+            raise RecipeError(f"{REMOVED_KEYS[prefix + key]} Received: {prefix}{key}="
+                              f"{values[key]!r}")
         if key not in fields:
             raise RecipeError(
                 f"Unknown recipe key '{prefix}{key}'.{_closest(key, fields)} "
@@ -287,12 +347,15 @@ def _build(cls, values: dict, prefix: str):
             continue
         if name not in values:
             continue
+        if name == "class_names" and isinstance(values[name], list):  # a YAML list
+            values[name] = ",".join(str(v) for v in values[name])
         value = _coerce(values[name], typ, key)
         meta = f.metadata
-        if meta.get("choices") is not None and value not in meta["choices"]:
+        choices = _choices(meta)
+        if choices is not None and value not in choices:
             raise RecipeError(
-                f"Recipe key '{key}' must be one of {list(meta['choices'])}. "
-                f"Received: {value!r}.{_closest(str(value), map(str, meta['choices']))}"
+                f"Recipe key '{key}' must be one of {list(choices)}. "
+                f"Received: {value!r}.{_closest(str(value), map(str, choices))}"
             )
         if meta.get("min") is not None and value < meta["min"]:
             raise RecipeError(f"Recipe key '{key}' must be >= {meta['min']}. Received: {value!r}")
@@ -336,13 +399,6 @@ def recipe_from_dict(values: dict, overrides=()) -> Recipe:
 
 
 def _check_cross_fields(recipe: Recipe) -> None:
-    from ferkeras.models import list_models  # light import: no TensorFlow
-
-    if recipe.model.backbone not in list_models():
-        raise RecipeError(
-            f"Recipe key 'model.backbone' must be one of {list_models()}. "
-            f"Received: {recipe.model.backbone!r}.{_closest(recipe.model.backbone, list_models())}"
-        )
     if recipe.data.source not in ("synthetic", "tfds") and not recipe.data.root:
         raise RecipeError(
             f"Recipe key 'data.root' is required for source {recipe.data.source!r}. "
@@ -352,6 +408,17 @@ def _check_cross_fields(recipe: Recipe) -> None:
         raise RecipeError(
             "Recipe key 'cycle.co_divide' (DivideMix's two-network co-divide) is not "
             "implemented yet. Received: True")
+    if recipe.data.class_names:
+        from ferkeras.labels import resolve_class_names
+
+        if recipe.data.source not in ("folder", "fer2013", "ferplus"):
+            raise RecipeError(
+                "Recipe key 'data.class_names' works with sources folder, fer2013 and ferplus. "
+                f"Received: source={recipe.data.source!r}")
+        try:
+            resolve_class_names(recipe.data.class_names)
+        except ValueError as err:
+            raise RecipeError(f"Recipe key 'data.class_names': {err}") from None
     if recipe.data.source == "synthetic" and recipe.data.class_set not in (
         "affectnet8",
         "affectnet7",
@@ -362,8 +429,9 @@ def _check_cross_fields(recipe: Recipe) -> None:
         )
 
 
-def load_recipe(path: str | pathlib.Path, overrides=()) -> Recipe:
-    """Read a YAML recipe file, apply `--set` overrides, validate."""
+def load_recipe(path: str | pathlib.Path, overrides=(), *, smoke: bool = False) -> Recipe:
+    """Read a YAML recipe file, apply `--set` overrides, validate; with `smoke`, then shrink
+    it (`smoke_recipe`), keeping the keys the overrides set."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise RecipeError(f"Recipe file not found: {path}")
@@ -372,9 +440,31 @@ def load_recipe(path: str | pathlib.Path, overrides=()) -> Recipe:
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     try:
-        return recipe_from_dict(values, overrides)
+        recipe = recipe_from_dict(values, overrides)
+        if smoke:
+            keep = {".".join(_parse_override(item)[0]) for item in overrides or ()}
+            recipe = smoke_recipe(recipe, keep=keep)
+        return recipe
     except RecipeError as err:
         raise RecipeError(f"{path}: {err}") from None
+
+
+# ----------------------------------------------------------------------------- smoke runs
+SMOKE = {"train.epochs": 1, "train.steps_per_epoch": 2, "train.batch_size": 32,
+         "cycle.warmup_epochs": 1, "cycle.cycles": 1, "cycle.epochs_per_cycle": 1}
+# Only for the sources that have the section.
+SMOKE_BY_SOURCE = {"synthetic": {"data.synthetic.n_train": 256, "data.synthetic.n_val": 64,
+                                 "data.synthetic.n_test": 64}}
+
+
+def smoke_recipe(recipe: Recipe, *, keep=()) -> Recipe:
+    """`recipe` shrunk to a seconds-long smoke run (1 epoch, 2 steps, batch 32, a one-epoch
+    cycle, and small synthetic splits for the synthetic source only). Keys in `keep` are left
+    as they are. The recipe was validated before and is validated again after."""
+    shrink = {**SMOKE, **SMOKE_BY_SOURCE.get(recipe.data.source, {})}
+    values = recipe_to_dict(recipe)
+    apply_overrides(values, [f"{k}={v}" for k, v in shrink.items() if k not in set(keep)])
+    return recipe_from_dict(values)
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:
@@ -400,7 +490,10 @@ def describe_fields(cls=Recipe, prefix="") -> list[tuple[str, str, Any]]:
         if dataclasses.is_dataclass(typ):
             rows += describe_fields(typ, prefix + f.name + ".")
         else:
-            rows.append((prefix + f.name, f.metadata.get("doc", ""), f.default))
+            doc = f.metadata.get("doc", "")
+            if callable(f.metadata.get("choices")):
+                doc += f" One of: {', '.join(map(str, _choices(f.metadata)))}."
+            rows.append((prefix + f.name, doc, f.default))
     return rows
 
 

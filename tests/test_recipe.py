@@ -106,3 +106,77 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
     assert recipe.train.learning_rate == pytest.approx(1e-3)
     with pytest.raises(RecipeError, match="'train.learning_rate' must be float"):
         recipe_from_dict({"train": {"learning_rate": "1e-3x"}})
+
+
+# ----------------------------------------------------------------------------- name tables
+def test_allowed_names_come_from_the_one_table_of_each_kind(monkeypatch):
+    """A name added to a registry is a valid recipe value at once: no second list."""
+    from ferkeras import labels, models, registry, selection
+    from ferkeras.data import sources
+
+    monkeypatch.setitem(sources._SOURCES, "mysource", ("x:y", "fer2013"))
+    monkeypatch.setitem(labels.CLASS_SETS, "myset", ("happy", "sad"))
+    monkeypatch.setitem(models._REGISTRY, "mynet", "test backbone")
+    monkeypatch.setitem(registry.LOSSES, "myloss", "test loss")
+    monkeypatch.setitem(selection.SELECTORS, "mysel", lambda *a, **k: None)
+    recipe = recipe_from_dict({
+        "data": {"source": "mysource", "root": "/x", "class_set": "myset"},
+        "model": {"backbone": "mynet"}, "train": {"loss": "myloss"},
+        "cycle": {"selector": "mysel"}})
+    assert (recipe.data.source, recipe.data.class_set, recipe.model.backbone,
+            recipe.train.loss, recipe.cycle.selector) == (
+        "mysource", "myset", "mynet", "myloss", "mysel")
+    with pytest.raises(RecipeError, match="'train.loss' must be one of .*Received: 'hinge'"):
+        recipe_from_dict({"train": {"loss": "hinge"}})
+
+
+def test_loss_table_is_the_trainers_table():
+    pytest.importorskip("tensorflow")
+    from ferkeras import registry
+    from ferkeras.trainers.supervised import SUPERVISED_LOSSES
+
+    assert list(SUPERVISED_LOSSES) == registry.list_losses()
+
+
+def test_cycle_mu_was_removed_with_a_reason():
+    with pytest.raises(RecipeError, match="cycle.mu was removed: the unlabelled share equals "
+                                          "the noisy share.*Received: cycle.mu=2"):
+        recipe_from_dict({"cycle": {"mu": 2}})
+
+
+# ----------------------------------------------------------------------------- smoke runs
+def _write(path, values):
+    import yaml
+
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_smoke_shrinks_only_what_the_source_has(tmp_path):
+    from ferkeras.recipe import SyntheticConfig
+
+    real = load_recipe(_write(tmp_path / "r.yaml", {"data": {"source": "fer2013",
+                                                             "root": "/x.csv"}}), smoke=True)
+    assert real.data.synthetic == SyntheticConfig()  # a real source has no synthetic faces
+    assert (real.train.epochs, real.train.steps_per_epoch, real.train.batch_size) == (1, 2, 32)
+    syn = load_recipe(_write(tmp_path / "s.yaml", {}), smoke=True)
+    assert syn.data.synthetic.n_train == 256 and syn.cycle.cycles == 1
+    # --set wins over the shrink
+    kept = load_recipe(tmp_path / "s.yaml", ["train.epochs=2"], smoke=True)
+    assert kept.train.epochs == 2 and kept.train.steps_per_epoch == 2
+
+
+def test_smoke_type_checks_the_keys_it_overrides(tmp_path):
+    """A wrong type in a key the shrink replaces is still an error, also through the CLI."""
+    from click.testing import CliRunner
+
+    from ferkeras.cli import cli
+
+    path = _write(tmp_path / "bad.yaml", {"train": {"epochs": "three"}})
+    with pytest.raises(RecipeError, match="'train.epochs' must be int. Received: 'three'"):
+        load_recipe(path, smoke=True)
+    result = CliRunner().invoke(cli, ["train", str(path), "--smoke", "--run-dir",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert "'train.epochs' must be int. Received: 'three'" in result.output
+    assert not (tmp_path / "run").exists()

@@ -15,27 +15,20 @@ import numpy as np
 from ferkeras.data.table import DatasetBundle, Split, stratified_holdout
 from ferkeras.labels import canonical_name
 
-# source name -> "module:function"; every function is `fn(cfg, *, seed) -> DatasetBundle`.
+# The one table of sources: name -> ("module:function", default class set). Every function
+# is `fn(cfg, *, seed) -> DatasetBundle`; the class set is what `data stats` uses when none
+# is given.
 _SOURCES = {
-    "synthetic": "ferkeras.data.synthetic:make_synthetic_bundle",
-    "fer2013": "ferkeras.data.fer2013:load_fer2013",
-    "ferplus": "ferkeras.data.fer2013:load_ferplus",
-    "affectnet": "ferkeras.data.affectnet:load_affectnet",
-    "rafdb": "ferkeras.data.rafdb:load_rafdb",
-    "folder": "ferkeras.data.folder:load_folder",
-    "tfds": "ferkeras.data.tfds_builders.load:load_tfds_bundle",
+    "synthetic": ("ferkeras.data.synthetic:make_synthetic_bundle", "affectnet8"),
+    "fer2013": ("ferkeras.data.fer2013:load_fer2013", "fer2013"),
+    "ferplus": ("ferkeras.data.fer2013:load_ferplus", "fer2013"),
+    "affectnet": ("ferkeras.data.affectnet:load_affectnet", "affectnet8"),
+    "rafdb": ("ferkeras.data.rafdb:load_rafdb", "rafdb"),
+    "folder": ("ferkeras.data.folder:load_folder", "affectnet8"),
+    "tfds": ("ferkeras.data.tfds_builders.load:load_tfds_bundle", "affectnet8"),
 }
 
-# The class set a source uses when none is given (the `data stats` command).
-DEFAULT_CLASS_SETS = {
-    "synthetic": "affectnet8",
-    "fer2013": "fer2013",
-    "ferplus": "fer2013",
-    "affectnet": "affectnet8",
-    "rafdb": "rafdb",
-    "folder": "affectnet8",
-    "tfds": "affectnet8",
-}
+DEFAULT_CLASS_SETS = {name: class_set for name, (_, class_set) in _SOURCES.items()}
 
 
 def list_sources() -> list[str]:
@@ -53,7 +46,7 @@ def load_bundle(cfg, *, seed: int) -> DatasetBundle:
         raise ValueError(
             f"Unknown data source {cfg.source!r}. Valid sources: {list_sources()}"
         )
-    module_name, fn_name = _SOURCES[cfg.source].split(":")
+    module_name, fn_name = _SOURCES[cfg.source][0].split(":")
     fn = getattr(importlib.import_module(module_name), fn_name)
     return fn(cfg, seed=seed)
 

@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras import losses as L
+from ferkeras.registry import list_losses
 
-SUPERVISED_LOSSES = ("ce", "logit_adjusted", "balanced_softmax", "class_balanced")
+SUPERVISED_LOSSES = tuple(list_losses())  # the one table: ferkeras.registry.LOSSES
 
 
 class SupervisedTrainer(keras.Model):
