@@ -1,0 +1,76 @@
+"""FER2013 + FERPlus tables and the benchmark's fixed row split, shared by the noise benches.
+
+Joined by ROW POSITION (the data README: names drift after row 59). PublicTest is halved,
+stratified on the FER2013 label with seed 0: the first half is validation (and, with FERPlus
+labels, the trusted rows), the second the reported half, scored once against FERPlus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Tables:
+    """All rows. images (N, 48, 48, 1) uint8; fer, plus (N,) int32 (plus = FERPlus majority,
+    -1 none); usage (N,) str; dup_in_train (N,) bool; votes (N, 10) int FERPlus votes."""
+
+    images: np.ndarray
+    fer: np.ndarray
+    plus: np.ndarray
+    usage: np.ndarray
+    dup_in_train: np.ndarray
+    votes: np.ndarray
+
+
+def load_tables(data: pathlib.Path, cache: pathlib.Path) -> Tables:
+    """Parse both CSVs under `data` once (cached as .npz at `cache`)."""
+    fer_csv = data / "fer2013" / "fer2013.csv.gz"
+    plus_csv = data / "ferplus" / "fer2013new.csv"
+    if cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        return Tables(**{k: z[k] for k in z.files})
+    for f in (fer_csv, plus_csv):
+        if not f.is_file():
+            raise SystemExit(f"{f}: not found (pass --data FOLDER holding fer2013/ and ferplus/)")
+    from ferkeras.data.fer2013 import ferplus_labels, read_fer2013_csv, read_ferplus_csv
+    from ferkeras.data.sources import code_lookup
+    from ferkeras.labels import FER2013_CODES, get_class_names
+
+    names = get_class_names("fer2013")
+    table = read_fer2013_csv(fer_csv)
+    plus_table = read_ferplus_csv(plus_csv)
+    if len(plus_table.votes) != len(table.emotions) or (plus_table.usage != table.usage).any():
+        raise SystemExit(f"{fer_csv} and {plus_csv} are not row-aligned.")
+    fer = code_lookup(FER2013_CODES, names)[table.emotions].astype(np.int32)
+    plus, _ = ferplus_labels(plus_table.votes, class_names=names, mode="majority")
+    plus[plus_table.names == ""] = -1
+    digests = np.array([hashlib.sha1(img.tobytes()).hexdigest() for img in table.images])
+    train_hashes = set(digests[table.usage == "Training"])
+    dup = np.array([d in train_hashes for d in digests]) & (table.usage != "Training")
+    tables = Tables(images=table.images[..., None], fer=fer, plus=plus.astype(np.int32),
+                    usage=table.usage.astype(str), dup_in_train=dup,
+                    votes=np.asarray(plus_table.votes, dtype=np.int16))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **dataclasses.asdict(tables))
+    tmp.replace(cache)
+    return tables
+
+
+def split_rows(t: Tables, *, limit_train: int = 0, seed: int = 0) -> dict:
+    """Row positions: train, val half, reported half (before dropping no-majority rows)."""
+    from ferkeras.data.table import stratified_holdout
+
+    train = np.flatnonzero(t.usage == "Training")
+    if limit_train and limit_train < len(train):
+        _, pick = stratified_holdout(t.fer[train], fraction=limit_train / len(train), seed=seed)
+        train = train[pick]
+    public = np.flatnonzero(t.usage == "PublicTest")
+    keep, hold = stratified_holdout(t.fer[public], fraction=0.5, seed=seed)
+    return {"train": train, "val": public[keep], "reported": public[hold]}

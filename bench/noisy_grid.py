@@ -1,0 +1,229 @@
+"""Training half of the real-noise benchmark: one resumable run per (config, seed).
+
+Each run trains into `<work>/<config>-s<seed>/` and, once scored, writes
+`<config>-s<seed>.done.json` (settings + settings hash + ferkeras version) and
+`<config>-s<seed>.probs.npz` (softmax on train / val half / reported half, best-on-val
+weights). Post-hoc methods (prior-aware decision rules, transition estimates, trusted
+recalibration) and the report are computed from those files by `bench/noisy_fer2013.py`, so
+they never need a retrain. A done run is reused only when its settings hash and the ferkeras
+version match; otherwise it is refused with a message (`--redo-stale` retrains it).
+
+    .venv/bin/python bench/noisy_grid.py --configs ce,oracle --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+CONFIGS = ("ce", "la", "cycle", "oracle", "ce_trusted", "cycle_prior")
+
+
+def settings_for(config: str, args, seed: int) -> dict:
+    """Every setting that changes a run's result (what the hash covers)."""
+    s = {
+        "config": config, "seed": seed, "model": args.model, "width": args.width,
+        "epochs": args.epochs, "batch_size": 128, "learning_rate": 2e-3, "optimizer": "adamw",
+        "weight_decay": 1e-4, "warmup_epochs": 0.5, "augment": "weak", "dropout": 0.2,
+        "precision": "float32", "limit_train": args.limit_train, "split_seed": 0,
+        "select": "accuracy on the validation half vs FER2013 labels"
+        if config not in ("oracle", "ce_trusted") else
+        "accuracy on the validation half vs FERPlus majority (trusted)",
+    }
+    if config == "oracle":
+        s["select"] = "accuracy on the validation half vs FERPlus majority"
+    return s
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def make_recipe(config: str, s: dict, data_root: str):
+    from ferkeras.recipe import recipe_from_dict
+
+    values = {
+        "name": f"noisy-{config}-s{s['seed']}", "seed": s["seed"],
+        "data": {"source": "fer2013", "root": data_root, "class_set": "fer2013", "image_size": 48, "channels": 1},
+        "model": {"backbone": s["model"], "width": s["width"], "dropout": s["dropout"]},
+        "train": {"epochs": s["epochs"], "batch_size": s["batch_size"],
+                  "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],
+                  "weight_decay": s["weight_decay"], "warmup_epochs": s["warmup_epochs"],
+                  "augment": s["augment"], "select_metric": "accuracy", "ema_decay": 0.0,
+                  "loss": "logit_adjusted" if config in ("la", "cycle") else "ce"},
+    }
+    if config in ("cycle", "cycle_prior"):
+        per_cycle = max(1, s["epochs"] // 3)
+        values["cycle"] = {"enabled": True, "warmup_epochs": max(1, s["epochs"] - 2 * per_cycle),
+                           "cycles": 2, "epochs_per_cycle": per_cycle,
+                           "normalize": "per_class", "gmm_scope": "global", "loss_window": 1,
+                           "p_clean": 0.5, "threshold": 0.95, "threshold_mode": "adaptive",
+                           "min_threshold": 0.7, "distribution_alignment": True,
+                           "lambda_u": 1.0}
+    return recipe_from_dict(values)
+
+
+def make_bundle(t, rows, config):
+    from ferkeras.data.table import DatasetBundle, Split
+    from ferkeras.labels import get_class_names
+
+    tr = rows["train"]
+    notes = []
+    val_labels = t.fer[rows["val"]]
+    if config == "oracle":
+        dropped = int((t.plus[tr] < 0).sum())
+        tr = tr[t.plus[tr] >= 0]
+        notes.append(f"oracle: {dropped} train rows without a FERPlus majority dropped.")
+    if config in ("oracle", "ce_trusted"):
+        # the trusted rows (validation half, FERPlus majority) select the epoch
+        val_rows = rows["val"][t.plus[rows["val"]] >= 0]
+        val_labels = t.plus[val_rows]
+    else:
+        val_rows = rows["val"]
+    labels = t.plus[tr] if config == "oracle" else t.fer[tr]
+    rep = rows["reported"][t.plus[rows["reported"]] >= 0]
+    bundle = DatasetBundle(
+        class_names=tuple(get_class_names("fer2013")),
+        train=Split(images=t.images[tr], labels=labels, true_labels=t.plus[tr]),
+        val=Split(images=t.images[val_rows], labels=val_labels),
+        test=Split(images=t.images[rep], labels=t.plus[rep]),
+        source="fer2013", notes=notes,
+    )
+    bundle.check_classes()
+    return bundle, tr
+
+
+def predict(net, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    out = []
+    for i in range(0, len(images), 1024):
+        logits = net(images[i:i + 1024].astype("float32"), training=False)
+        out.append(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def train_one(recipe, bundle, run_dir, log):
+    import keras
+
+    import ferkeras.training as training
+
+    keras.backend.clear_session()
+    resume = (run_dir / "checkpoints" / "state.json").is_file()
+    if resume:
+        log(f"{run_dir.name}: resuming")
+    kwargs = {"run_dir": run_dir, "resume": resume, "overwrite": not resume, "verbose": 2,
+              "echo": log}
+    if hasattr(training, "train"):
+        return training.train(recipe, bundle, **kwargs)
+    import ferkeras.data.sources as sources
+
+    original = sources.load_bundle
+    sources.load_bundle = lambda cfg, *, seed: bundle
+    try:
+        return training.train_recipe(recipe, **kwargs)
+    finally:
+        sources.load_bundle = original
+
+
+def run(config, seed, args, t, rows, work, log):
+    import ferkeras
+    from ferkeras.models import build_network
+
+    name = f"{config}-s{seed}"
+    s = settings_for(config, args, seed)
+    h = settings_hash(s)
+    done = work / f"{name}.done.json"
+    if done.is_file():
+        old = json.loads(done.read_text())
+        if old.get("settings_hash") == h and old.get("ferkeras_version") == ferkeras.__version__:
+            log(f"{name}: done already")
+            return
+        if not args.redo_stale:
+            raise SystemExit(f"{done}: settings or version differ from this invocation's "
+                             f"({old.get('settings_hash')} vs {h}); pass --redo-stale to "
+                             "retrain it or use another --work folder.")
+        done.unlink()
+    recipe = make_recipe(config, s, str(pathlib.Path(args.data) / "fer2013" /
+                                         "fer2013.csv.gz"))
+    bundle, train_rows = make_bundle(t, rows, config)
+    run_dir = work / name
+    log(f"{name}: training on {len(bundle.train)} images")
+    metrics = train_one(recipe, bundle, run_dir, log)
+    net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
+    net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    all_train = rows["train"]
+    np.savez_compressed(work / f"{name}.probs.npz",
+                        train=predict(net, t.images[all_train]),
+                        val=predict(net, t.images[rows["val"]]),
+                        reported=predict(net, t.images[rows["reported"]]))
+    history = []
+    hist_file = run_dir / "history.csv"
+    if hist_file.is_file():
+        history = hist_file.read_text().splitlines()
+    result = {"run": name, "config": config, "seed": seed, "settings": s, "settings_hash": h,
+              "ferkeras_version": ferkeras.__version__, "wall_s": metrics["wall_seconds"],
+              "train_s": metrics["train_seconds"], "epochs": metrics["epochs"],
+              "best_epoch": metrics["best_epoch"], "n_train": len(bundle.train),
+              "split_s": metrics.get("split_seconds"), "history_csv": history,
+              "notes": bundle.notes, "loadavg_end": list(os.getloadavg()),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if config.startswith("cycle"):
+        reports = sorted((run_dir / "reports").glob("split-e*/samples.csv"))
+        result["last_split_csv"] = str(reports[-1]) if reports else None
+    done.write_text(json.dumps(result, indent=2))
+    log(f"{name}: done, wall {result['wall_s']:.0f} s, best epoch {result['best_epoch']}")
+
+
+def main(argv=None) -> int:
+    from noisy_data import load_tables, split_rows
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default="ce")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--model", default="small_cnn", choices=("small_cnn", "vgg4"))
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--limit-train", type=int, default=0)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
+                   help="folder holding fer2013/fer2013.csv.gz and ferplus/fer2013new.csv")
+    p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "noisy_grid"))
+    p.add_argument("--redo-stale", action="store_true")
+    args = p.parse_args(argv)
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configs = [c for c in args.configs.split(",") if c]
+    bad = [c for c in configs if c not in CONFIGS]
+    if bad:
+        p.error(f"--configs: unknown {bad}; valid: {list(CONFIGS)}")
+    seeds = [int(x) for x in args.seeds.split(",") if x]
+    work = pathlib.Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def log(msg):
+        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(work / "log.txt", "a") as fh:
+            fh.write(line + "\n")
+
+    t = load_tables(pathlib.Path(args.data), ROOT / "bench" / ".work" / "fer2013_tables.npz")
+    rows = split_rows(t, limit_train=args.limit_train, seed=0)
+    for seed in seeds:
+        for config in configs:
+            run(config, seed, args, t, rows, work, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
