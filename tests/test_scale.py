@@ -156,3 +156,31 @@ def test_mixed_precision_keeps_logits_ema_and_tables_float32():
     with pytest.raises(ValueError, match="Received: precision='float16'"), \
             precision_policy("float16"):
         pass
+
+
+def test_predict_probs_compiled_pass_matches_eager_and_frees_the_network():
+    import gc
+    import weakref
+
+    import keras
+
+    from ferkeras.data.pipeline import make_dataset
+    from ferkeras.models import build_network
+    from ferkeras.passes import predict_probs
+
+    images = np.random.default_rng(0).integers(0, 256, (37, 16, 16, 1), dtype=np.uint8)
+    split = Split(labels=np.zeros(37, np.int32), images=images)
+    ds = make_dataset(split, DataConfig(image_size=16, channels=1), batch_size=16)
+    net = build_network("small_cnn", width=4, input_shape=(16, 16, 1), num_classes=3)
+    probs, index = predict_probs(net, ds)
+    eager = keras.ops.convert_to_numpy(keras.ops.softmax(net(images.astype(np.float32))))
+    assert probs.dtype == np.float32 and index.tolist() == list(range(37))
+    np.testing.assert_allclose(probs, eager, atol=1e-5)
+    # New weights in the same network are seen without a retrace.
+    net.set_weights([w * 0.5 for w in net.get_weights()])
+    eager = keras.ops.convert_to_numpy(keras.ops.softmax(net(images.astype(np.float32))))
+    np.testing.assert_allclose(predict_probs(net, ds)[0], eager, atol=1e-5)
+    ref = weakref.ref(net)
+    del net
+    gc.collect()
+    assert ref() is None  # the cached pass does not keep its network alive
