@@ -65,7 +65,7 @@ def evaluate_run(run_dir, *, split: str = "val", weights: str = "best", override
     recipe = run.recipe
     if overrides:
         recipe = recipe_from_dict(recipe_to_dict(recipe), overrides)
-    for key in ("image_size", "channels", "class_set"):
+    for key in ("image_size", "channels", "class_set", "class_names"):
         if getattr(recipe.data, key) != getattr(run.recipe.data, key):
             raise ValueError(f"--set data.{key}={getattr(recipe.data, key)!r} does not match "
                              f"the run's {getattr(run.recipe.data, key)!r}; the network was "

@@ -69,3 +69,40 @@ def get_class_names(class_set: str) -> tuple[str, ...]:
 def canonical_name(name: str) -> str | None:
     """The canonical expression for a folder or column name, or None if it is not one."""
     return ALIASES.get(name.strip().lower())
+
+
+def resolve_class_names(names) -> tuple[str, ...]:
+    """A user-defined class list, each name mapped onto its canonical expression where it is
+    one (e.g. 'sadness' -> 'sad', 'angry' -> 'anger'), other names kept (lower-cased).
+
+    names: a sequence of names, or one comma-separated string ('anger,contempt,...').
+    Raises ValueError for fewer than two classes or for two names meaning one class.
+    """
+    if isinstance(names, str):
+        names = [n for n in names.split(",")]
+    raw = [str(n).strip() for n in names]
+    if any(not n for n in raw) or len(raw) < 2:
+        raise ValueError(f"class_names must list at least two non-empty names. Received: {raw}")
+    out = tuple(canonical_name(n) or n.lower() for n in raw)
+    seen = {}
+    for name, given in zip(out, raw, strict=True):
+        if name in seen:
+            raise ValueError(f"class_names {seen[name]!r} and {given!r} both mean {name!r}. "
+                             f"Received: {raw}")
+        seen[name] = given
+    return out
+
+
+def class_names_for(data_cfg) -> tuple[str, ...]:
+    """The class names of a recipe's data section: `data.class_names` when given, else the
+    named `data.class_set`."""
+    custom = getattr(data_cfg, "class_names", "")
+    if custom:
+        return resolve_class_names(custom)
+    return get_class_names(data_cfg.class_set)
+
+
+def class_key(name: str) -> str:
+    """The key a folder or column name is matched on: its canonical expression, else itself
+    lower-cased (a user-defined class such as 'pain')."""
+    return canonical_name(name) or name.strip().lower()

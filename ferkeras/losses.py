@@ -219,3 +219,175 @@ def log_prior_from_counts(class_counts, *, smoothing: float = 1.0) -> np.ndarray
             f"{int(np.argmin(counts))}"
         )
     return np.log(counts) - np.log(counts.sum())
+
+
+# ----------------------------------------------------------------------------- Loss objects
+# `keras.losses.Loss` subclasses over the functions above, for `model.compile(loss=...)` and
+# for the ferkeras trainers. Predictions are LOGITS (no softmax in the model). Without
+# `class_counts` the prior-based losses only work inside a ferkeras trainer, which sets the
+# prior from the training labels (and, in the cycle, re-estimates it from the clean set).
+def _loss_base():
+    import keras
+
+    return keras.losses.Loss
+
+
+def _register(cls):
+    import keras
+
+    return keras.saving.register_keras_serializable(package="ferkeras")(cls)
+
+
+def _sparse(y_true, logits):
+    """Keras hands int labels over as float (B,) or (B, 1); soft targets stay (B, K)."""
+    y_true = ops.convert_to_tensor(y_true)
+    k = logits.shape[-1]
+    if len(y_true.shape) == 2 and y_true.shape[-1] == 1 and k != 1:
+        y_true = ops.squeeze(y_true, axis=-1)
+    if len(y_true.shape) == 1:
+        y_true = ops.cast(y_true, "int32")
+    return y_true
+
+
+def _counts_or_none(class_counts):
+    if class_counts is None:
+        return None
+    return [float(c) for c in _as_counts(class_counts)]
+
+
+class _FerLoss(_loss_base()):
+    """Shared plumbing: `kind` names the trainer's per-example loss."""
+
+    kind = "ce"
+
+    def __init__(self, *, label_smoothing=0.0, class_counts=None, name=None,
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name or self.kind, reduction=reduction, dtype=dtype)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(
+                f"label_smoothing must be in [0, 1). Received: label_smoothing={label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self.class_counts = _counts_or_none(class_counts)
+
+    def _prior(self):
+        if self.class_counts is None:
+            raise ValueError(
+                f"{type(self).__name__} needs class_counts=(K,) outside a ferkeras trainer "
+                "(a trainer sets the prior from its training labels). Received: "
+                "class_counts=None")
+        return log_prior_from_counts(self.class_counts).astype("float32")
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(label_smoothing=self.label_smoothing, class_counts=self.class_counts)
+        return config
+
+
+@_register
+class CrossEntropy(_FerLoss):
+    """Softmax cross-entropy on logits; int labels (B,) or soft targets (B, K)."""
+
+    kind = "ce"
+
+    def __init__(self, *, label_smoothing=0.0, name=None, reduction="sum_over_batch_size",
+                 dtype=None, class_counts=None):
+        super().__init__(label_smoothing=label_smoothing, class_counts=class_counts, name=name,
+                         reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        return cross_entropy(_sparse(y_true, y_pred), y_pred,
+                             label_smoothing=self.label_smoothing)
+
+
+@_register
+class LogitAdjusted(_FerLoss):
+    """Logit-adjusted cross-entropy (Menon et al. 2021): CE on `logits + tau * log prior`.
+
+    Args:
+        tau: adjustment strength, >= 0 (1 is Balanced Softmax).
+        class_counts: (K,) training samples per class; needed outside a ferkeras trainer.
+        label_smoothing: in [0, 1).
+    """
+
+    kind = "logit_adjusted"
+
+    def __init__(self, tau=1.0, *, class_counts=None, label_smoothing=0.0, name=None,
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(label_smoothing=label_smoothing, class_counts=class_counts, name=name,
+                         reduction=reduction, dtype=dtype)
+        if not float(tau) >= 0:
+            raise ValueError(f"tau must be >= 0. Received: tau={tau!r}")
+        self.tau = float(tau)
+
+    def call(self, y_true, y_pred):
+        return logit_adjusted_cross_entropy(_sparse(y_true, y_pred), y_pred,
+                                            log_prior=self._prior(), tau=self.tau,
+                                            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau}
+
+
+@_register
+class BalancedSoftmax(_FerLoss):
+    """Balanced Softmax (Ren et al. 2020): CE on `logits + log prior`.
+
+    Args:
+        class_counts: (K,) training samples per class; needed outside a ferkeras trainer.
+        label_smoothing: in [0, 1).
+    """
+
+    kind = "balanced_softmax"
+
+    def call(self, y_true, y_pred):
+        return balanced_softmax_cross_entropy(_sparse(y_true, y_pred), y_pred,
+                                              log_prior=self._prior(),
+                                              label_smoothing=self.label_smoothing)
+
+
+@_register
+class ClassBalanced(_FerLoss):
+    """Class-balanced cross-entropy (Cui et al. 2019): CE weighted by inverse effective number.
+
+    Args:
+        beta: in [0, 1]; 0 is plain CE, 1 inverse class frequency.
+        class_counts: (K,) training samples per class; needed outside a ferkeras trainer.
+        label_smoothing: in [0, 1).
+    """
+
+    kind = "class_balanced"
+
+    def __init__(self, beta=0.999, *, class_counts=None, label_smoothing=0.0, name=None,
+                 reduction="sum_over_batch_size", dtype=None):
+        super().__init__(label_smoothing=label_smoothing, class_counts=class_counts, name=name,
+                         reduction=reduction, dtype=dtype)
+        if not 0.0 <= float(beta) <= 1.0:
+            raise ValueError(f"beta must be in [0, 1]. Received: beta={beta!r}")
+        self.beta = float(beta)
+
+    def call(self, y_true, y_pred):
+        if self.class_counts is None:
+            self._prior()  # raises the explanatory error
+        weights = class_balanced_weights(self.class_counts, beta=self.beta).astype("float32")
+        return class_balanced_cross_entropy(_sparse(y_true, y_pred), y_pred, weights=weights,
+                                            label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+LOSSES = {cls.kind: cls for cls in (CrossEntropy, LogitAdjusted, BalancedSoftmax, ClassBalanced)}
+
+
+def get_loss(identifier):
+    """A Loss object from a name ('ce', 'logit_adjusted', ...), a config dict or a Loss."""
+    if isinstance(identifier, _FerLoss):
+        return identifier
+    if isinstance(identifier, dict):
+        import keras
+
+        return keras.losses.deserialize(identifier)
+    if identifier not in LOSSES:
+        raise ValueError(f"Unknown loss. Valid: {sorted(LOSSES)} or a ferkeras.losses Loss. "
+                         f"Received: loss={identifier!r}")
+    return LOSSES[identifier]()

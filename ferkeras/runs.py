@@ -162,7 +162,7 @@ def open_run(run_dir, *, weights: str = "best", finished: bool = False) -> Run:
     recipe's class set and metrics.json. Raises `RunFolderError` naming the folder and the
     mismatch.
     """
-    from ferkeras.labels import get_class_names
+    from ferkeras.labels import class_names_for
     from ferkeras.recipe import RecipeError, load_recipe
 
     if weights not in ("best", "last"):
@@ -195,7 +195,7 @@ def open_run(run_dir, *, weights: str = "best", finished: bool = False) -> Run:
             tuple(metrics["class_names"]) != class_names:
         raise RunFolderError(f"{run}: class_names differ between run_info.json "
                              f"{list(class_names)} and metrics.json {metrics['class_names']}")
-    expected = tuple(get_class_names(recipe.data.class_set))
+    expected = tuple(class_names_for(recipe.data))
     if expected != class_names:
         raise RunFolderError(f"{run}: run_info.json class_names {list(class_names)} do not match "
                              f"the recipe's class set {recipe.data.class_set} {list(expected)}")

@@ -184,13 +184,13 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
     from ferkeras.callbacks.state import RunState
     from ferkeras.evaluate_run import final_metrics, write_metric_plots
-    from ferkeras.labels import get_class_names
+    from ferkeras.labels import class_names_for
     from ferkeras.models import build_network
     from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
 
     bundle.check_classes()
     class_names = tuple(bundle.class_names)
-    if tuple(get_class_names(recipe.data.class_set)) != class_names:
+    if tuple(class_names_for(recipe.data)) != class_names:
         raise ValueError(f"{bundle.source}: class names {class_names} do not match the class set "
                          f"{recipe.data.class_set}.")
     for note in bundle.notes:

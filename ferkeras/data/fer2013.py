@@ -26,7 +26,7 @@ import numpy as np
 from ferkeras.data.images import read_csv_rows
 from ferkeras.data.sources import assemble_bundle, code_lookup, dropped_note
 from ferkeras.data.table import Split
-from ferkeras.labels import FER2013_CODES, FERPLUS_COLUMNS, get_class_names
+from ferkeras.labels import FER2013_CODES, FERPLUS_COLUMNS, class_names_for
 
 FER2013_USAGE = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 FER2013_FILES = ("fer2013.csv", "fer2013.csv.gz")
@@ -273,7 +273,7 @@ def find_first(root: pathlib.Path, names, subdirs=("", "fer2013", "ferplus")):
 def load_fer2013(cfg, *, seed: int):
     """Source `fer2013`: a FER2013 CSV file, a folder holding one, or the Kaggle image
     folders (`train/<class>/*.jpg`, `test/<class>/*.jpg`)."""
-    class_names = get_class_names(cfg.class_set)
+    class_names = class_names_for(cfg)
     root = pathlib.Path(cfg.root)
     csv_path = root if root.is_file() else None
     if root.is_dir():
@@ -321,7 +321,7 @@ def find_ferplus_files(root, ferplus_path="") -> tuple[pathlib.Path, pathlib.Pat
 
 def load_ferplus(cfg, *, seed: int):
     """Source `ferplus`: FER2013 images with FERPlus labels in `cfg.label_mode`."""
-    class_names = get_class_names(cfg.class_set)
+    class_names = class_names_for(cfg)
     csv_path, plus = find_ferplus_files(cfg.root, cfg.ferplus_path)
     splits, notes = read_ferplus_splits(
         csv_path, plus, class_names=class_names, mode=cfg.label_mode

@@ -1,8 +1,10 @@
 """Image folders: `root/<class>/*.jpg`, or split folders `root/{train,val,test}/<class>/...`.
 
-Class folder names map through `ferkeras.labels.canonical_name` (aliases such as angry,
-happiness, surprised); a folder that names no expression is reported in notes and skipped,
-and one naming an expression outside the class set is dropped and counted. Files are
+Class folder names map through `ferkeras.labels.class_key`: expressions by their canonical
+name (aliases such as angry, happiness, surprised), other names as themselves, so a
+user-defined class list (`data.class_names`, e.g. CK+'s 7 classes) matches its folders. A
+folder that names no class is reported in notes and skipped, and one naming an expression
+outside the class set is dropped and counted. Files are
 matched by extension, case-insensitively (IMAGE_EXTENSIONS); other files are counted in a
 note, hidden files ignored. Files are listed directly inside each class folder, sorted.
 
@@ -20,6 +22,7 @@ writes.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import numpy as np
@@ -27,7 +30,7 @@ import numpy as np
 from ferkeras.data.images import IMAGE_EXTENSIONS, probe_images, read_csv_rows, skip_note
 from ferkeras.data.sources import assemble_bundle, dropped_note
 from ferkeras.data.table import Split
-from ferkeras.labels import canonical_name, get_class_names
+from ferkeras.labels import canonical_name, class_key, class_names_for, resolve_class_names
 
 SPLIT_FOLDERS = {
     "train": ("train", "training", "Training"),
@@ -59,8 +62,8 @@ def _read_sidecar(path: pathlib.Path, files: dict[str, int], labels, class_names
         names = {}
         for col in ("label", "true_label"):
             value = row[col].strip()
-            canon = canonical_name(value) if value else None
-            if value and canon is None:
+            canon = class_key(value) if value else None
+            if value and canonical_name(value) is None and canon not in index:
                 raise ValueError(
                     f"{path}: row {line}: {col} is not an expression name. Received: {value!r}"
                 )
@@ -86,8 +89,8 @@ def read_image_folder(folder, *, class_names, source="folder"):
     paths, labels, rels, notes = [], [], [], []
     unknown, outside, other = [], {}, 0
     for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-        canon = canonical_name(class_dir.name)
-        if canon is None:
+        canon = class_key(class_dir.name)
+        if canonical_name(class_dir.name) is None and canon not in index:
             unknown.append(class_dir.name)
             continue
         for path in sorted(class_dir.iterdir()):
@@ -153,8 +156,56 @@ def read_folder_splits(root, *, class_names, source="folder"):
 
 def load_folder(cfg, *, seed: int, source: str = "folder"):
     """Source `folder` (and fer2013's Kaggle image layout): class folders, optionally split."""
-    class_names = get_class_names(cfg.class_set)
+    class_names = class_names_for(cfg)
     splits, notes = read_folder_splits(cfg.root, class_names=class_names, source=source)
     return assemble_bundle(
         splits, cfg=cfg, seed=seed, source=source, class_names=class_names, notes=notes
     )
+
+
+@dataclasses.dataclass
+class ImageFolder:
+    """`load_image_folder`'s result: class names and (x, y) arrays per split.
+
+    x: (N, S, S, C) float32 pixels in [0, 255]; y: (N,) int32 class ids into `class_names`.
+    `test` is None when the folder has no test split. `notes` says what was skipped.
+    """
+
+    class_names: tuple[str, ...]
+    train: tuple
+    val: tuple
+    test: tuple | None
+    notes: list
+
+
+def load_image_folder(root, *, class_names, image_size: int = 48, channels: int = 1,
+                      val_fraction: float = 0.1, seed: int = 0) -> ImageFolder:
+    """Read `root/<class>/*` (or `root/{train,val,test}/<class>/*`) into arrays.
+
+    Args:
+        root: the folder.
+        class_names: your classes, in id order, e.g. CK+'s `["anger", "contempt", "disgust",
+            "fear", "happy", "sadness", "surprise"]`. Names that are expressions map onto the
+            canonical names (sadness -> sad); folders are matched the same way. Other names
+            (e.g. 'pain') are classes of their own.
+        image_size, channels: model input side and channels (1 grey, 3 RGB).
+        val_fraction: share of training carved (stratified, seeded) as validation when the
+            folder has no validation split.
+        seed: the carve's seed.
+    """
+    from ferkeras.data.pipeline import collect_images
+    from ferkeras.recipe import DataConfig
+
+    names = resolve_class_names(class_names)
+    cfg = DataConfig(source="folder", root=str(root), class_names=",".join(names),
+                     image_size=int(image_size), channels=int(channels),
+                     val_fraction=float(val_fraction))
+    bundle = load_folder(cfg, seed=seed)
+
+    def arrays(split):
+        if split is None:
+            return None
+        return collect_images(split, cfg), split.labels.astype(np.int32)
+
+    return ImageFolder(class_names=bundle.class_names, train=arrays(bundle.train),
+                       val=arrays(bundle.val), test=arrays(bundle.test), notes=bundle.notes)

@@ -92,7 +92,8 @@ class DatasetBundle:
         if empty:
             raise ValueError(
                 f"{self.source}: class(es) {empty} have no training samples after filtering; "
-                "pick a class set without them or check the data."
+                "list the classes your data has in data.class_names (e.g. CK+: anger,"
+                "contempt,disgust,fear,happy,sadness,surprise) or check the data."
             )
 
 

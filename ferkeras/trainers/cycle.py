@@ -26,6 +26,7 @@ from ferkeras import pseudo_labels as P
 from ferkeras.trainers.supervised import SupervisedTrainer
 
 
+@keras.saving.register_keras_serializable(package="ferkeras")
 class CycleTrainer(SupervisedTrainer):
     """Args (beyond SupervisedTrainer's):
       num_samples: N, the training-set size (tables are indexed by sample_index).
@@ -33,20 +34,31 @@ class CycleTrainer(SupervisedTrainer):
       lambda_u, threshold, threshold_mode ('fixed' | 'adaptive'), distribution_alignment.
     """
 
-    def __init__(self, network, *, num_classes, num_samples, true_labels=None, lambda_u=1.0,
-                 threshold=0.95, threshold_mode="adaptive", min_threshold=0.0,
+    def __init__(self, network, *, num_classes, num_samples=None, true_labels=None,
+                 lambda_u=1.0, threshold=0.95, threshold_mode="adaptive", min_threshold=0.0,
                  distribution_alignment=True, **kwargs):
         super().__init__(network, num_classes=num_classes, **kwargs)
         if threshold_mode not in ("fixed", "adaptive"):
             raise ValueError(f"threshold_mode must be fixed or adaptive. "
                              f"Received: threshold_mode={threshold_mode!r}")
-        self.num_samples = int(num_samples)
         self.lambda_u = float(lambda_u)
         self.threshold = float(threshold)
         self.threshold_mode = threshold_mode
         self.min_threshold = float(min_threshold)
         self.distribution_alignment = bool(distribution_alignment)
-        k, n = self.num_classes, self.num_samples
+        self.sup_tracker = keras.metrics.Mean(name="sup_loss")
+        self.unsup_tracker = keras.metrics.Mean(name="unsup_loss")
+        self.mask_tracker = keras.metrics.Mean(name="mask_rate")
+        self.labelled_tracker = keras.metrics.Mean(name="labelled_share")
+        self.pseudo_acc_tracker = keras.metrics.Mean(name="pseudo_acc")
+        self.num_samples = None
+        if num_samples is not None:  # else the first `fit` sizes the tables
+            self._create_tables(int(num_samples), true_labels)
+
+    def _create_tables(self, n, true_labels=None):
+        """Per-sample tables (indexed by sample_index) and the priors, for N = n samples."""
+        self.num_samples = n
+        k = self.num_classes
         table = dict(trainable=False, aggregation="only_first_replica")
         self.labelled_mask = self.add_weight(shape=(n,), initializer="ones",
                                              name="labelled_mask", **table)
@@ -65,11 +77,24 @@ class CycleTrainer(SupervisedTrainer):
         self.true_labels = self.add_weight(
             shape=(n,), initializer=keras.initializers.Constant(truth.astype(np.int32)),
             dtype="int32", name="true_labels", **table)
-        self.sup_tracker = keras.metrics.Mean(name="sup_loss")
-        self.unsup_tracker = keras.metrics.Mean(name="unsup_loss")
-        self.mask_tracker = keras.metrics.Mean(name="mask_rate")
-        self.labelled_tracker = keras.metrics.Mean(name="labelled_share")
-        self.pseudo_acc_tracker = keras.metrics.Mean(name="pseudo_acc")
+
+    def get_config(self):
+        return {**super().get_config(), "num_samples": self.num_samples,
+                "lambda_u": self.lambda_u, "threshold": self.threshold,
+                "threshold_mode": self.threshold_mode, "min_threshold": self.min_threshold,
+                "distribution_alignment": self.distribution_alignment}
+
+    def _before_fit(self, data):
+        if self.num_samples is None:
+            self._create_tables(len(data))
+        elif len(data) != self.num_samples:
+            raise ValueError(
+                f"This CycleTrainer's split tables hold {self.num_samples} samples; fit it on "
+                f"that training set (or build a new trainer). Received: {len(data)} samples")
+        super()._before_fit(data)
+
+    def _stream_options(self):
+        return {"views": True, "labelled_mask": self.labelled_mask.value}
 
     @classmethod
     def from_recipe(cls, recipe, network, bundle):

@@ -1,11 +1,16 @@
 """Supervised trainer: a `keras.Model` wrapping a network, with a Keras 3 `train_step`.
 
-Data is `(image, label, sample_index)`. The per-example loss is one of the long-tail losses
-in `ferkeras.losses`, averaged over the *global* batch with `tf.nn.compute_average_loss`,
-so gradients summed across replicas equal the single-device gradient.
+`fit` takes NumPy arrays `(x, y)` or a batched `tf.data.Dataset` of `(x, y)`, numbered into
+`(image, label, sample_index)` by `ferkeras.trainers.inputs`; a dataset that already yields
+`(x, y, sample_index)` is used as given (the recipe path does this). The per-example loss is
+one of the long-tail losses in `ferkeras.losses`, averaged over the *global* batch with
+`tf.nn.compute_average_loss`, so gradients summed across replicas equal the single-device
+gradient. `evaluate` reports the loss and accuracy; `predict` returns probabilities.
 """
 
 from __future__ import annotations
+
+import copy
 
 import keras
 import numpy as np
@@ -13,54 +18,153 @@ import tensorflow as tf
 
 from ferkeras import losses as L
 from ferkeras.registry import list_losses
+from ferkeras.trainers.inputs import training_set
 
 SUPERVISED_LOSSES = tuple(list_losses())  # the one table: ferkeras.registry.LOSSES
 
 
+def _loss_object(loss, tau, label_smoothing):
+    """A `ferkeras.losses` Loss from a name (with the legacy tau / label_smoothing) or a Loss."""
+    if isinstance(loss, str):
+        if loss not in SUPERVISED_LOSSES:
+            raise ValueError(f"Unknown loss. Valid: {SUPERVISED_LOSSES}. Received: loss={loss!r}")
+        kwargs = {"label_smoothing": float(label_smoothing or 0.0)}
+        if loss == "logit_adjusted":
+            kwargs["tau"] = 1.0 if tau is None else float(tau)
+        return L.LOSSES[loss](**kwargs)
+    return L.get_loss(loss)
+
+
+@keras.saving.register_keras_serializable(package="ferkeras")
 class SupervisedTrainer(keras.Model):
     """Trains `network` (pixels -> logits) with a long-tail-aware supervised loss.
 
     Args:
       network: functional `keras.Model` returning logits (B, K).
       num_classes: K.
-      loss: 'ce', 'logit_adjusted', 'balanced_softmax' or 'class_balanced'.
-      tau: logit-adjustment temperature.
-      label_smoothing: for 'ce'.
+      loss: a `ferkeras.losses` Loss (`CrossEntropy`, `LogitAdjusted(tau=...)`,
+        `BalancedSoftmax`, `ClassBalanced(beta=...)`) or its name: 'ce', 'logit_adjusted',
+        'balanced_softmax', 'class_balanced'.
+      tau, label_smoothing: with a loss *name* only (the recipe path).
       ema_decay: > 0 keeps an EMA copy of the network (`ema_network`) for evaluation/export.
+      seed: seeds the shuffling (and, in the cycle, the augmentation) of `fit`'s input.
     The class prior (`log_prior`) and class weights (`class_weights`) are variables, so a
-    callback can re-estimate them during `fit` (the cycle does, from the clean set).
+    callback can re-estimate them during `fit` (the cycle does, from the clean set). They are
+    set from the loss's `class_counts` if it has them, else from the labels of the first `fit`.
     """
 
-    def __init__(self, network, *, num_classes, loss="ce", tau=1.0, label_smoothing=0.0,
-                 ema_decay=0.0, **kwargs):
+    def __init__(self, network, *, num_classes, loss="ce", tau=None, label_smoothing=None,
+                 ema_decay=0.0, seed=0, soft_targets=None, **kwargs):
         super().__init__(**kwargs)
-        if loss not in SUPERVISED_LOSSES:
-            raise ValueError(f"Unknown loss. Valid: {SUPERVISED_LOSSES}. Received: loss={loss!r}")
+        self.loss_object = _loss_object(loss, tau, label_smoothing)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay}")
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(
+                f"num_classes must be an int >= 2. Received: num_classes={num_classes!r}")
         self.network = network
         self.num_classes = int(num_classes)
-        self.loss_name = loss
-        self.tau = float(tau)
-        self.label_smoothing = float(label_smoothing)
+        self.loss_name = self.loss_object.kind
+        self.tau = float(getattr(self.loss_object, "tau", 1.0))
+        self.label_smoothing = self.loss_object.label_smoothing
+        self.cb_beta = float(getattr(self.loss_object, "beta", 0.999))
         self.ema_decay = float(ema_decay)
+        self.seed = int(seed)
         self.log_prior = self.add_weight(
             shape=(self.num_classes,), initializer="zeros", trainable=False, name="log_prior"
         )
         self.class_weights = self.add_weight(
             shape=(self.num_classes,), initializer="ones", trainable=False, name="class_weights"
         )
+        # (N, K) per-sample target distributions (FERPlus votes, data.label_mode probability),
+        # looked up by sample index in train_step; None trains on the int labels.
+        self.soft_targets = None
+        if soft_targets is not None:
+            table = np.asarray(soft_targets, dtype="float32")
+            if table.ndim != 2 or table.shape[1] != self.num_classes:
+                raise ValueError(f"soft_targets must be (N, {self.num_classes}). Received: "
+                                 f"shape={table.shape}")
+            self.soft_targets = self.add_weight(
+                shape=table.shape, initializer=keras.initializers.Constant(table),
+                trainable=False, name="soft_targets")
+        self.prior_is_set = False
+        if self.loss_object.class_counts is not None:
+            self.set_class_prior(self.loss_object.class_counts, beta=self.cb_beta)
         self.ema_network = None
         if self.ema_decay > 0:
             self.ema_network = keras.models.clone_model(network)
+            # Assigned, never trained: keeps `trainable_variables` (and the optimizer) to the
+            # network's own, as the optimizer is built on in `build_state` and on load.
+            self.ema_network.trainable = False
             self.ema_updates = self.add_weight(
                 shape=(), initializer="zeros", trainable=False, name="ema_updates",
                 dtype="float32",
             )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.training_set = None
+        self._fits = 0
 
-    # ------------------------------------------------------------------ plumbing
+    # ------------------------------------------------------------------ config
+    def get_config(self):
+        return {
+            "name": self.name,
+            "network": keras.saving.serialize_keras_object(self.network),
+            "num_classes": self.num_classes,
+            "loss": keras.saving.serialize_keras_object(self.loss_object),
+            "ema_decay": self.ema_decay,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = copy.deepcopy(config)  # deserialising consumes the nested dicts
+        config["network"] = keras.saving.deserialize_keras_object(config["network"])
+        config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
+
+    def get_build_config(self):
+        return {"input_shape": list(self.network.input_shape[1:])} if self.built else None
+
+    def build_from_config(self, config):
+        if config:
+            self._build_variables(tuple(config["input_shape"]))
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, x=None, y=None, *, batch_size=None, epochs=1, shuffle=True, **kwargs):
+        """`keras.Model.fit` on arrays `(x, y)` or a batched dataset of `(x, y)`.
+
+        Images are float pixels in [0, 255] (the ferkeras networks rescale inside), labels
+        int class ids (N,). A dataset yielding `(x, y, sample_index)` is used as given.
+        Fitting the same trainer again continues from its current weights.
+        """
+        if self.optimizer is None:
+            raise ValueError("Call compile(optimizer=...) before fit. Received: no optimizer")
+        data = training_set(x, y, batch_size=batch_size)
+        self._before_fit(data)
+        self.training_set = data
+        stream = data.stream(shuffle=shuffle, seed=self.seed * 1009 + self._fits,
+                             **self._stream_options())
+        self._fits += 1
+        return super().fit(stream, epochs=epochs, shuffle=False, **kwargs)
+
+    def _stream_options(self) -> dict:
+        return {}
+
+    def _before_fit(self, data) -> None:
+        """Build every variable outside `tf.function` and set the prior from the labels."""
+        if data.known_labels is not None or not self.prior_is_set:
+            labels = data.labels
+            if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise ValueError(f"labels must lie in [0, {self.num_classes}). Received "
+                                 f"min={labels.min()}, max={labels.max()}")
+        if not self.prior_is_set:
+            self.set_class_prior(np.bincount(data.labels, minlength=self.num_classes),
+                                 beta=self.cb_beta)
+        if not self.built or not self.optimizer.built:
+            self.build_state(data.image_shape)
+
+        # ------------------------------------------------------------------ plumbing
     @property
     def metrics(self):
         return [self.loss_tracker, self.accuracy_tracker]
@@ -75,11 +179,14 @@ class SupervisedTrainer(keras.Model):
 
     def build_state(self, input_shape):
         """Create every variable (network, EMA, optimizer) outside `tf.function`."""
+        self._build_variables(input_shape)
+        self.reset_ema()
+        self.optimizer.build(self.network.trainable_variables)
+
+    def _build_variables(self, input_shape):
         self.network.build((None, *input_shape))
         if self.ema_network is not None:
             self.ema_network.build((None, *input_shape))
-            self.reset_ema()
-        self.optimizer.build(self.network.trainable_variables)
         self.built = True
 
     def reset_ema(self):
@@ -91,6 +198,7 @@ class SupervisedTrainer(keras.Model):
     def set_class_prior(self, class_counts, *, beta: float = 0.999, smoothing: float = 1.0):
         """Set `log_prior` and class-balanced `class_weights` from (K,) class counts."""
         counts = np.asarray(class_counts, dtype=np.float64)
+        self.prior_is_set = True
         self.log_prior.assign(L.log_prior_from_counts(counts, smoothing=smoothing))
         self.class_weights.assign(
             L.class_balanced_weights(np.maximum(counts, 1.0), beta=beta).astype("float32")
@@ -132,15 +240,25 @@ class SupervisedTrainer(keras.Model):
 
     # ------------------------------------------------------------------ steps
     def train_step(self, data):
-        images, labels, _ = data
+        images, labels, index = data
+        targets = labels if self.soft_targets is None else tf.gather(self.soft_targets, index)
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
-            per_example = self.supervised_per_example(labels, logits)
+            per_example = self.supervised_per_example(targets, logits)
             loss = tf.nn.compute_average_loss(per_example) + self._regularization()
         self.apply_gradients(tape, loss)
         self.loss_tracker.update_state(per_example)
         self.accuracy_tracker.update_state(labels, logits)
         return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        images, labels = data[0], data[1]
+        labels = tf.cast(tf.reshape(labels, [-1]), tf.int32)
+        logits = self.eval_network(images, training=False)
+        per_example = self.supervised_per_example(labels, logits)
+        self.loss_tracker.update_state(per_example)
+        self.accuracy_tracker.update_state(labels, logits)
+        return {"loss": self.loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
