@@ -284,16 +284,18 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     return metrics
 
 
-def train_with_baseline(recipe: Recipe, *, run_dir, **kwargs) -> dict:
+def train_with_baseline(recipe: Recipe, *, run_dir, bundle=None, **kwargs) -> dict:
     """`train_recipe`, plus a plain-CE baseline on the same data when `cycle.compare_ce`.
 
     The baseline uses the same data, model, augmentation and total epoch budget, with the
-    cycle off and `train.loss=ce`; metrics.json then holds `comparison` with both runs.
+    cycle off and `train.loss=ce`; metrics.json then holds `comparison` with both runs
+    (`compare_runs`). `bundle`: the data, loaded from the recipe when None.
     """
     from ferkeras.data.sources import load_bundle
 
     kwargs["strategy"] = resolve_strategy(kwargs.get("strategy", "auto"))
-    bundle = load_bundle(recipe.data, seed=recipe.seed)  # once, for both runs
+    if bundle is None:
+        bundle = load_bundle(recipe.data, seed=recipe.seed)  # once, for both runs
     metrics = train(recipe, bundle, run_dir=run_dir, **kwargs)
     if not (recipe.cycle.enabled and recipe.cycle.compare_ce):
         return metrics
@@ -351,6 +353,8 @@ def _make_trainer(recipe, network, bundle):
     return SupervisedTrainer(
         network, num_classes=bundle.num_classes, loss=recipe.train.loss, tau=recipe.train.tau,
         label_smoothing=recipe.train.label_smoothing, ema_decay=recipe.train.ema_decay,
+        soft_targets=bundle.train.soft_labels if recipe.data.label_mode == "probability"
+        else None,
     )
 
 
