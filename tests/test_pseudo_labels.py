@@ -132,3 +132,46 @@ def test_pseudo_label_step_inside_tf_function_matches_eager():
     np.testing.assert_array_equal(as_np(traced[0]), [-1, -1, -1, -1, 0, -1])
     # One confident sample of six: thresholds [0.1, 0, 0], so early on every row passes.
     np.testing.assert_array_equal(as_np(traced[2]), [1.0, 1.0, 1.0, 1.0])
+
+
+def test_update_model_prior_with_mask_averages_the_masked_rows_only():
+    prior = np.full(3, 1 / 3, dtype="float32")
+    mask = np.array([0, 1, 0, 1], "float32")
+    out = as_np(pl.update_model_prior(prior, PROBS, momentum=0.9, mask=mask))
+    np.testing.assert_allclose(out, 0.9 * prior + 0.1 * PROBS[[1, 3]].mean(0), rtol=1e-6)
+    # an all-labelled batch leaves the prior as it was
+    np.testing.assert_allclose(
+        as_np(pl.update_model_prior(prior, PROBS, momentum=0.9, mask=np.zeros(4))), prior)
+
+
+def test_update_selected_labels_with_mask_records_the_masked_rows_only():
+    state = np.full(6, -1, "int32")
+    out = as_np(pl.update_selected_labels(state, np.array([4, 0, 2, 1]), PROBS, threshold=0.9,
+                                          mask=np.array([1, 1, 0, 1], "float32")))
+    np.testing.assert_array_equal(out, [-1, -1, -1, -1, 0, -1])  # row 2 is confident, masked
+
+
+def test_cycle_trainer_runs_the_tested_pseudo_label_functions():
+    """The trainer's global-state update is `update_model_prior` / `update_selected_labels`
+    with the unlabelled rows as mask, and that differs from the all-rows mean."""
+    import keras
+    import tensorflow as tf
+
+    from ferkeras.trainers.cycle import CycleTrainer
+
+    inputs = keras.Input((4,))
+    network = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    trainer = CycleTrainer(network, num_classes=3, num_samples=6, threshold=0.9,
+                           threshold_mode="adaptive")
+    prior0 = as_np(trainer.model_prior).copy()
+    index = tf.constant([4, 0, 2, 1])
+    unlab = tf.constant([1.0, 0.0, 1.0, 1.0])
+    trainer._update_global_state(tf.constant(PROBS), index, unlab)
+    expected = as_np(pl.update_model_prior(prior0, PROBS, momentum=0.999, mask=unlab))
+    np.testing.assert_allclose(as_np(trainer.model_prior), expected, rtol=1e-6)
+    all_rows = as_np(pl.update_model_prior(prior0, PROBS, momentum=0.999))
+    assert np.abs(expected - all_rows).max() > 1e-5
+    selected = pl.update_selected_labels(np.full(6, -1, "int32"), index, PROBS, threshold=0.9,
+                                         mask=unlab)
+    np.testing.assert_array_equal(as_np(trainer.selected_labels), as_np(selected))
+    np.testing.assert_array_equal(as_np(selected), [-1, -1, 2, -1, 0, -1])  # row 1: labelled

@@ -234,3 +234,69 @@ def test_score_noise_detection_hand_computed():
 def test_rank_label_issues_most_suspect_first():
     order = selection.rank_label_issues([0.9, 0.1, 0.1, 0.5], [0.2, 1.0, 3.0, 0.4])
     np.testing.assert_array_equal(order, [2, 1, 3, 0])
+
+
+# ----------------------------------------------------------------------------- the one split
+def test_split_training_set_gmm_matches_the_composed_steps(long_tail):
+    losses, labels, is_clean = long_tail
+    history = np.stack([losses * 1.1, losses])
+    result = selection.split_training_set(
+        history, labels, num_classes=4, selector="gmm", window=2, normalize="per_class",
+        p_clean=0.5, seed=3)
+    avg = selection.average_loss_history(history, window=2)
+    prob = selection.clean_probability(avg, labels, num_classes=4, seed=3)
+    np.testing.assert_allclose(result.clean_prob, prob)
+    np.testing.assert_array_equal(
+        result.labelled, selection.split_by_threshold(prob, labels, p_clean=0.5, num_classes=4))
+    np.testing.assert_array_equal(result.clean_counts, np.bincount(labels[result.labelled]))
+    assert result.clean_prior.shape == (4,) and result.clean_prior.sum() == pytest.approx(1.0)
+    # the carried GMM is the one that split: it reproduces clean_prob
+    np.testing.assert_allclose(
+        selection.gmm_clean_probability(result.gmm[None], result.normalized), result.clean_prob)
+
+
+def test_split_training_set_per_class_gmm_is_carried(long_tail):
+    losses, labels, _ = long_tail
+    result = selection.split_training_set(losses, labels, num_classes=4, gmm_scope="per_class",
+                                          min_class_samples=100)
+    assert sorted(result.gmm) == [0, 1, 2, 3] and result.gmm[3] is None  # 60 < 100: rank rule
+    for c in (0, 1, 2):
+        idx = labels == c
+        np.testing.assert_allclose(
+            selection.gmm_clean_probability(result.gmm[c], result.normalized[idx]),
+            result.clean_prob[idx])
+    grid = np.linspace(0, 1, 11)
+    density = selection.gmm_density(result.gmm, grid, labels)
+    share = [np.mean(labels == c) for c in range(3)]
+    expected = sum(s * np.exp(result.gmm[c].score_samples(grid[:, None]))
+                   for c, s in enumerate(share))
+    np.testing.assert_allclose(density, expected)
+
+
+def test_small_loss_scores_describe_the_mask_it_trains_with(long_tail):
+    """Precision and recall of the small-loss split are those of its keep-ratio mask, not of
+    `clean_prob > p_clean` (which flags another set of samples)."""
+    losses, labels, is_clean = long_tail
+    true = np.where(is_clean, labels, (labels + 1) % 4)
+    result = selection.split_training_set(losses, labels, num_classes=4, selector="small_loss",
+                                          keep_ratio=0.6, true_labels=true, p_clean=0.5)
+    flagged, noisy = ~result.labelled, ~is_clean
+    assert result.scores["precision"] == pytest.approx((flagged & noisy).sum() / flagged.sum())
+    assert result.scores["recall"] == pytest.approx((flagged & noisy).sum() / noisy.sum())
+    by_threshold = ~(result.clean_prob > 0.5)
+    assert (by_threshold != flagged).sum() > 100  # the old scores described this other set
+    for row in result.scores["per_class"]:
+        idx = labels == row["class"]
+        hits = (flagged[idx] & noisy[idx]).sum()
+        assert row["precision"] == pytest.approx(hits / flagged[idx].sum())
+
+
+def test_selector_registry_and_unknown_selector(long_tail):
+    losses, labels, _ = long_tail
+    assert selection.list_selectors() == ["gmm", "small_loss"]
+    with pytest.raises(ValueError, match=r"`selector` must be one of .*Received: 'coteach'"):
+        selection.split_training_set(losses, labels, num_classes=4, selector="coteach")
+    result = selection.split_training_set(losses, labels, num_classes=4, selector="small_loss",
+                                          keep_ratio=0.5)
+    assert result.gmm is None and result.scores is None
+    assert result.labelled.sum() == sum(int(np.floor(0.5 * n)) for n in (800, 400, 150, 60))

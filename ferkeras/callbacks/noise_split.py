@@ -146,7 +146,7 @@ class NoiseSplit(keras.callbacks.Callback):
         msg = (f"split at epoch {epoch + 1}: {int(labelled.sum())} clean / "
                f"{int((~labelled).sum())} noisy ({seconds:.1f} s, mask "
                f"{mask_digest(labelled)})")
-        if result.scores:
+        if result.scores and result.scores["auc"] is not None:
             msg += f", detection ROC-AUC {result.scores['auc']:.3f}"
         self.echo(msg)
         return result
