@@ -184,3 +184,24 @@ def test_predict_probs_compiled_pass_matches_eager_and_frees_the_network():
     del net
     gc.collect()
     assert ref() is None  # the cached pass does not keep its network alive
+
+
+def test_unique_draws_link_the_rest_and_damage_spares_the_links(tmp_path):
+    import os
+
+    root = tmp_path / "AffectNet"
+    info = write_affectnet_layout(root, n_train=30, n_test=0, sides=(32, 40), workers=1,
+                                  unique=10)
+    assert info["n_unique"] == 10 and sum(info["train_counts"].values()) == 30
+    lines = (root / "Manually_Annotated_file_lists/training.csv").read_text().splitlines()[1:]
+    assert len({row.split(",", 1)[0] for row in lines}) == 30
+    assert [r.split(",", 1)[1] for r in lines[10:20]] == [r.split(",", 1)[1] for r in lines[:10]]
+    first = root / "Manually_Annotated_Images" / lines[0].split(",", 1)[0]
+    assert os.stat(first).st_nlink == 3
+    damage_sources(root, within=10)
+    from ferkeras.data.affectnet import read_affectnet_official
+    from ferkeras.labels import get_class_names
+
+    splits, _ = read_affectnet_official(root, class_names=get_class_names("affectnet8"),
+                                        face_margin=0.1)
+    assert len(splits["train"].skipped) == 3 and len(splits["train"]) == 27  # links intact

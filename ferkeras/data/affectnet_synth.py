@@ -125,7 +125,7 @@ def _chunk_task(args) -> list[str]:
 def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000,
                            noise: float = 0.0, noise_type: str = "asymmetric", seed: int = 0,
                            sides=(256, 640), quality: int = 90, workers: int | None = None,
-                           progress=None) -> dict:
+                           unique: int | None = None, progress=None) -> dict:
     """Write synthetic faces in AffectNet's official layout into the new folder `out_dir`.
 
     n_train: training.csv rows, in AffectNet's 8-class training proportions
@@ -134,7 +134,11 @@ def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000
     noise: label-noise rate of training.csv (the true codes go to synthetic_true_labels.csv).
     sides: (min, max) image side in pixels. quality: JPEG quality.
     workers: processes (default: the CPU count). progress: optional callable(done, total).
-    Returns {"n_train", "n_test", "seconds", "bytes", "train_counts"}.
+    unique: draw only this many training images; row i >= unique is a hard link to image
+      i % unique under its own name, with that row's box, landmarks and labels (a cheap way
+      to get N files and rows when drawing N faces would take too long; disk stays that of
+      `unique` images).
+    Returns {"n_train", "n_test", "n_unique", "seconds", "bytes", "train_counts"}.
     """
     if n_train < 8 or n_test < 0:
         raise ValueError(f"n_train must be >= 8 and n_test >= 0. Received: n_train={n_train}, "
@@ -147,6 +151,9 @@ def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise FileExistsError(f"Refusing to write into non-empty {out_dir}; pick a new folder.")
     workers = max(1, workers or os.cpu_count() or 1)
+    unique = n_train if unique is None else int(unique)
+    if not 8 <= unique <= n_train:
+        raise ValueError(f"unique must be in [8, n_train]. Received: unique={unique}")
     class_names = list(AFFECTNET_CODES.values())
     start_time = time.perf_counter()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -160,13 +167,18 @@ def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000
         true = rng.permutation(np.repeat(np.arange(8), train_counts)).astype(np.int32)
         given = true if noise <= 0 else inject_label_noise(
             true, rate=noise, kind=noise_type, class_names=class_names, seed=seed)
+        source = np.arange(n_train) % unique  # the drawn image each row shows
+        true, given = true[source], given[source]
+        train_counts = np.bincount(given, minlength=8)
         splits["train"] = (true, given)
         if n_test:
             test = rng.permutation(np.repeat(np.arange(8), allocate_counts(n_test, np.ones(8))))
             splits["test"] = (test.astype(np.int32), test.astype(np.int32))
-        tasks = [(str(tmp), split, start, t[start:start + CHUNK], g[start:start + CHUNK],
-                  seed, tuple(sides), quality)
-                 for split, (t, g) in splits.items() for start in range(0, len(t), CHUNK)]
+        drawn = {"train": unique, "test": n_test}
+        tasks = [(str(tmp), split, start, t[start:min(start + CHUNK, drawn[split])],
+                  g[start:min(start + CHUNK, drawn[split])], seed, tuple(sides), quality)
+                 for split, (t, g) in splits.items()
+                 for start in range(0, drawn[split], CHUNK)]
         total, done = sum(len(t[3]) for t in tasks), 0
         results = {}
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
@@ -181,6 +193,8 @@ def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000
                 continue
             lines = [line for key in sorted(k for k in results if k[0] == split)
                      for line in results[key]]
+            if split == "train":
+                lines += _link_copies(tmp, lines, seed=seed, n=n_train)
             (tmp / LISTS_DIR / csv_name).write_text("\n".join([HEADER, *lines]) + "\n")
         truth = ["subDirectory_filePath,expression,true_expression"]
         true, given = splits["train"]
@@ -193,32 +207,53 @@ def write_affectnet_layout(out_dir, *, n_train: int = 287651, n_test: int = 4000
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {"n_train": n_train, "n_test": n_test,
+    return {"n_train": n_train, "n_test": n_test, "n_unique": unique,
             "seconds": round(time.perf_counter() - start_time, 2),
             "bytes": folder_bytes(out_dir),
             "train_counts": dict(zip(class_names, train_counts.tolist(), strict=True))}
 
 
+def _link_copies(root, lines, *, seed, n) -> list[str]:
+    """Rows len(lines)..n-1: hard links to the drawn images, each under its own name."""
+    root, unique, out = pathlib.Path(root), len(lines), []
+    for i in range(unique, n):
+        rel_src, rest = lines[i % unique].split(",", 1)
+        rel = file_name(seed, "train", i)
+        dst = root / IMAGES_DIR / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.link(root / IMAGES_DIR / rel_src, dst)
+        out.append(f"{rel},{rest}")
+    return out
+
+
 def folder_bytes(root) -> int:
-    """Total size in bytes of the regular files under `root`."""
-    total = 0
+    """Bytes of the regular files under `root`, each file (inode) once."""
+    total, seen = 0, set()
     for dirpath, _, files in os.walk(root):
         for f in files:
-            total += os.stat(os.path.join(dirpath, f)).st_size
+            st = os.stat(os.path.join(dirpath, f))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
-def damage_sources(root, *, seed: int = 0) -> list[tuple[str, str]]:
+def damage_sources(root, *, seed: int = 0, within: int | None = None) -> list[tuple[str, str]]:
     """Break three training sources of an AffectNet-layout folder, as real copies break.
 
     One image is deleted, one JPEG is cut in half, and one training.csv row gets a
-    non-existent sub-folder path. Returns [(relative path, what was done)].
+    non-existent sub-folder path; the rows are drawn among the first `within` (default:
+    all). A hard-linked image is replaced, not written through, so its other rows stay
+    intact. Returns [(relative path, what was done)].
     """
     root = pathlib.Path(root)
     csv_path = root / LISTS_DIR / "training.csv"
     lines = csv_path.read_text().splitlines()
     rng = np.random.default_rng([seed, 99])
-    rows = rng.choice(np.arange(1, len(lines)), size=3, replace=False)
+    last = len(lines) if within is None else min(len(lines), within + 1)
+    if last < 4:
+        raise ValueError(f"need 3 training rows to damage. Received: {last - 1}")
+    rows = rng.choice(np.arange(1, last), size=3, replace=False)
     done = []
     rel = lines[rows[0]].split(",", 1)[0]
     (root / IMAGES_DIR / rel).unlink()
@@ -226,7 +261,9 @@ def damage_sources(root, *, seed: int = 0) -> list[tuple[str, str]]:
     rel = lines[rows[1]].split(",", 1)[0]
     path = root / IMAGES_DIR / rel
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data[: len(data) // 2])
+    os.replace(tmp, path)
     done.append((rel, "JPEG truncated to half"))
     rel, rest = lines[rows[2]].split(",", 1)
     lines[rows[2]] = f"no_such_folder/{pathlib.Path(rel).name},{rest}"
