@@ -209,6 +209,9 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
             "n_test": len(bundle.test) if bundle.test is not None else 0,
             "steps_per_epoch": spe, "epochs": total_epochs, "scaling": rule,
             "data_notes": bundle.notes,
+            # unreadable sources skipped per split; each is named in skipped_files.tsv
+            "skipped": {name: len(getattr(bundle, name).skipped) for name in
+                        ("train", "val", "test") if getattr(bundle, name) is not None},
         })
         _write_skipped(run_dir, bundle)
 

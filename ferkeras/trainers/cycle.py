@@ -87,7 +87,11 @@ class CycleTrainer(SupervisedTrainer):
     def _before_fit(self, data):
         if self.num_samples is None:
             self._create_tables(len(data))
-        elif len(data) != self.num_samples:
+        # Only when the size is known without a pass: `len` of a dataset that carries its
+        # own sample indices reads the whole stream (every epoch of the phase, decoded and
+        # augmented) before the first step, and a capped stream (steps_per_epoch) is not a
+        # full pass at all.
+        elif data.known_labels is not None and len(data) != self.num_samples:
             raise ValueError(
                 f"This CycleTrainer's split tables hold {self.num_samples} samples; fit it on "
                 f"that training set (or build a new trainer). Received: {len(data)} samples")
