@@ -12,6 +12,7 @@ reports in `report_dir/split-eNNN/`.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import keras
@@ -105,11 +106,9 @@ class NoiseSplit(keras.callbacks.Callback):
         self.true_labels = None if true_labels is None else np.asarray(true_labels, np.int32)
         self.seed, self.verbose, self.options = int(seed), verbose, options
         self.controller = None
+        self.split_epochs: frozenset[int] = frozenset()
         self.splits: list[int] = []
         self.last_split = None
-
-    def is_split_epoch(self, epoch: int) -> bool:
-        return epoch >= self.warmup_epochs and (epoch - self.warmup_epochs) % self.every == 0
 
     def on_train_begin(self, logs=None):
         from ferkeras.recipe import CycleConfig, DataConfig
@@ -131,6 +130,13 @@ class NoiseSplit(keras.callbacks.Callback):
                           epochs_per_cycle=self.every, selector=self.selector,
                           normalize=self.normalize, loss_window=self.loss_window,
                           **self.options)
+        # The one schedule: plan_phases' split epochs for this fit's epoch count.
+        from ferkeras.schedule import plan_cycle_phases, split_epochs
+
+        epochs = int((self.params or {}).get("epochs") or self.warmup_epochs + self.every)
+        cycles = max(0, -(-(epochs - self.warmup_epochs) // self.every))
+        self.split_epochs = split_epochs(plan_cycle_phases(
+            dataclasses.replace(cfg, cycles=cycles), epochs=epochs)) if cycles else frozenset()
         split = self._split(data)
         self.controller = _Controller(
             trainer=trainer, train_split=split, cycle_cfg=cfg, class_names=names,
@@ -154,6 +160,6 @@ class NoiseSplit(keras.callbacks.Callback):
         return Split(labels=data.labels, images=images, true_labels=self.true_labels)
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.is_split_epoch(epoch):
+        if epoch in self.split_epochs:
             self.last_split = self.controller.run_split(epoch)
             self.splits.append(epoch)
