@@ -205,3 +205,33 @@ def test_unique_draws_link_the_rest_and_damage_spares_the_links(tmp_path):
     splits, _ = read_affectnet_official(root, class_names=get_class_names("affectnet8"),
                                         face_margin=0.1)
     assert len(splits["train"].skipped) == 3 and len(splits["train"]) == 27  # links intact
+
+
+def test_cycle_fit_on_an_indexed_stream_does_not_read_it_first():
+    """training.py hands CycleTrainer.fit the phase's (views, label, index) stream, capped at
+    steps_per_epoch. Reading it to count samples cost a whole extra pass over every epoch of
+    the phase (decode + both views) and failed outright on a capped stream."""
+    import keras
+    import tensorflow as tf
+
+    from ferkeras.models import build_network
+    from ferkeras.trainers.cycle import CycleTrainer
+
+    reads = []
+
+    def gen():
+        for step in range(50):
+            reads.append(step)
+            x = np.full((8, 16, 16, 1), step, np.float32)
+            yield (x, x), np.zeros(8, np.int32), np.arange(8, dtype=np.int32) + 8 * (step % 4)
+
+    spec = ((tf.TensorSpec((8, 16, 16, 1)), tf.TensorSpec((8, 16, 16, 1))),
+            tf.TensorSpec((8,), tf.int32), tf.TensorSpec((8,), tf.int32))
+    stream = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    net = build_network("small_cnn", width=4, input_shape=(16, 16, 1), num_classes=3)
+    trainer = CycleTrainer(net, num_classes=3, num_samples=64)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01))
+    trainer.build_state((16, 16, 1))
+    trainer.set_class_prior(np.ones(3))
+    trainer.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)
+    assert len(reads) <= 4  # the two steps (plus what prefetch pulls), not all 50 batches
