@@ -224,8 +224,9 @@ class TrainConfig:
         choices=("float32", "mixed_bfloat16"),
     )
     jit_compile: bool = _field(
-        False, "Compile the train step with XLA. Slower on this project's CPU "
-        "(bench/results/training_speed.md); try it on a GPU.")
+        False, "Compile the supervised train step with XLA (false also overrides Keras's "
+        "'auto', which turns XLA on with a GPU). Slower on this project's CPU "
+        "(bench/results/training_speed.md); not with cycle.enabled (dynamic shapes).")
     nan_policy: str = _field(
         "stop", "On a NaN loss: 'stop' (keep last good checkpoint, exit non-zero).",
         choices=("stop",),
@@ -399,6 +400,11 @@ def recipe_from_dict(values: dict, overrides=()) -> Recipe:
 
 
 def _check_cross_fields(recipe: Recipe) -> None:
+    if recipe.train.jit_compile and recipe.cycle.enabled:
+        raise RecipeError(
+            "Recipe key 'train.jit_compile' cannot be true with cycle.enabled: the cycle's "
+            "step has data-dependent shapes (unlabelled rows, FlexMatch bincount) that XLA "
+            "cannot compile. Received: train.jit_compile=True")
     if recipe.data.source not in ("synthetic", "tfds") and not recipe.data.root:
         raise RecipeError(
             f"Recipe key 'data.root' is required for source {recipe.data.source!r}. "

@@ -128,6 +128,9 @@ def test_precision_and_jit_keys_validate():
         recipe_from_dict({"train": {"precision": "bfloat16"}})
     with pytest.raises(RecipeError, match="train.jit_compile.*must be bool"):
         recipe_from_dict({"train": {"jit_compile": "yes"}})
+    # XLA cannot compile the cycle's step (dynamic shapes): refused up front, not mid-run.
+    with pytest.raises(RecipeError, match="train.jit_compile.*cycle.enabled"):
+        recipe_from_dict({"train": {"jit_compile": True}, "cycle": {"enabled": True}})
 
 
 def test_mixed_precision_keeps_logits_ema_and_tables_float32():
