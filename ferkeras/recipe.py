@@ -219,9 +219,11 @@ class TrainConfig:
         0, "Cap on steps per epoch; 0 means one pass over the training data.", min=0
     )
     precision: str = _field(
-        "float32", "Compute dtype policy: float32, or mixed_bfloat16 (bfloat16 compute, float32 "
-        "weights, head, losses, EMA and tables). See bench/results/training_speed.md.",
-        choices=("float32", "mixed_bfloat16"),
+        "float32", "Compute dtype policy: float32, mixed_bfloat16 (bfloat16 compute; float32 "
+        "weights, head, losses, EMA and tables), or auto (mixed_bfloat16 where the hardware "
+        "has native bfloat16: GPUs of compute capability >= 8.0, CPUs with AVX-512 BF16 or "
+        "AMX). See bench/results/training_speed.md.",
+        choices=("auto", "float32", "mixed_bfloat16"),
     )
     jit_compile: bool = _field(
         False, "Compile the supervised train step with XLA (false also overrides Keras's "

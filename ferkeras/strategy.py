@@ -20,7 +20,7 @@ import json
 import os
 
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DETERMINISM_ENV = "FERKERAS_DETERMINISTIC"
 
 _MULTIWORKER = None  # the process's MultiWorkerMirroredStrategy, created at most once
@@ -64,24 +64,55 @@ def choose_strategy(name: str = "auto"):
     return tf.distribute.get_strategy()
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (AVX-512 BF16 or AMX), from
+    /proc/cpuinfo (or the text given); False where that file does not exist."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> 'mixed_bfloat16' where the hardware computes bfloat16 natively (every
+    visible GPU of compute capability >= 8.0, or, without GPUs, a CPU with AVX-512 BF16 or
+    AMX), else 'float32'. Other values are returned as given, after validation."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision. Valid: {list(PRECISIONS)}. "
+                         f"Received: precision={precision!r}")
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        caps = [tuple(tf.config.experimental.get_device_details(g).get("compute_capability")
+                      or (0, 0)) for g in gpus]
+        return "mixed_bfloat16" if min(caps) >= (8, 0) else "float32"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+
+
 @contextlib.contextmanager
 def precision_policy(precision: str):
     """Build layers, trainer and optimizer under Keras dtype policy `precision`.
 
-    'float32', or 'mixed_bfloat16': bfloat16 compute with float32 variables. Networks keep a
-    float32 head (`ferkeras.models`), so logits, softmax outputs, losses, the EMA copy and
-    the per-sample tables stay float32. The previous global policy is restored on exit:
-    layers keep the policy they were built with, and nothing built later is affected.
+    'float32', 'mixed_bfloat16' (bfloat16 compute with float32 variables) or 'auto'
+    (`resolve_precision`). Networks keep a float32 head (`ferkeras.models`), so logits,
+    softmax outputs, losses, the EMA copy and the per-sample tables stay float32. The
+    previous global policy is restored on exit: layers keep the policy they were built
+    with, and nothing built later is affected. Yields the resolved policy name.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision. Valid: {list(PRECISIONS)}. "
-                         f"Received: precision={precision!r}")
+    resolved = resolve_precision(precision)
     import keras
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(resolved)
     try:
-        yield
+        yield resolved
     finally:
         keras.config.set_dtype_policy(previous)
 

@@ -202,7 +202,10 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     total_epochs = phases[-1].end
     spe = steps_for(len(bundle.train), recipe)
     if chief:
+        from ferkeras.strategy import resolve_precision
+
         io.atomic_write_json(run_dir / "run_info.json", {
+            "precision": resolve_precision(recipe.train.precision),
             "class_names": list(class_names), "image_size": recipe.data.image_size,
             "channels": recipe.data.channels, "recipe_hash": recipe_hash(recipe),
             "n_train": len(bundle.train), "n_val": len(bundle.val),

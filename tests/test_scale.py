@@ -238,3 +238,15 @@ def test_cycle_fit_on_an_indexed_stream_does_not_read_it_first():
     trainer.set_class_prior(np.ones(3))
     trainer.fit(stream, epochs=1, steps_per_epoch=2, verbose=0)
     assert len(reads) <= 4  # the two steps (plus what prefetch pulls), not all 50 batches
+
+
+def test_auto_precision_follows_native_bfloat16():
+    from ferkeras.strategy import cpu_has_bf16, resolve_precision
+
+    assert cpu_has_bf16("flags : fpu avx512f avx512_bf16 avx512_vnni")
+    assert cpu_has_bf16("flags : fpu amx_bf16 amx_tile")
+    assert not cpu_has_bf16("flags : fpu avx2 avx512f")
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
+    with pytest.raises(ValueError, match="Received: precision='bf16'"):
+        resolve_precision("bf16")
