@@ -79,11 +79,11 @@ def load_parity_images(recipe, *, image_size: int, channels: int, limit: int = 2
 
 
 def prepare_images(images, *, image_size: int, channels: int) -> np.ndarray:
-    """(n, S, S, C) uint8 from RGB/grey uint8 images of any size (as the predictor does)."""
-    from ferkeras.faces import convert_channels, resize
+    """(n, S, S, C) float32 from RGB/grey images of any size (as the predictor does)."""
+    from ferkeras.faces import prepare_face
 
-    out = [convert_channels(resize(np.asarray(image, np.uint8), image_size),
-                            channels=channels, color="rgb") for image in images]
+    out = [prepare_face(np.asarray(image), size=image_size, channels=channels, color="rgb")
+           for image in images]
     if not out:
         raise ExportError("no parity images: the check needs at least one image")
     return np.stack(out)
@@ -243,7 +243,8 @@ From Python, without TensorFlow:
 
     from ferkeras.inference import Predictor
     predictor = Predictor("{out}")
-    faces = predictor.predict([rgb_image])       # per image: [{{box, label, score, scores}}]
+    faces = predictor.predict(rgb_image)         # [{{box, label, score, scores, box_source}}]
+    fer_style = predictor.detect_emotions(bgr_image)  # fer's [{{box, emotions}}]
     probs = predictor.predict_crops(face_crops)  # (N, {k})
 """
 

@@ -118,6 +118,13 @@ def _check_session(session, meta: dict, where: str) -> None:
                                f"{len(meta['class_names'])}")
 
 
+# fer's `detect_emotions` keys, in its order, and the canonical names they stand for.
+FER_EMOTIONS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happy",
+                "sad": "sad", "surprise": "surprise", "neutral": "neutral"}
+# How a face's box was obtained (the `box_source` of `face_dict` and the JSON lines).
+BOX_DETECTED, BOX_WHOLE, BOX_FALLBACK = "detector", "whole_image", "whole_image_fallback"
+
+
 class Predictor:
     """Facial-expression predictions from an export folder, with ONNX Runtime.
 
@@ -126,17 +133,25 @@ class Predictor:
     batch_size: faces per model call; the input batch is preallocated once.
     margin: face boxes are grown by this share of their size on each side before cropping.
     detector: called as `detector(image, color="rgb"|"bgr")`, returns a list of (x, y, w, h);
-      default `faces.HaarFaceDetector()`, built on first use.
+      default `faces.build_detector()` (staged Haar cascades), built on first use.
+    tight_crop_side: when the detector finds no face in an image whose longer side is at most
+      this many pixels, the image is taken as a tight face crop and the whole of it is the
+      face (`box_source` "whole_image_fallback"); 0 turns the fallback off.
 
-    Not thread-safe (one preallocated input batch): use one Predictor per thread.
+    Preprocessing is training's (`faces.prepare_face`). Not thread-safe (one preallocated
+    input batch): use one Predictor per thread.
     """
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 0, batch_size: int = 64,
-                 margin: float = 0.1, detector=None, providers=None):
+                 margin: float = 0.1, detector=None, providers=None,
+                 tight_crop_side: int = 160):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
         if margin < 0:
             raise ValueError(f"margin must be >= 0. Received: margin={margin}")
+        if tight_crop_side < 0:
+            raise ValueError(f"tight_crop_side must be >= 0. Received: "
+                             f"tight_crop_side={tight_crop_side}")
         folder = pathlib.Path(path)
         if folder.is_file():
             folder = folder.parent
@@ -156,6 +171,7 @@ class Predictor:
         self.channels = int(self.metadata["channels"])
         self.batch_size = batch_size
         self.margin = margin
+        self.tight_crop_side = tight_crop_side
         self._detector = detector
         self._input_name = self.metadata["input"]["name"]
         self._output_names = [self.metadata["outputs"]["probs"]["name"]]
@@ -169,17 +185,15 @@ class Predictor:
     @property
     def detector(self):
         if self._detector is None:
-            self._detector = _faces.HaarFaceDetector()
+            self._detector = _faces.build_detector()
         return self._detector
 
     # ------------------------------------------------------------------------- crops
     def prepare_crop(self, crop: np.ndarray, *, color: str = "rgb") -> np.ndarray:
-        """(S, S, C) uint8 model input from an (h, w[, C]) face crop of any size."""
-        crop = np.asarray(crop)
-        if crop.dtype != np.uint8:
-            crop = np.clip(crop, 0, 255).astype(np.uint8)
-        resized = _faces.resize(crop, self.image_size)
-        return _faces.convert_channels(resized, channels=self.channels, color=color)
+        """(S, S, C) float32 model input from an (h, w[, C]) face crop of any size, exactly as
+        training prepares an image (`faces.prepare_face`)."""
+        return _faces.prepare_face(crop, size=self.image_size, channels=self.channels,
+                                   color=color)
 
     def predict_crops(self, crops, *, color: str = "rgb") -> np.ndarray:
         """Class probabilities (N, K) for N face crops, the whole of each crop being the face.
@@ -210,18 +224,32 @@ class Predictor:
     # ------------------------------------------------------------------------- frames
     def find_faces(self, image: np.ndarray, *, detect: bool = True, color: str = "rgb"):
         """Boxes (x, y, w, h) of the faces in an image; the whole image when detect=False."""
-        if not detect:
-            return [(0, 0, int(image.shape[1]), int(image.shape[0]))]
-        return [tuple(int(v) for v in box) for box in self.detector(image, color=color)]
+        return self.locate_faces(image, detect=detect, color=color)[0]
 
-    def face_dict(self, box, probs: np.ndarray) -> dict:
-        """One face as in `predict` and the JSON output: box, label, score, scores."""
+    def locate_faces(self, image: np.ndarray, *, detect: bool = True, color: str = "rgb"):
+        """(boxes, box_source): the faces' (x, y, w, h) boxes and how they were found.
+
+        box_source: "detector"; "whole_image" with detect=False; "whole_image_fallback" when
+        the detector found nothing in a tight crop (see `tight_crop_side`); boxes is empty
+        (source "detector") when it found nothing in a larger image.
+        """
+        whole = [(0, 0, int(image.shape[1]), int(image.shape[0]))]
+        if not detect:
+            return whole, BOX_WHOLE
+        boxes = [tuple(int(v) for v in box) for box in self.detector(image, color=color)]
+        if not boxes and max(image.shape[:2]) <= self.tight_crop_side:
+            return whole, BOX_FALLBACK
+        return boxes, BOX_DETECTED
+
+    def face_dict(self, box, probs: np.ndarray, box_source: str = BOX_DETECTED) -> dict:
+        """One face as in `predict` and the JSON output: box, label, score, scores, box_source."""
         top = int(np.argmax(probs))
         return {
             "box": [int(v) for v in box],
             "label": self.class_names[top],
             "score": float(probs[top]),
             "scores": {name: float(p) for name, p in zip(self.class_names, probs, strict=True)},
+            "box_source": box_source,
         }
 
     def iter_predictions(self, items, *, detect: bool = True, color: str = "bgr",
@@ -235,11 +263,13 @@ class Predictor:
         max_pending = max_pending or self.batch_size
         pending, crops = [], []
         for key, image in items:
-            boxes = self.find_faces(image, detect=detect, color=color)
+            image = _check_image(image)
+            boxes, source = self.locate_faces(image, detect=detect, color=color)
             for box in boxes:
-                crop = _faces.crop_box(image, box, margin=self.margin if detect else 0.0)
+                margin = self.margin if source == BOX_DETECTED else 0.0
+                crop = _faces.crop_box(image, box, margin=margin)
                 crops.append(self.prepare_crop(crop, color=color))
-            pending.append((key, image, boxes))
+            pending.append((key, image, boxes, source))
             if len(crops) >= self.batch_size or len(pending) >= max_pending:
                 yield from self._flush(pending, crops)
                 pending, crops = [], []
@@ -248,20 +278,85 @@ class Predictor:
     def _flush(self, pending, crops):
         probs = self.predict_crops(np.stack(crops)) if crops else None
         row = 0
-        for key, image, boxes in pending:
-            found = [self.face_dict(box, probs[row + i]) for i, box in enumerate(boxes)]
+        for key, image, boxes, source in pending:
+            found = [self.face_dict(box, probs[row + i], source) for i, box in enumerate(boxes)]
             row += len(boxes)
             yield key, image, found
 
-    def predict(self, images, *, detect: bool = True, color: str = "rgb") -> list[list[dict]]:
-        """Faces found in each image, with their expression probabilities.
+    def predict(self, image, *, detect: bool = True, color: str = "rgb") -> list[dict]:
+        """The faces of ONE image, with their expression probabilities.
 
-        images: a list of (H, W), (H, W, 1) or (H, W, 3) uint8 arrays of any size, or an
-          (N, H, W[, C]) array. color: 'rgb' (NumPy/Pillow) or 'bgr' (OpenCV) for 3 channels.
-        detect: find faces with the detector; False treats each whole image as one face.
-        Returns one list per image of dicts {box: [x, y, w, h], label, score, scores:
-        {class: prob}}; an empty list where no face was found.
+        image: an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 array of any size; a batch
+          is refused (use `predict_batch`). color: 'rgb' (NumPy/Pillow) or 'bgr' (OpenCV).
+        detect: find faces with the detector; False takes the whole image as one face.
+        Returns a list of dicts {box: [x, y, w, h], label, score, scores: {class: prob},
+        box_source}, one per face; an empty list when no face was found (with detect=True
+        and an image larger than `tight_crop_side`: pass detect=False for face crops).
         """
-        items = ((i, np.asarray(image)) for i, image in enumerate(images))
+        if isinstance(image, (list, tuple)):
+            raise ValueError(f"predict takes one (H, W[, C]) image; for several, call "
+                             f"predict_batch. Received: a {type(image).__name__} of "
+                             f"{len(image)}")
+        image = np.asarray(image)
+        if image.ndim == 4 or image.dtype == object:
+            raise ValueError(f"predict takes one (H, W[, C]) image; for several, call "
+                             f"predict_batch. Received: shape={image.shape}")
+        return self.predict_batch([image], detect=detect, color=color)[0]
+
+    def predict_batch(self, images, *, detect: bool = True,
+                      color: str = "rgb") -> list[list[dict]]:
+        """`predict` for each of several images: a list of images, or an (N, H, W[, C])
+        array. Returns one list of faces per image, in order."""
+        if isinstance(images, np.ndarray) and images.ndim not in (3, 4):
+            raise ValueError(f"predict_batch takes a list of images or an (N, H, W[, C]) "
+                             f"array. Received: shape={images.shape}")
+        items = ((i, image) for i, image in enumerate(images))
         return [found for _, _, found in self.iter_predictions(items, detect=detect,
                                                                  color=color)]
+
+    def detect_emotions(self, img, face_rectangles=None, *, color: str = "bgr",
+                        include_contempt: bool = False) -> list[dict]:
+        """The `fer` package's `FER().detect_emotions` output, so code written for fer runs.
+
+        img: one image, BGR by default as fer expects (`cv2.imread`). face_rectangles:
+          optional (x, y, w, h) boxes, as in fer: they skip detection.
+        Returns [{"box": [x, y, w, h], "emotions": {angry, disgust, fear, happy, sad,
+        surprise, neutral}}]. fer has no contempt: an 8-class model's contempt probability is
+        dropped and the other seven are renormalised to sum to 1, unless include_contempt
+        adds it as an eighth key. Scores are not rounded (fer rounds to 2 decimals).
+        """
+        image = _check_image(np.asarray(img))
+        if face_rectangles is None:
+            faces = self.predict(image, color=color)
+        else:
+            boxes = [tuple(int(v) for v in box) for box in face_rectangles]
+            crops = [self.prepare_crop(_faces.crop_box(image, b, margin=self.margin),
+                                       color=color) for b in boxes]
+            probs = self.predict_crops(np.stack(crops)) if crops else []
+            faces = [self.face_dict(b, p) for b, p in zip(boxes, probs, strict=True)]
+        return [{"box": face["box"], "emotions": to_fer_emotions(
+            face["scores"], include_contempt=include_contempt)} for face in faces]
+
+
+def to_fer_emotions(scores: dict, *, include_contempt: bool = False) -> dict:
+    """{fer name: prob} in fer's key order from ferkeras's {class name: prob}.
+
+    Classes fer lacks (contempt) are dropped and the rest renormalised, unless
+    include_contempt keeps contempt as an extra key (then nothing is renormalised).
+    """
+    out = {fer: float(scores.get(name, 0.0)) for fer, name in FER_EMOTIONS.items()}
+    if include_contempt and "contempt" in scores:
+        out["contempt"] = float(scores["contempt"])
+        return out
+    total = sum(out.values())
+    return {k: v / total for k, v in out.items()} if total > 0 else out
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"Expected one (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image. "
+                         f"Received: shape={image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"Expected a non-empty image. Received: shape={image.shape}")
+    return image

@@ -78,7 +78,7 @@ def inputs(tmp_path):
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     cv2.imwrite(str(folder / "face.jpg"), face_image())
-    cv2.imwrite(str(folder / "sub" / "blank.png"), np.full((120, 160, 3), 200, np.uint8))
+    cv2.imwrite(str(folder / "sub" / "blank.png"), np.full((240, 320, 3), 200, np.uint8))
     cv2.imwrite(str(folder / "sub" / "crop.jpg"), np.random.default_rng(0).integers(
         0, 256, (SIZE, SIZE), np.uint8))
     (folder / "notes.jpg").write_text("this is not a JPEG")
@@ -145,10 +145,12 @@ def run_predict(*args):
 # ----------------------------------------------------------------------------- tests
 def test_schema_validator_rejects_bad_records():
     good = {"source": "a.jpg", "frame": None, "box": [1, 2, 3, 4], "label": "happy",
-            "score": 0.5, "scores": {"happy": 0.5, "sad": 0.5}, "error": None}
+            "score": 0.5, "scores": {"happy": 0.5, "sad": 0.5}, "box_source": "detector",
+            "error": None}
     validate(good, SCHEMA)
     for bad in ({**good, "box": [1, 2, 3]}, {**good, "score": 1.5}, {**good, "extra": 1},
-                {**good, "error": "no face"}, {**good, "label": None}):
+                {**good, "error": "no face"}, {**good, "label": None},
+                {**good, "box_source": "guess"}):
         with pytest.raises(AssertionError):
             validate(bad, SCHEMA)
 
@@ -167,11 +169,19 @@ def test_haar_finds_the_drawn_face():
 def test_cli_json_folder_with_detection(model_dir, inputs):
     result = run_predict("--model", model_dir, inputs, "--json")
     assert result.exit_code == 0, result.output
-    assert result.stderr.strip() == f"error: {inputs / 'notes.jpg'}: not an image"
+    errors, *notes = result.stderr.strip().splitlines()
+    assert errors == f"error: {inputs / 'notes.jpg'}: not an image"
     records = {pathlib.Path(r["source"]).name: r for r in json_records(result.stdout)}
     assert set(records) == {"face.jpg", "blank.png", "crop.jpg"}
     face = records["face.jpg"]
     assert face["frame"] is None and face["error"] is None
+    assert face["box_source"] == "detector"
+    # The 48x48 crop has no detectable face: a tight crop, so the whole image is the face,
+    # and the output says so; the large blank image has none, and stderr says how to get one.
+    assert records["crop.jpg"]["box_source"] == "whole_image_fallback"
+    assert records["crop.jpg"]["box"] == [0, 0, SIZE, SIZE]
+    assert any("whole image was used" in n for n in notes)
+    assert any("--no-detect" in n for n in notes), notes
     assert 40 < face["box"][0] < 120 and face["label"] in face["scores"]
     assert face["score"] == max(face["scores"].values())
     assert abs(sum(face["scores"].values()) - 1) < 1e-4
@@ -299,15 +309,17 @@ def test_python_api(model_dir):
     assert len(predictor.class_names) == 8 and predictor.image_size == SIZE
     rgb = face_image()[..., ::-1]
     grey = np.full((100, 80), 30, np.uint8)
-    found = predictor.predict([rgb, grey, rgb[..., :1].copy()])
-    assert len(found[0]) == 1 and found[1] == []
-    assert set(found[0][0]) == {"box", "label", "score", "scores"}
+    found = predictor.predict_batch([rgb, grey, rgb[..., :1].copy()])
+    assert len(found[0]) == 1 and len(found[2]) == 1
+    assert found[1][0]["box_source"] == "whole_image_fallback"  # 100x80: a tight crop
+    assert set(found[0][0]) == {"box", "label", "score", "scores", "box_source"}
+    assert Predictor(model_dir, tight_crop_side=0).predict(grey) == []
     crops = np.random.default_rng(3).integers(0, 256, (5, SIZE, SIZE, 1), np.uint8)
     fast = predictor.predict_crops(crops)  # already the model's size: no per-crop work
     slow = predictor.predict_crops([c[..., 0] for c in crops])  # (H, W) crops
     assert fast.shape == (5, 8)
     np.testing.assert_allclose(fast, slow, atol=1e-6)
-    whole = predictor.predict(list(crops), detect=False)
+    whole = predictor.predict_batch(list(crops), detect=False)
     np.testing.assert_allclose([f[0]["score"] for f in whole], fast.max(-1), atol=1e-6)
     with pytest.raises(ValueError, match="batch_size=0"):
         Predictor(model_dir, batch_size=0)
@@ -319,7 +331,7 @@ def test_injected_detector_batches_many_faces(model_dir):
     boxes = [(0, 0, 10, 10), (5, 5, 20, 20), (30, 30, 15, 15)]
     predictor = Predictor(model_dir, batch_size=2, detector=lambda image, color: boxes)
     images = [np.full((60, 60, 3), v, np.uint8) for v in (0, 100, 200)]
-    found = predictor.predict(images)
+    found = predictor.predict_batch(images)
     assert [len(f) for f in found] == [3, 3, 3]
     assert [f["box"] for f in found[1]] == [list(b) for b in boxes]
 
@@ -338,6 +350,128 @@ def test_missing_or_newer_opencv(model_dir, monkeypatch):
     assert result.exit_code == 1 and "ferkeras[webcam]" in result.output
     # Crops still work without OpenCV (Pillow reads and resizes).
     predictor = Predictor(model_dir)
-    (face,), = predictor.predict([np.zeros((100, 90, 3), np.uint8)], detect=False)
+    (face,) = predictor.predict(np.zeros((100, 90, 3), np.uint8), detect=False)
     assert face["box"] == [0, 0, 90, 100]
     assert read_image(__file__) is None
+
+
+# ----------------------------------------------------------------------------- issue 12
+def test_predict_takes_one_image_and_batches_are_explicit(model_dir):
+    from ferkeras.inference import Predictor
+
+    predictor = Predictor(model_dir)
+    image = np.zeros((350, 300, 3), np.uint8)
+    image[100:260, 70:230] = face_image(160, 160, 80, 80, 0.8)
+    faces = predictor.predict(image)  # one image: its faces, not 350 rows taken as a batch
+    assert isinstance(faces, list) and len(faces) == 1 and faces[0]["box_source"] == "detector"
+    assert predictor.predict(image[..., 0], detect=False)[0]["box"] == [0, 0, 300, 350]
+    with pytest.raises(ValueError, match="predict_batch"):
+        predictor.predict(np.stack([image, image]))
+    with pytest.raises(ValueError, match="predict_batch"):
+        predictor.predict([image, image])
+    assert [len(f) for f in predictor.predict_batch(np.stack([image, image]))] == [1, 1]
+
+
+def test_detect_emotions_is_fer_compatible(model_dir):
+    from ferkeras.inference import FER_EMOTIONS, Predictor
+
+    predictor = Predictor(model_dir)
+    bgr = face_image()
+    (face,) = predictor.detect_emotions(bgr)
+    assert set(face) == {"box", "emotions"} and len(face["box"]) == 4
+    assert list(face["emotions"]) == list(FER_EMOTIONS)  # fer's names: angry, not anger
+    assert abs(sum(face["emotions"].values()) - 1) < 1e-5  # contempt dropped, renormalised
+    (ours,) = predictor.predict(bgr, color="bgr")
+    rest = 1 - ours["scores"]["contempt"]
+    assert face["emotions"]["angry"] == pytest.approx(ours["scores"]["anger"] / rest, rel=1e-5)
+    (full,) = predictor.detect_emotions(bgr, include_contempt=True)
+    assert full["emotions"]["contempt"] == pytest.approx(ours["scores"]["contempt"])
+    (given,) = predictor.detect_emotions(bgr, face_rectangles=[(10, 10, 60, 60)])
+    assert given["box"] == [10, 10, 60, 60]
+    assert predictor.detect_emotions(np.full((240, 320, 3), 200, np.uint8)) == []
+
+
+def test_training_and_serving_preprocessing_match(model_dir, tmp_path):
+    """Faces larger than the model input go through training's pipeline (tf.data decode,
+    channels, antialiased resize) and through the predictor: same inputs, same outputs.
+    The old predictor resized with cv2 INTER_AREA first and rounded its own grey: it fails."""
+    import cv2
+    import tensorflow as tf
+
+    from ferkeras.data.pipeline import decode_file, to_model_input
+    from ferkeras.faces import read_image
+    from ferkeras.inference import Predictor
+
+    predictor = Predictor(model_dir)
+    rng = np.random.default_rng(7)
+    faces = [face_image(320, 240, 160, 120, 1.0)[30:230, 60:260],  # 200x200 BGR
+             cv2.resize(face_image(), (97, 61)),
+             rng.integers(0, 256, (150, 120, 3), np.uint8)]
+    for i, bgr in enumerate(faces):
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        trained = to_model_input(tf.constant(rgb), size=SIZE, channels=1).numpy()
+        served = predictor.prepare_crop(bgr, color="bgr")
+        np.testing.assert_allclose(served, trained, atol=0.01)
+        path = tmp_path / f"face{i}.png"
+        cv2.imwrite(str(path), bgr)
+        from_file = decode_file(tf.constant(str(path)), tf.constant([-1, -1, -1, -1]),
+                                size=SIZE, channels=1).numpy()
+        (face,) = predictor.predict(read_image(path), detect=False, color="bgr")
+        np.testing.assert_allclose(from_file, trained, atol=1e-4)
+        want = predictor.predict_crops(from_file[None])[0]
+        got = np.array([face["scores"][n] for n in predictor.class_names])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_annotate_into_unwritable_folder_fails_in_one_line(model_dir, inputs, tmp_path,
+                                                            monkeypatch):
+    import cv2
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    # Tests run as root, which chmod does not stop: a path under a regular file cannot be
+    # created, and /proc accepts no new files.
+    for target in (blocker / "ann", "/proc"):
+        result = run_predict("--model", model_dir, inputs / "face.jpg", "--annotate", target)
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.strip().splitlines()
+        assert f"--annotate {target}: cannot write annotated images there" in line
+    # Writable at start, but each image fails to write (e.g. the disk fills up): non-zero.
+    monkeypatch.setattr(cv2, "imwrite", lambda *a, **k: False)
+    result = run_predict("--model", model_dir, inputs / "face.jpg", "--annotate",
+                         tmp_path / "ann")
+    assert result.exit_code == 1
+    assert "cannot write the annotated image" in result.stderr
+    assert "1 annotated image(s) could not be written" in result.stderr
+
+
+def test_stdout_on_a_full_disk_fails_in_one_line(model_dir, inputs):
+    cmd = [sys.executable, "-m", "ferkeras.commands.predict_cmd", "--model", str(model_dir),
+           str(inputs / "face.jpg"), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              cwd=REPO, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip() == "Error: cannot write the output (No space left on device)"
+
+
+def test_default_model_is_the_shipped_one_never_the_quickstart(model_dir, inputs, monkeypatch,
+                                                               tmp_path):
+    import ferkeras.pretrained as pretrained
+
+    monkeypatch.delenv("FERKERAS_MODEL", raising=False)
+    monkeypatch.chdir(tmp_path)  # an export/quickstart here must not be picked up silently
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "quickstart").symlink_to(model_dir)
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", tmp_path / "none")
+    result = run_predict(inputs / "face.jpg")
+    assert result.exit_code == 1 and "no shipped model" in result.output
+    assert "--model" in result.output
+    monkeypatch.setattr(pretrained, "SHIPPED_DIR", model_dir)
+    result = run_predict(inputs / "face.jpg", "--json")
+    assert result.exit_code == 0, result.output
+    assert json_records(result.stdout)[0]["box_source"] == "detector"
+    monkeypatch.setenv("FERKERAS_MODEL", str(tmp_path / "nowhere"))  # the env var overrides
+    result = run_predict(inputs / "face.jpg")
+    assert result.exit_code == 1 and "no such model folder" in result.output

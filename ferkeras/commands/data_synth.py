@@ -252,13 +252,16 @@ def sheet(folder, out_png, split, per_class):
             f"true: {names[t]}" if t >= 0 and t != g else ""
             for g, t in zip(data.labels, data.true_labels, strict=True)
         ]
-    path = write_contact_sheet(
-        data.images,
-        data.labels,
-        names,
-        out_png,
-        per_class=per_class,
-        title=f"{split_dir} (rows: given label)",
-        captions=captions,
-    )
+    try:
+        path = write_contact_sheet(
+            data.images,
+            data.labels,
+            names,
+            out_png,
+            per_class=per_class,
+            title=f"{split_dir} (rows: given label)",
+            captions=captions,
+        )
+    except OSError as err:  # SheetWriteError: read-only path, full disk
+        raise click.ClickException(str(err).splitlines()[0]) from None
     click.echo(f"wrote {path}: {len(data)} images, {len(names)} classes")

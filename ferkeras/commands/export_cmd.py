@@ -5,6 +5,21 @@ from __future__ import annotations
 import click
 
 
+def check_writable_parent(out: str) -> None:
+    """Fail in one line, before any TensorFlow work, when `out`'s folder cannot be written."""
+    import pathlib
+    import tempfile
+
+    parent = pathlib.Path(out).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".ferkeras-write-test-"):
+            pass
+    except OSError as err:
+        raise click.ClickException(f"--out {out}: cannot write there "
+                                   f"({err.strerror or type(err).__name__})") from None
+
+
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=str))
 @click.option("--out", "out", required=True, type=click.Path(path_type=str),
@@ -24,10 +39,14 @@ def export(run_dir: str, out: str, opset: int, weights: str, parity_limit: int) 
     from ferkeras.export import ExportError, export_run
     from ferkeras.recipe import RecipeError
 
+    check_writable_parent(out)
     try:
         meta = export_run(run_dir, out, opset=opset, weights=weights, parity_limit=parity_limit)
     except (ExportError, RecipeError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+    except OSError as err:  # the disk filled up or the folder became read-only meanwhile
+        raise click.ClickException(f"--out {out}: cannot write the export "
+                                   f"({err.strerror or err})") from None
     parity = meta["parity"]
     click.echo(f"exported {run_dir} ({weights}) -> {out}: {len(meta['class_names'])} classes, "
                f"input {meta['image_size']}x{meta['image_size']}x{meta['channels']}, "

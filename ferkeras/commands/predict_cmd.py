@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from ferkeras.faces import list_detectors
+
 NO_FACE = "no face"
 
 
@@ -16,7 +18,7 @@ def face_records(source: str, frame: int | None, faces: list[dict]) -> list[dict
     """JSON records for one image or frame: one per face, or one `no face` record."""
     if not faces:
         return [{"source": source, "frame": frame, "box": None, "label": None, "score": None,
-                 "scores": None, "error": NO_FACE}]
+                 "scores": None, "box_source": None, "error": NO_FACE}]
     return [{"source": source, "frame": frame, **face, "error": None} for face in faces]
 
 
@@ -29,6 +31,9 @@ class _Report:
         self.width = min(max(source_width, 6), 60)
         self.read = 0
         self.faces = 0
+        self.no_face = 0
+        self.fallback = 0
+        self.write_errors = 0
         self._names: set[str] = set()
         self._header = False
 
@@ -37,6 +42,8 @@ class _Report:
 
         self.read += 1
         self.faces += len(faces)
+        self.no_face += not faces
+        self.fallback += any(f.get("box_source") == "whole_image_fallback" for f in faces)
         for record in face_records(source, frame, faces):
             if self.as_json:
                 click.echo(json.dumps(record))
@@ -59,7 +66,10 @@ class _Report:
         else:
             box = "[" + ", ".join(str(v) for v in record["box"]) + "]"
             label, score = record["label"], f"{record['score']:.3f}"
-        click.echo(f"{source:<{self.width}}  {frame:>6}  {box:<22}  {label:<10}  {score:>5}")
+        note = ("  (no face found: whole image used)"
+                if record.get("box_source") == "whole_image_fallback" else "")
+        click.echo(f"{source:<{self.width}}  {frame:>6}  {box:<22}  {label:<10}  {score:>5}"
+                   f"{note}")
 
     def _save_annotated(self, source: str, frame: int | None, image, faces) -> None:
         import pathlib
@@ -78,7 +88,12 @@ class _Report:
             candidate, n = f"{name}-{n}", n + 1
         self._names.add(candidate)
         path = self.annotate / f"{candidate}.jpg"
-        if not cv2.imwrite(str(path), draw_faces(image, faces)):
+        try:
+            written = cv2.imwrite(str(path), draw_faces(image, faces))
+        except cv2.error:
+            written = False
+        if not written:
+            self.write_errors += 1
             click.echo(f"error: {path}: cannot write the annotated image", err=True)
 
 
@@ -110,12 +125,43 @@ def _progress(items, *, total, unit: str, desc: str):
                 leave=False)
 
 
+def prepare_annotate_dir(annotate: str):
+    """The --annotate folder, created and proven writable; ClickException (one line) if not."""
+    import pathlib
+    import tempfile
+
+    folder = pathlib.Path(annotate)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".ferkeras-write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise click.ClickException(f"--annotate {annotate}: cannot write annotated images "
+                                   f"there ({reason})") from None
+    return folder
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's final flush of a stdout that failed
+    (full disk, closed pipe) prints no second error."""
+    import os
+    import sys
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real fd behind stdout (tests)
+        pass
+
+
 @click.command("predict")
 @click.argument("inputs", nargs=-1, type=str)
-@click.option("--model", "model", envvar="FERKERAS_MODEL", default="export/quickstart",
-              show_default=True, type=click.Path(path_type=str),
-              help="Export folder written by `ferkeras export` (or $FERKERAS_MODEL); "
-                   "`make export` writes the default one.")
+@click.option("--model", "model", envvar="FERKERAS_MODEL", default=None,
+              type=click.Path(path_type=str),
+              help="Export folder written by `ferkeras export` (or $FERKERAS_MODEL). Default: "
+                   "the model shipped with ferkeras (FERPlus, 8 expressions, int8; see "
+                   "ferkeras/pretrained/ferplus8/MODEL_CARD.md).")
 @click.option("--webcam", type=click.IntRange(0, None), default=None,
               help="Read frames from this webcam index (needs OpenCV: ferkeras[webcam]).")
 @click.option("--video", "videos", multiple=True, type=str,
@@ -127,6 +173,10 @@ def _progress(items, *, total, unit: str, desc: str):
 @click.option("--no-detect", is_flag=True,
               help="Images are face crops already (FER2013, AffectNet): the whole image is the "
                    "face.")
+@click.option("--detector", default="haar-staged", show_default=True,
+              type=click.Choice(list_detectors()),
+              help="Face detector: staged Haar cascades (frontal, then padded frontal, alt2, "
+                   "profiles), or the single frontal cascade.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per face per line (docs/predict_schema.json).")
 @click.option("--annotate", type=click.Path(file_okay=False, path_type=str), default=None,
@@ -137,38 +187,55 @@ def _progress(items, *, total, unit: str, desc: str):
               help="onnxruntime intra-op threads (0: one per core).")
 @click.option("--margin", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Grow detected boxes by this share of their size on each side.")
-def predict(inputs, model, webcam, videos, every, max_frames, no_detect, as_json, annotate,
-            batch_size, threads, margin) -> None:
+def predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector, as_json,
+            annotate, batch_size, threads, margin) -> None:
     """Predict the expression of each face in INPUTS (image files, folders, globs, videos).
 
     Prints a table by default, or JSON lines with --json. A file that is not an image gets
-    an `error:` line on stderr and the others go on; the exit code is non-zero only when
-    nothing could be read.
+    an `error:` line on stderr and the others go on; the exit code is non-zero when nothing
+    could be read, when an annotated image could not be written, or when the output cannot
+    be written (e.g. a full disk). Where no face is found in a small image (a tight crop),
+    the whole image is used and the output says so.
     """
+    import sys
+
+    try:
+        _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector,
+                 as_json, annotate, batch_size, threads, margin)
+        sys.stdout.flush()
+    except OSError as err:  # stdout on a full disk or a closed pipe
+        _silence_stdout()
+        reason = err.strerror or type(err).__name__
+        raise click.ClickException(f"cannot write the output ({reason})") from None
+
+
+def _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector, as_json,
+             annotate, batch_size, threads, margin) -> None:
     import os
     import pathlib
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from ferkeras import faces as F
     from ferkeras.inference import ModelFolderError, Predictor
+    from ferkeras.pretrained import default_model
 
     if not inputs and not videos and webcam is None:
         raise click.UsageError("give image files, folders or globs, --video FILE or --webcam N")
+    model_path, origin = default_model(model)
+    if model_path is None:
+        raise click.ClickException(origin)
     try:
-        predictor = Predictor(model, threads=threads, batch_size=batch_size, margin=margin)
+        predictor = Predictor(model_path, threads=threads, batch_size=batch_size,
+                              margin=margin,
+                              detector=None if no_detect else F.build_detector(detector))
         paths = F.collect_inputs(inputs)
-        if not no_detect:
-            predictor.detector  # noqa: B018 -- fail now if OpenCV or its cascades are missing
         if videos or webcam is not None or annotate or any(map(F.is_video, paths)):
             F.import_cv2("Video, webcam and --annotate")
     except (ModelFolderError, F.OpenCVMissingError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     video_paths = [str(p) for p in paths if F.is_video(p)] + list(videos)
     image_paths = [p for p in paths if not F.is_video(p)]
-    annotate_dir = None
-    if annotate:
-        annotate_dir = pathlib.Path(annotate)
-        annotate_dir.mkdir(parents=True, exist_ok=True)
+    annotate_dir = prepare_annotate_dir(annotate) if annotate else None
     width = max([len(str(p)) for p in image_paths + video_paths] + [len("webcam:0")])
     report = _Report(as_json=as_json, annotate=annotate_dir, source_width=width)
     errors = []
@@ -212,8 +279,17 @@ def predict(inputs, model, webcam, videos, every, max_frames, no_detect, as_json
                 max_pending=1)
         except KeyboardInterrupt:
             capture.release()
+    if report.fallback:
+        click.echo(f"note: no face found in {report.fallback} small image(s); the whole image "
+                   "was used as the face (box_source whole_image_fallback)", err=True)
+    if report.no_face and not no_detect:
+        click.echo(f"note: no face found in {report.no_face} image(s)/frame(s); if they are "
+                   "face crops, pass --no-detect to use the whole image", err=True)
     if report.read == 0:
         raise click.ClickException(f"nothing could be read ({len(errors)} input(s) failed)")
+    if report.write_errors:
+        raise click.ClickException(f"{report.write_errors} annotated image(s) could not be "
+                                   f"written to {annotate_dir}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,11 @@ from ferkeras.data.table import Split
 from ferkeras.labels import EXPRESSIONS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class SheetWriteError(OSError):
+    """The contact sheet could not be written (read-only folder, full disk, bad name)."""
+
 _PAD = 4
 
 
@@ -85,8 +90,12 @@ def write_contact_sheet(
                 for j, text in enumerate(str(captions[i]).split(" / ")):
                     draw.text((x0, y0 + cell + 1 + 14 * j), text, fill="black", font=_font(10))
     out_png = pathlib.Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png)
+    try:
+        out_png.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(out_png)
+    except (OSError, ValueError) as err:  # read-only or full disk; ValueError: bad suffix
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise SheetWriteError(f"{out_png}: cannot write the contact sheet ({reason})") from None
     return out_png
 
 
