@@ -40,7 +40,7 @@ def _split_lines(output: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_workers_match_one_worker_with_two_replicas(tmp_path):
-    from ferkeras.callbacks.noise_split import mask_digest
+    from ferkeras.passes import mask_digest
 
     recipe = write_recipe(tmp_path / "tiny.yaml", RECIPE)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}

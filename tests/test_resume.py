@@ -71,7 +71,7 @@ def _assert_close(a, b, path=""):
 
 @pytest.mark.slow
 def test_kill_mid_cycle_then_resume_equals_uninterrupted(tmp_path):
-    from ferkeras.callbacks.noise_split import mask_digest
+    from ferkeras.passes import mask_digest
 
     recipe = write_recipe(tmp_path / "tiny.yaml")
     env = cli_env(tmp_path)
