@@ -315,7 +315,8 @@ def markdown(data):
         lines += [f"`ferkeras train --smoke` on the {data['sizes_list'][0]}-row folder "
                   f"({e2e['seconds']} s): run_info.json `skipped` = {e2e['skipped']}; "
                   f"skipped_files.tsv names {len(e2e['skipped_files_tsv'])} file(s):", ""]
-        lines += [f"- `{row}`" for row in e2e["skipped_files_tsv"]]
+        lines += [f"- `{row.split(chr(9))[0]}`: {row.split(chr(9))[-1]}"
+                  for row in e2e["skipped_files_tsv"]]
     return "\n".join(lines) + "\n"
 
 

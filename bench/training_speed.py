@@ -46,9 +46,15 @@ import common  # noqa: E402
 SKIP = 2  # steps of every fit left out of the steady-state rate
 MODELS = {
     # name: width, image side, channels, batch, steps per timed fit
-    "small_cnn": (16, 48, 1, 128, 12),
-    "vgg4": (32, 48, 1, 128, 9),
+    "small_cnn": (16, 48, 1, 128, 9),
+    "vgg4": (32, 48, 1, 128, 7),
     "mobilenetv3small": (32, 112, 3, 64, 6),
+}
+# Rows left out to keep the whole run near 10 minutes on 2 shared cores.
+LEAVE_OUT = {
+    "vgg4": {"supervised_ema/float32", "supervised_ema/mixed_bfloat16"},
+    "mobilenetv3small": {"supervised_ema/float32", "supervised_ema/mixed_bfloat16",
+                         "supervised/mixed_bfloat16", "cycle/mixed_bfloat16"},
 }
 SCHEDULE = {"n_train": 28709, "warmup_epochs": 6, "cycles": 3, "epochs_per_cycle": 4,
             "recipe": "recipes/fer2013.yaml"}
@@ -61,9 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--n-images", type=int, default=2048,
                    help="rows of the in-memory Split the pipeline rows draw from")
-    p.add_argument("--xla-models", default="small_cnn,vgg4",
+    p.add_argument("--xla-models", default="small_cnn",
                    help="models that also get the XLA rows")
-    p.add_argument("--numerics-epochs", type=int, default=4)
+    p.add_argument("--numerics-epochs", type=int, default=3)
     return p.parse_args(argv)
 
 
@@ -216,7 +222,8 @@ def build_rows(model_name, *, n_images, xla, smoke):
         views = make_dataset(split, cfg, batch_size=batch, shuffle=True, views=True, seed=0,
                              drop_remainder=True, labelled_mask=cyc.labelled_mask).repeat()
         rows.append(Row(f"cycle/{tag}", cyc, views, batch, steps))
-    return rows
+    skip = LEAVE_OUT.get(model_name, set()) if not smoke else set()
+    return [r for r in rows if r.name not in skip]
 
 
 def _eager_probs(network, dataset):
@@ -295,7 +302,7 @@ def check_numerics(*, epochs, smoke):
     from ferkeras.strategy import precision_policy
     from ferkeras.trainers.supervised import SupervisedTrainer
 
-    n_train, n_val = (256, 64) if smoke else (4000, 800)
+    n_train, n_val = (256, 64) if smoke else (3000, 800)
     cfg = DataConfig(image_size=48 if not smoke else 32, channels=1, synthetic=SyntheticConfig(
         n_train=n_train, n_val=n_val, n_test=0, profile="uniform"))
     bundle = make_synthetic_bundle(cfg, seed=0)
@@ -457,6 +464,10 @@ NOT_TRIED = [
     "Channel layout: TensorFlow's CPU convolutions take NHWC only (NCHW needs a GPU).",
     "tf.data private thread pools and caching: the pipeline rows run from memory already "
     "(`default_path` vs `supervised` isolates the pipeline cost).",
+    "XLA for the cycle: the step does not compile (DenseBincount of a dynamic shape in the "
+    "FlexMatch count; unlabelled rows gathered with tf.where), so recipes refuse "
+    "train.jit_compile with cycle.enabled. XLA for vgg4 and mobilenetv3small: left out for "
+    "time (the lead's probe: vgg4 252 img/s with XLA against 375 without).",
 ]
 
 
