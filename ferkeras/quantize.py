@@ -80,7 +80,7 @@ def quantize_onnx(float_path, int8_path, calibration_images: np.ndarray, *,
                  "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="ferkeras-quant-") as tmp:
         prepared = pathlib.Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=False)
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(int8_path),
             CalibrationReader(calibration_images, input_name=input_name),

@@ -155,7 +155,10 @@ def _fake_sources(monkeypatch, n_val=12):
         val = Split(labels=np.zeros(n_val), images=_images(n_val, seed=seed + 7))
         return types.SimpleNamespace(val=val)
 
+    from ferkeras.data import sources as real
+
     module = types.ModuleType("ferkeras.data.sources")
+    module.__dict__.update({k: v for k, v in vars(real).items() if not k.startswith("__")})
     module.load_bundle = load_bundle
     monkeypatch.setitem(sys.modules, "ferkeras.data.sources", module)
 
@@ -200,3 +203,48 @@ def test_bad_run_folder_and_unsafe_target(exported, tmp_path):
     assert (precious / "thesis.tex").is_file()
     with pytest.raises(ValueError, match="weights='final'"):
         export_run(run_dir, tmp_path / "y", weights="final", parity_images=_images(2))
+
+
+def test_export_to_an_unwritable_out_is_one_line(exported, tmp_path, monkeypatch):
+    """Tests run as root (chmod does not stop root): a path under a regular file cannot be
+    created, /proc accepts no new files, and a write failing midway (full disk) is caught."""
+    from ferkeras.commands.export_cmd import export as export_cmd
+
+    run_dir, _, _, _ = exported
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for out in (blocker / "sub" / "model", "/proc/ferkeras-model"):
+        result = CliRunner().invoke(export_cmd, [str(run_dir), "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        (line,) = result.output.strip().splitlines()
+        assert f"--out {out}: cannot write there" in line
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ferkeras.export.export_run", full_disk)
+    result = CliRunner().invoke(export_cmd, [str(run_dir), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: --out {tmp_path / 'm'}: cannot write the export "
+                                     "(No space left on device)")
+
+
+def test_data_sheet_to_an_unwritable_out_is_one_line(tmp_path):
+    from PIL import Image
+
+    from ferkeras.cli import cli
+
+    for name in ("happy", "sad"):
+        (tmp_path / "faces" / name).mkdir(parents=True)
+        Image.fromarray(np.full((16, 16), 90, np.uint8)).save(tmp_path / "faces" / name / "a.png")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for out in (blocker / "sheet.png", "/proc/ferkeras-sheet.png", "/dev/full"):
+        result = CliRunner().invoke(cli, ["data", "sheet", str(tmp_path / "faces"), "--out",
+                                          str(out)])
+        assert result.exit_code == 1, (out, result.output)
+        (line,) = result.output.strip().splitlines()
+        assert f"{out}: cannot write the contact sheet" in line, line
+    ok = CliRunner().invoke(cli, ["data", "sheet", str(tmp_path / "faces"), "--out",
+                                  str(tmp_path / "sheet.png")])
+    assert ok.exit_code == 0 and (tmp_path / "sheet.png").is_file()
