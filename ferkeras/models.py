@@ -7,6 +7,8 @@ predictor need no separate preprocessing beyond resize and channel conversion.
 
 from __future__ import annotations
 
+import random
+
 # Keras's default 0.99 leaves the moving statistics far from the data after the few hundred
 # steps of a CPU-sized run, and inference-mode predictions collapse to one class.
 BN_MOMENTUM = 0.9
@@ -93,15 +95,19 @@ def build_network(name, *, num_classes: int, input_shape=(48, 48, 1), width: int
 
 
 class _Seeds:
-    """Distinct, reproducible seeds for each initialiser of one network."""
+    """Distinct, reproducible seeds for each initialiser of one network.
+
+    A private `random.Random(seed)` draws them the way Keras draws an unseeded
+    initialiser's seed (`randint(1, 1e9)` in construction order), so the in-house networks
+    get the same weights as under `keras.utils.set_random_seed(seed)`, which this module
+    used to call, without touching the global random state.
+    """
 
     def __init__(self, seed: int):
-        self.seed = int(seed)
-        self.count = 0
+        self.rng = random.Random(int(seed))
 
     def next(self) -> int:
-        self.count += 1
-        return self.seed * 100003 + self.count
+        return self.rng.randint(1, int(1e9))
 
     def conv(self) -> dict:
         import keras
