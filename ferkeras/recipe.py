@@ -69,6 +69,18 @@ def _selectors():
     return list_selectors()
 
 
+def _normalize_modes():
+    from ferkeras.selection import NORMALIZE_MODES
+
+    return NORMALIZE_MODES
+
+
+def _gmm_scopes():
+    from ferkeras.selection import GMM_SCOPES
+
+    return GMM_SCOPES
+
+
 def _choices(meta) -> tuple | None:
     """A field's allowed values: a tuple, or read from its name table (a callable)."""
     choices = meta.get("choices")
@@ -249,11 +261,11 @@ class CycleConfig:
         "(Co-teaching).", choices=_selectors
     )
     normalize: str = _field(
-        "per_class", "Loss normalisation: global or per_class.", choices=("global", "per_class")
+        "per_class", "Loss normalisation: global or per_class.", choices=_normalize_modes
     )
     gmm_scope: str = _field(
         "global", "Fit one GMM on all normalised losses, or one per class.",
-        choices=("global", "per_class"),
+        choices=_gmm_scopes,
     )
     loss_window: int = _field(1, "Average each sample's loss over the last k evaluations.", min=1)
     p_clean: float = _field(0.5, "Clean-probability threshold for the labelled set.", min=0.0,

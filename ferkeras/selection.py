@@ -27,8 +27,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 from sklearn.mixture import GaussianMixture
 
-_NORMALIZE_MODES = ("global", "per_class")
-_GMM_SCOPES = ("global", "per_class")
+NORMALIZE_MODES = ("global", "per_class")  # `normalize_losses(mode=...)`
+GMM_SCOPES = ("global", "per_class")  # `clean_probability(gmm_scope=...)`
 
 
 # ----------------------------------------------------------------------------- checks
@@ -98,7 +98,7 @@ def normalize_losses(losses, labels, *, num_classes: int, mode: str = "per_class
     """
     losses = _as_1d_float(losses, "losses")
     labels = _as_labels(labels, losses.size, num_classes)
-    _check_choice(mode, "mode", _NORMALIZE_MODES)
+    _check_choice(mode, "mode", NORMALIZE_MODES)
     if mode == "global":
         return _min_max(losses) if losses.size else losses
     out = np.empty_like(losses)
@@ -237,7 +237,7 @@ def clean_probability(
 
 def _gmm_clean_prob(normed, labels, *, gmm_scope, min_class_samples, seed):
     """(clean_prob (N,), fitted GMMs {None: global} or {class id: GMM or None})."""
-    _check_choice(gmm_scope, "gmm_scope", _GMM_SCOPES)
+    _check_choice(gmm_scope, "gmm_scope", GMM_SCOPES)
     _check_int(min_class_samples, "min_class_samples", 1)
     if gmm_scope == "global":
         gmm = fit_gmm(normed, seed=seed)
