@@ -128,7 +128,8 @@ BOX_DETECTED, BOX_WHOLE, BOX_FALLBACK = "detector", "whole_image", "whole_image_
 class Predictor:
     """Facial-expression predictions from an export folder, with ONNX Runtime.
 
-    path: the export folder (or its model.onnx / metadata.json).
+    path: the export folder (or its model.onnx / metadata.json); None: $FERKERAS_MODEL, else
+      the model shipped with ferkeras (`ferkeras.pretrained`).
     threads: onnxruntime intra-op threads (0: onnxruntime's choice).
     batch_size: faces per model call; the input batch is preallocated once.
     margin: face boxes are grown by this share of their size on each side before cropping.
@@ -142,7 +143,8 @@ class Predictor:
     input batch): use one Predictor per thread.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, batch_size: int = 64,
+    def __init__(self, path: str | os.PathLike | None = None, *, threads: int = 0,
+                 batch_size: int = 64,
                  margin: float = 0.1, detector=None, providers=None,
                  tight_crop_side: int = 160):
         if batch_size < 1:
@@ -152,6 +154,12 @@ class Predictor:
         if tight_crop_side < 0:
             raise ValueError(f"tight_crop_side must be >= 0. Received: "
                              f"tight_crop_side={tight_crop_side}")
+        if path is None:
+            from ferkeras.pretrained import default_model
+
+            path, origin = default_model(None)
+            if path is None:
+                raise ModelFolderError(origin)
         folder = pathlib.Path(path)
         if folder.is_file():
             folder = folder.parent
