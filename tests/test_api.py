@@ -105,8 +105,15 @@ def test_unknown_public_name_is_an_attribute_error():
 
 # ----------------------------------------------------------------------------- trainers
 def test_fit_arrays_twice_then_evaluate_a_dataset():
+    from ferkeras.models import build_network
+    from ferkeras.recipe import ModelConfig
+    from ferkeras.trainers.cycle import CycleTrainer
+
     x, y = _data(42)
-    trainer = _cycle()
+    # the module paths and arguments the code before this API already had
+    net = build_network(ModelConfig(width=4), input_shape=(S, S, 1), num_classes=K)
+    trainer = CycleTrainer(net, num_classes=K, num_samples=42)
+    trainer.compile(optimizer="adamw")
     trainer.fit(x, y, epochs=1, batch_size=14, verbose=0)  # was: "expected 3, got 2"
     trainer.fit(x, y, epochs=1, batch_size=14, verbose=0)  # was: "non-first call"
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(14)
@@ -227,10 +234,13 @@ def test_build_network_keeps_the_global_random_state():
     np.random.seed(123)
     tf.random.set_seed(123)
     expected = (random.random(), np.random.rand(), float(tf.random.uniform(())))
+    from ferkeras.models import build_network
+    from ferkeras.recipe import ModelConfig
+
     random.seed(123)
     np.random.seed(123)
     tf.random.set_seed(123)
-    a = fk.build_network("small_cnn", num_classes=3, input_shape=(S, S, 1), width=4, seed=7)
+    a = build_network(ModelConfig(width=4), num_classes=3, input_shape=(S, S, 1), seed=7)
     got = (random.random(), np.random.rand(), float(tf.random.uniform(())))
     assert got[:2] == expected[:2]
     assert got[2] == pytest.approx(expected[2])

@@ -24,6 +24,7 @@ def test_the_guide_has_examples():
     assert len(_blocks("python")) >= 8
 
 
+@pytest.mark.slow  # about 100 s on the shared 2-core machine under load: ~10 small fits
 def test_every_python_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     namespace = {"__name__": "docs_api"}
