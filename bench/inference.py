@@ -311,7 +311,7 @@ def fer_worker(config_path: str) -> None:
 
 
 def _fer_preprocess(bgr):
-    """fer's classifier input for a box covering the whole crop: (64, 64, 1) in [-1, 1]."""
+    """fer's classifier input for a box covering the whole crop: (64, 64) in [-1, 1]."""
     import cv2
     import numpy as np
 
@@ -321,7 +321,7 @@ def _fer_preprocess(bgr):
                                 value=[mean, mean, mean])
     h, w = grey.shape
     face = cv2.resize(padded[30:40 + h + 10, 30:40 + w + 10], (64, 64)).astype(np.float32)
-    return ((face / 255.0 - 0.5) * 2.0)[..., None]
+    return (face / 255.0 - 0.5) * 2.0
 
 
 # ----------------------------------------------------------------------------- parts
