@@ -335,10 +335,24 @@ def _write_table():
         write_reliability_table(pathlib.Path(target), RECORD)
 
 
+def test_reliability_table_counts_only_tested_cases(tmp_path):
+    path = tmp_path / "reliability.md"
+    write_reliability_table(path, [
+        {"case": "a", "command": "c", "outcome": "error", "message": "m"},
+        {"case": "read-only run folder", "command": "c", "outcome": "not tested",
+         "message": "skipped: running as root"}])
+    assert ("1 cases tested, 1 listed but not tested here (read-only run folder)"
+            in path.read_text())
+
+
 def write_reliability_table(path: pathlib.Path, rows: list[dict]) -> None:
     """Replace the generated table between the markers in `path`."""
     start, end = "<!-- bad-input table: start -->", "<!-- bad-input table: end -->"
-    lines = [start, f"{len(rows)} cases, from `tests/test_bad_input.py`.", "",
+    untested = [r["case"] for r in rows if r["outcome"] == "not tested"]
+    count = f"{len(rows) - len(untested)} cases tested"
+    if untested:
+        count += f", {len(untested)} listed but not tested here ({', '.join(untested)})"
+    lines = [start, f"{count}, from `tests/test_bad_input.py`.", "",
              "| case | command | outcome | message |", "|---|---|---|---|"]
     for r in rows:
         message = re.sub(r"/\S*/pytest-\d+/[^/]+", "TMP", r["message"]).replace("|", "\\|")

@@ -124,6 +124,81 @@ def test_cycle_detects_injected_noise_and_learns(tmp_path, toy_bundle):
     assert (run_dir / "ce_baseline" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
+def test_small_loss_selector_resplits_every_epoch_over_a_loss_window(tmp_path, toy_bundle):
+    """cycle.selector small_loss, resplit_every_epoch and loss_window 2 in one run."""
+    bundle, is_noisy = toy_bundle(noise=0.3, n_train=256)
+    recipe = dict(TOY, cycle={"enabled": True, "warmup_epochs": 3, "cycles": 1,
+                              "epochs_per_cycle": 3, "resplit_every_epoch": True,
+                              "selector": "small_loss", "keep_ratio": 0.7, "loss_window": 2,
+                              "min_class_samples": 8})
+    run_dir = tmp_path / "run"
+    result = _run(["train", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    for epoch in (4, 5, 6):  # a split before every epoch of the cycle
+        assert f"split at epoch {epoch}:" in result.output
+    labels = bundle.train.labels
+    for epoch in (4, 5, 6):
+        with open(run_dir / "reports" / f"split-e{epoch:03d}" / "samples.csv") as fh:
+            table = list(csv.DictReader(fh))
+        index = np.array([int(r["index"]) for r in table])
+        labelled = np.array([r["labelled"] == "1" for r in table])
+        for c in range(8):  # small_loss keeps keep_ratio of each given class
+            share = labelled[labels[index] == c].mean()
+            assert abs(share - 0.7) <= 0.06, (epoch, c, share)
+    # loss_window 2: the last split scored the mean of the last two loss passes, which the
+    # run state keeps as the selector history.
+    state = json.loads((run_dir / "checkpoints" / "state.json").read_text())
+    history = np.load(run_dir / "checkpoints" / state["extra"]["NoiseSplit"]["history_file"])[
+        "history"]
+    assert history.shape == (2, len(labels))
+    losses = np.array([float(r["loss"]) for r in table])
+    np.testing.assert_allclose(losses, history.mean(axis=0)[index], rtol=1e-3, atol=1e-4)
+    assert not np.allclose(history[0], history[1])  # two different passes were averaged
+    # The small-loss ranking finds the injected noise too (chance ROC-AUC 0.5).
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["noise_detection"]["auc"] > 0.75, metrics["noise_detection"]
+
+
+@pytest.mark.slow
+def test_baseline_is_reused_when_finished_and_resumed_when_not(tmp_path, toy_bundle):
+    """train_with_baseline (cycle.compare_ce) under --resume: a finished CE baseline is read
+    back, not retrained; one without metrics.json continues from its own saved state."""
+    import keras
+
+    toy_bundle(noise=0.3, n_train=256)
+    recipe = dict(TOY, cycle={"enabled": True, "warmup_epochs": 2, "cycles": 1,
+                              "epochs_per_cycle": 1, "min_class_samples": 8,
+                              "compare_ce": True})
+    path, run_dir = _write(tmp_path, recipe), tmp_path / "run"
+    base = run_dir / "ce_baseline"
+    assert _run(["train", str(path), "--run-dir", str(run_dir), "-q"]).exit_code == 0
+    before = {name: (base / name).read_bytes() for name in ("metrics.json", "history.csv")}
+    comparison = json.loads((run_dir / "metrics.json").read_text())["comparison"]
+
+    keras.utils.clear_session()  # number layers as the fresh `--resume` process would
+    result = _run(["train", "--resume", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert str(base) not in result.output  # the finished baseline is not touched ...
+    assert (base / "metrics.json").read_bytes() == before["metrics.json"]
+    now = json.loads((run_dir / "metrics.json").read_text())["comparison"]
+    assert now["ce"] == comparison["ce"]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1"):  # (wall_seconds: this process)
+        assert now["cycle"][key] == pytest.approx(comparison["cycle"][key]), key
+
+    (base / "metrics.json").unlink()  # ... one cut short before its metrics is resumed
+    keras.utils.clear_session()
+    result = _run(["train", "--resume", str(run_dir), "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"resume: {base} has all 3 epochs; recomputing the final metrics" in result.output
+    assert (base / "history.csv").read_bytes() == before["history.csv"]  # no epoch retrained
+    again = json.loads((base / "metrics.json").read_text())
+    old = json.loads(before["metrics.json"])
+    assert again["test"]["best"]["accuracy"] == pytest.approx(old["test"]["best"]["accuracy"])
+    assert json.loads((run_dir / "metrics.json").read_text())["comparison"]["ce"][
+        "accuracy"] == pytest.approx(comparison["ce"]["accuracy"])
+
+
 def test_recipe_errors_are_one_line(tmp_path):
     result = _run(["train", str(_write(tmp_path, TINY)), "--set", "train.epochs=-2"])
     assert result.exit_code == 2 or result.exit_code == 1
