@@ -1,49 +1,35 @@
-"""Benchmark: the noise-robust cycle on FER2013's real label noise, scored against FERPlus.
+"""Benchmark: FER2013's real label noise, scored against FERPlus, trust-free and trusted.
 
-Command (from the repository root; the shared data is read in place, never copied):
+Commands (from the repository root; the data folder is read in place, never copied):
 
-    .venv/bin/python bench/noisy_fer2013.py --runs ce,cycle,oracle,la,cleanlab --epochs 6
-
-Smoke run (about a minute): `--limit-train 512 --epochs 1 --work bench/.work/smoke`.
+    .venv/bin/python bench/noisy_grid.py --configs ce,cycle --seeds 0,1,2    # proxy runs
+    .venv/bin/python bench/noisy_grid.py --configs oracle --seeds 0
+    .venv/bin/python bench/noisy_grid.py --configs ce,oracle --seeds 0 --model vgg4 \
+        --width 32 --epochs 12 --work bench/.work/noisy_grid_full               # full size
+    .venv/bin/python bench/noisy_fer2013.py                                     # this report
+    .venv/bin/python bench/noisy_fer2013.py --smoke                             # seconds
 
 Protocol
-- Train: FER2013 `Training` rows with their original (noisy) labels; true_labels = FERPlus
-  majority (-1 where none), joined by ROW POSITION (`ferkeras.data.fer2013`).
-- PublicTest is split into two seeded halves, stratified on the FER2013 label
-  (`stratified_holdout(fraction=0.5)`):
-  * validation half = `bundle.val`, labels = FER2013 labels: it alone picks the best epoch.
-  * reported half = `bundle.test`, labels = FERPlus majority (rows without one are dropped and
-    counted). It is scored once per run, after training, with the best-on-validation weights,
-    against FERPlus majority (headline) and against FER2013 labels, each with and without the
-    test images that have a pixel-identical duplicate in Training.
-- Runs (same model, augmentation, optimiser, seed, epoch budget): `ce`, `la`
-  (train.loss=logit_adjusted), `cycle` (cycle.enabled with logit_adjusted), `oracle` (CE on
-  FERPlus majority labels, train rows without one dropped) and `cleanlab` (2-fold
-  cross-validated CE models -> out-of-sample pred_probs -> cleanlab).
-- Noise detection on training rows that have a FERPlus majority, truth = (FER2013 label ==
-  FERPlus majority): the cycle's last split (reports/split-e*/samples.csv, clean_prob) vs
-  cleanlab (`get_label_quality_scores` for ROC-AUC, `find_label_issues` for P/R).
-
-How the data reaches `train_recipe`: this script builds the exact `DatasetBundle` itself and
-monkeypatches `ferkeras.data.sources.load_bundle` (imported lazily inside `train_recipe`) to
-return it. That is a benchmark-only shortcut; the library's own loaders are untouched.
-
-cleanlab is not a project dependency: it is imported from `bench/.work/site`
-(`pip install --target bench/.work/site cleanlab`, git-ignored). Without it the cleanlab
-step is reported as missing.
-
-Resumable: each run trains into bench/.work/noisy_fer2013/<run>/ and, once scored, writes
-<run>.done.json; a rerun skips done runs and resumes a killed one from checkpoints/state.json.
-The report (bench/results/noisy_fer2013.{md,json}, plus _recall.png) is assembled from
-whatever runs are done; `--report-only` only assembles it.
+- Train: FER2013 Training rows, original labels. PublicTest halves (bench/noisy_data.py):
+  validation half (FER2013 labels; with FERPlus majority labels it is the TRUSTED set) and
+  reported half, scored once against the FERPlus majority.
+- Every post-hoc rule below is computed from each run's saved probabilities: no retraining.
+- Trust-free track: nothing but FER2013 labels. Its candidate was fixed before any result
+  was seen (the noisy validation labels cannot choose a rule whose point is to disagree
+  with them): `ce+prior_tf`, the prior-aware decision rule with the clean prior estimated
+  from an anchor-point transition matrix (ferkeras.transition).
+- Trusted track: the validation half with FERPlus labels. Its winner is picked among the
+  trusted rules by 5-fold cross-validated accuracy ON THE TRUSTED ROWS, never the reported
+  half.
+- Comparisons are paired over the same reported rows: a bootstrap over rows (2000 draws) of
+  the seed-mean difference gives the 95 % CI.
+- Noise detection: ROC-AUC on Training rows with a FERPlus majority, truth = (FER2013 ==
+  FERPlus); detectors use the same in-sample CE probabilities as cleanlab's score here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -53,567 +39,361 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-DATA = pathlib.Path("/work/shared/data")
-FER_CSV = DATA / "fer2013" / "fer2013.csv.gz"
-FERPLUS_CSV = DATA / "ferplus" / "fer2013new.csv"
-RESULTS = ROOT / "bench" / "results"
-ALL_RUNS = ("ce", "cycle", "oracle", "la", "cleanlab")
-MODEL_RUNS = ("ce", "la", "cycle", "oracle")
-CLEANLAB_FOLDS = 2
-SEED = 0
+sys.path.insert(0, str(ROOT / "bench"))
+K = 7
+BOOT = 2000
+TRUST_FREE_WINNER = "ce+prior_tf"  # fixed before results (see the docstring)
+TRUSTED_RULES = ("prior_trusted", "glc_trusted", "counts_trusted", "recal_trusted")
 
 
-# ----------------------------------------------------------------------------- data
-@dataclasses.dataclass
-class Tables:
-    """All rows of the joined files. images (N, 48, 48, 1) uint8; fer, plus (N,) int32
-    (plus = FERPlus majority, -1 none); usage (N,) str; dup_in_train (N,) bool."""
-
-    images: np.ndarray
-    fer: np.ndarray
-    plus: np.ndarray
-    usage: np.ndarray
-    dup_in_train: np.ndarray
-
-
-def load_tables(cache: pathlib.Path) -> Tables:
-    """Parse both CSVs once (cached as .npz under the work folder)."""
-    if cache.is_file():
-        z = np.load(cache, allow_pickle=False)
-        return Tables(**{k: z[k] for k in z.files})
-    from ferkeras.data.fer2013 import ferplus_labels, read_fer2013_csv, read_ferplus_csv
-    from ferkeras.data.sources import code_lookup
-    from ferkeras.labels import FER2013_CODES, get_class_names
-
-    names = get_class_names("fer2013")
-    table = read_fer2013_csv(FER_CSV)
-    plus_table = read_ferplus_csv(FERPLUS_CSV)
-    if len(plus_table.votes) != len(table.emotions) or (plus_table.usage != table.usage).any():
-        raise ValueError("fer2013.csv.gz and fer2013new.csv are not row-aligned.")
-    fer = code_lookup(FER2013_CODES, names)[table.emotions].astype(np.int32)
-    plus, _ = ferplus_labels(plus_table.votes, class_names=names, mode="majority")
-    plus[plus_table.names == ""] = -1
-    digests = np.array([hashlib.sha1(img.tobytes()).hexdigest() for img in table.images])
-    train_hashes = set(digests[table.usage == "Training"])
-    dup = np.array([d in train_hashes for d in digests]) & (table.usage != "Training")
-    tables = Tables(images=table.images[..., None], fer=fer, plus=plus.astype(np.int32),
-                    usage=table.usage.astype(str), dup_in_train=dup)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with open(cache, "wb") as fh:
-        np.savez(fh, **dataclasses.asdict(tables))
-    return tables
+# ----------------------------------------------------------------------------- runs
+def load_runs(work: pathlib.Path) -> dict:
+    """{config: {seed: {"done": dict, "probs": {train, val, reported}}}}."""
+    runs: dict = {}
+    for done in sorted(work.glob("*.done.json")):
+        d = json.loads(done.read_text())
+        probs_file = done.with_name(done.name.replace(".done.json", ".probs.npz"))
+        if not probs_file.is_file():
+            continue
+        z = np.load(probs_file)
+        runs.setdefault(d["config"], {})[d["seed"]] = {
+            "done": d, "probs": {k: z[k].astype(np.float64) for k in z.files}}
+    return runs
 
 
-def split_rows(t: Tables, *, limit_train: int, seed: int) -> dict:
-    """Row positions: train, val half, reported half (all, before dropping no-majority)."""
-    from ferkeras.data.table import stratified_holdout
+# ----------------------------------------------------------------------------- rules
+def rules_for(base_probs: dict, *, fer_train, fer_val, plus_val) -> dict:
+    """Post-hoc decision rules on one run's probabilities -> {rule: reported-half probs}.
 
-    train = np.flatnonzero(t.usage == "Training")
-    if limit_train and limit_train < len(train):
-        _, pick = stratified_holdout(t.fer[train], fraction=limit_train / len(train), seed=seed)
-        train = train[pick]
-    public = np.flatnonzero(t.usage == "PublicTest")
-    keep, hold = stratified_holdout(t.fer[public], fraction=0.5, seed=seed)
-    return {"train": train, "val": public[keep], "reported": public[hold]}
+    base_probs: {"train": (N, K), "val": (V, K), "reported": (R, K)}.
+    Trust-free rules use only train probs and FER2013 labels; trusted rules also use the
+    validation half's FERPlus labels (plus_val, -1 = none).
+    """
+    from ferkeras import transition as tr
 
-
-def make_bundle(t: Tables, rows: dict, *, train_labels: str, train_rows=None):
-    """DatasetBundle for one run. train_labels: 'fer2013' or 'ferplus' (oracle)."""
-    from ferkeras.data.table import DatasetBundle, Split
-    from ferkeras.labels import get_class_names
-
-    tr = rows["train"] if train_rows is None else train_rows
-    notes = []
-    if train_labels == "ferplus":
-        dropped = int((t.plus[tr] < 0).sum())
-        tr = tr[t.plus[tr] >= 0]
-        notes.append(f"oracle: {dropped} train rows without a FERPlus majority dropped.")
-        labels = t.plus[tr]
-    else:
-        labels = t.fer[tr]
-    rep = rows["reported"][t.plus[rows["reported"]] >= 0]
-    bundle = DatasetBundle(
-        class_names=tuple(get_class_names("fer2013")),
-        train=Split(images=t.images[tr], labels=labels, true_labels=t.plus[tr]),
-        val=Split(images=t.images[rows["val"]], labels=t.fer[rows["val"]]),
-        test=Split(images=t.images[rep], labels=t.plus[rep]),
-        source="fer2013", notes=notes,
-    )
-    bundle.check_classes()
-    return bundle, tr
-
-
-# ----------------------------------------------------------------------------- recipes
-def cycle_schedule(epochs: int) -> dict:
-    """Same total epoch count as CE: 2 cycles of epochs//3 SSL epochs, rest warm-up."""
-    per_cycle = max(1, epochs // 3)
-    return {"warmup_epochs": max(1, epochs - 2 * per_cycle), "cycles": 2,
-            "epochs_per_cycle": per_cycle}
-
-
-def make_recipe(run: str, args):
-    from ferkeras.recipe import recipe_from_dict
-
-    values = {
-        "name": f"noisy_fer2013-{run}", "seed": SEED,
-        "data": {"source": "fer2013", "root": str(FER_CSV), "class_set": "fer2013",
-                 "image_size": 48, "channels": 1},
-        "model": {"backbone": args.model, "width": args.width, "dropout": 0.2},
-        "train": {"epochs": args.epochs, "batch_size": 128, "learning_rate": 2e-3,
-                  "optimizer": "adamw", "weight_decay": 1e-4, "warmup_epochs": 0.5,
-                  "augment": "weak", "select_metric": "balanced_accuracy", "ema_decay": 0.0,
-                  "loss": "logit_adjusted" if run in ("la", "cycle") else "ce"},
-    }
-    if run == "cycle":
-        values["cycle"] = {"enabled": True, **cycle_schedule(args.epochs),
-                           "normalize": "per_class", "gmm_scope": "global", "loss_window": 1,
-                           "p_clean": 0.5, "threshold": 0.95, "threshold_mode": "adaptive",
-                           "min_threshold": 0.7, "distribution_alignment": True,
-                           "lambda_u": 1.0}
-    return recipe_from_dict(values)
-
-
-# ----------------------------------------------------------------------------- training
-def predict(recipe, run_dir: pathlib.Path, images: np.ndarray) -> np.ndarray:
-    """(N, K) softmax of the best-on-validation weights of `run_dir` on `images`."""
-    from ferkeras.callbacks.evaluate import predict_probs
-    from ferkeras.data.pipeline import make_dataset
-    from ferkeras.data.table import Split
-    from ferkeras.models import build_network
-
-    net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=SEED)
-    net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
-    split = Split(images=images, labels=np.zeros(len(images), np.int32))
-    probs, index = predict_probs(net, make_dataset(split, recipe.data, batch_size=512))
-    out = np.zeros_like(probs)
-    out[index] = probs
+    p_tr, p_val, p_rep = base_probs["train"], base_probs["val"], base_probs["reported"]
+    noisy_prior = np.bincount(fer_train, minlength=K) / len(fer_train)
+    out = {"": p_rep}
+    T_anchor = tr.estimate_transition_anchors(p_tr)
+    pi_tf = tr.clean_prior_from_transition(noisy_prior, T_anchor)
+    out["prior_tf"] = tr.shift_prior(p_rep, source_prior=noisy_prior, target_prior=pi_tf)
+    out["backward_tf"] = tr.correct_posteriors(p_rep, T_anchor)
+    out["la_posthoc"] = tr.shift_prior(p_rep, source_prior=noisy_prior,
+                                       target_prior=np.full(K, 1 / K))
+    trusted = plus_val >= 0
+    out.update(trusted_rules(p_val[trusted], plus_val[trusted], fer_val[trusted], p_rep,
+                             noisy_prior))
     return out
 
 
-def train_one(recipe, bundle, run_dir: pathlib.Path, log) -> dict:
-    """train_recipe on our bundle; resumes from checkpoints/state.json when present."""
-    import keras
+def trusted_rules(p_val, y_val, fer_val, p_apply, noisy_prior) -> dict:
+    """The trusted rules fitted on (p_val, y_val) and applied to p_apply."""
+    from ferkeras import transition as tr
 
-    import ferkeras.data.sources as sources
-    from ferkeras.training import train_recipe
-
-    keras.backend.clear_session()
-    original = sources.load_bundle
-    sources.load_bundle = lambda cfg, *, seed: bundle
-    try:
-        resume = (run_dir / "checkpoints" / "state.json").is_file()
-        if resume:
-            log(f"{run_dir.name}: resuming from {run_dir}/checkpoints/state.json")
-        return train_recipe(recipe, run_dir=run_dir, resume=resume, overwrite=not resume,
-                            verbose=2, echo=log)
-    finally:
-        sources.load_bundle = original
+    pi = (np.bincount(y_val, minlength=K) + 0.5) / (len(y_val) + 0.5 * K)
+    T_glc = tr.estimate_transition_trusted(p_val, y_val, num_classes=K)
+    T_cnt = tr.estimate_transition_counts(fer_val, y_val, num_classes=K)
+    W, b = tr.fit_recalibration(p_val, y_val, c=1.0)
+    return {
+        "prior_trusted": tr.shift_prior(p_apply, source_prior=noisy_prior, target_prior=pi),
+        "glc_trusted": tr.correct_posteriors(p_apply, T_glc),
+        "counts_trusted": tr.correct_posteriors(p_apply, T_cnt),
+        "recal_trusted": tr.apply_recalibration(p_apply, W, b),
+    }
 
 
-def score_reported(t: Tables, rows: dict, probs: np.ndarray) -> dict:
-    """probs: (len(rows['reported']), K). Scores vs FERPlus majority and vs FER2013 labels,
-    on all reported rows and on those without a duplicate in Training."""
-    from ferkeras.evaluation import classification_metrics
-    from ferkeras.labels import get_class_names
-
-    names = get_class_names("fer2013")
-    rep = rows["reported"]
-    plus, fer, dup = t.plus[rep], t.fer[rep], t.dup_in_train[rep]
-
-    def block(labels, mask):
-        m = classification_metrics(np.where(mask, labels, -1), probs, class_names=names)
-        return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1",
-                                  "per_class_recall")}
-
-    everything = np.ones(len(rep), bool)
-    return {"vs_ferplus": block(plus, everything), "vs_ferplus_no_dup": block(plus, ~dup),
-            "vs_fer2013": block(fer, everything), "vs_fer2013_no_dup": block(fer, ~dup)}
+def cv_trusted_choice(runs_ce: dict, *, fer_val, plus_val, noisy_prior, folds=5) -> dict:
+    """Mean 5-fold CV accuracy of each trusted rule on the trusted rows (seed-averaged)."""
+    trusted = np.flatnonzero(plus_val >= 0)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(trusted)
+    parts = np.array_split(order, folds)
+    scores = {r: [] for r in TRUSTED_RULES}
+    for run in runs_ce.values():
+        p_val = run["probs"]["val"]
+        for f in range(folds):
+            test = parts[f]
+            fit = np.concatenate([parts[g] for g in range(folds) if g != f])
+            got = trusted_rules(p_val[fit], plus_val[fit], fer_val[fit], p_val[test], noisy_prior)
+            for r in TRUSTED_RULES:
+                scores[r].append(float((got[r].argmax(1) == plus_val[test]).mean()))
+    return {r: float(np.mean(v)) for r, v in scores.items()}
 
 
-def last_split_scores(run_dir: pathlib.Path, t: Tables, train_rows: np.ndarray, p_clean):
-    """Detection scores of the cycle's last split from its samples.csv."""
-    from ferkeras.selection import score_noise_detection
-
-    reports = sorted((run_dir / "reports").glob("split-e*/samples.csv"))
-    if not reports:
-        return None
-    with open(reports[-1], newline="") as fh:
-        table = list(csv.DictReader(fh))
-    index = np.array([int(r["index"]) for r in table])
-    clean_prob = np.zeros(len(train_rows))
-    clean_prob[index] = [float(r["clean_prob"]) for r in table]
-    plus, fer = t.plus[train_rows], t.fer[train_rows]
-    known = plus >= 0
-    s = score_noise_detection(clean_prob[known], (fer == plus)[known], labels=fer[known],
-                              num_classes=7, p_clean=p_clean)
-    s.pop("per_class", None)
-    s["report"] = str(reports[-1].relative_to(ROOT)) if reports[-1].is_relative_to(ROOT) \
-        else str(reports[-1])
-    return s
+# ----------------------------------------------------------------------------- scoring
+def balanced_accuracy(y, pred):
+    recalls = [(pred[y == k] == k).mean() for k in range(K) if (y == k).any()]
+    return float(np.mean(recalls))
 
 
-def run_model(run: str, args, t: Tables, rows: dict, work: pathlib.Path, log) -> None:
-    done = work / f"{run}.done.json"
-    if done.is_file():
-        log(f"{run}: done already ({done})")
-        return
-    recipe = make_recipe(run, args)
-    bundle, train_rows = make_bundle(t, rows, train_labels="ferplus" if run == "oracle"
-                                     else "fer2013")
-    run_dir = work / run
-    log(f"{run}: training on {len(bundle.train)} images")
-    metrics = train_one(recipe, bundle, run_dir, log)
-    probs = predict(recipe, run_dir, t.images[rows["reported"]])
-    result = {"run": run, "wall_s": metrics["wall_seconds"],
-              "train_s": metrics["train_seconds"], "epochs": metrics["epochs"],
-              "best_epoch": metrics["best_epoch"], "n_train": len(bundle.train),
-              "val_best": {k: metrics["val"]["best"][k]
-                           for k in ("accuracy", "balanced_accuracy", "macro_f1")},
-              "library_test_best": {k: metrics["test"]["best"][k]
-                                    for k in ("n", "accuracy", "balanced_accuracy", "macro_f1")},
-              "reported": score_reported(t, rows, probs), "notes": bundle.notes}
-    if run == "cycle":
-        result["split_s"] = metrics.get("split_seconds")
-        result["splits"] = metrics.get("splits")
-        result["detection"] = last_split_scores(run_dir, t, train_rows, recipe.cycle.p_clean)
-    done.write_text(json.dumps(result, indent=2))
-    log(f"{run}: reported vs FERPlus acc {result['reported']['vs_ferplus']['accuracy']:.4f}, "
-        f"wall {result['wall_s']:.0f} s")
+def scores(y, probs) -> dict:
+    pred = probs.argmax(1)
+    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": balanced_accuracy(y, pred)}
 
 
-def run_cleanlab(args, t: Tables, rows: dict, work: pathlib.Path, log) -> None:
-    """K-fold CE models -> out-of-sample pred_probs on training -> cleanlab scores."""
-    from ferkeras.data.table import stratified_holdout
-
-    done = work / "cleanlab.done.json"
-    if done.is_file():
-        log(f"cleanlab: done already ({done})")
-        return
-    train = rows["train"]
-    _, fold1 = stratified_holdout(t.fer[train], fraction=0.5, seed=SEED)
-    folds = [np.setdiff1d(np.arange(len(train)), fold1), fold1]
-    probs = np.zeros((len(train), 7))
-    wall = 0.0
-    recipe = make_recipe("ce", args)
-    for f in range(CLEANLAB_FOLDS):
-        fold_file = work / f"cleanlab_f{f}.probs.npy"
-        held = folds[f]
-        if not fold_file.is_file():
-            fit_rows = train[np.setdiff1d(np.arange(len(train)), held)]
-            bundle, _ = make_bundle(t, rows, train_labels="fer2013", train_rows=fit_rows)
-            log(f"cleanlab fold {f}: training on {len(fit_rows)}, predicting {len(held)}")
-            metrics = train_one(recipe, bundle, work / f"cleanlab_f{f}", log)
-            np.save(fold_file, predict(recipe, work / f"cleanlab_f{f}", t.images[train[held]]))
-            (work / f"cleanlab_f{f}.wall.json").write_text(
-                json.dumps({"wall_s": metrics["wall_seconds"]}))
-        probs[held] = np.load(fold_file)
-        wall += json.loads((work / f"cleanlab_f{f}.wall.json").read_text())["wall_s"]
-    result = {"folds": CLEANLAB_FOLDS, "wall_s": wall, **cleanlab_scores(t, train, probs)}
-    done.write_text(json.dumps(result, indent=2))
-    log(f"cleanlab: AUC {result.get('auc')}")
+def paired_bootstrap(y, preds_a: list, preds_b: list, *, seed=0) -> dict:
+    """95 % CI of mean-over-seeds(metric(a) - metric(b)), resampling rows (paired)."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    hits_a = np.stack([p == y for p in preds_a]).mean(0)
+    hits_b = np.stack([p == y for p in preds_b]).mean(0)
+    diff = hits_a - hits_b
+    acc = np.array([diff[rng.integers(0, n, n)].mean() for _ in range(BOOT)])
+    bal = []
+    for _ in range(min(BOOT, 500)):
+        idx = rng.integers(0, n, n)
+        bal.append(np.mean([balanced_accuracy(y[idx], a[idx]) for a in preds_a]) -
+                   np.mean([balanced_accuracy(y[idx], b[idx]) for b in preds_b]))
+    return {"acc_diff": float(diff.mean()),
+            "acc_ci": [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))],
+            "bal_diff": float(np.mean([balanced_accuracy(y, a) for a in preds_a]) -
+                              np.mean([balanced_accuracy(y, b) for b in preds_b])),
+            "bal_ci": [float(np.percentile(bal, 2.5)), float(np.percentile(bal, 97.5))]}
 
 
-def cleanlab_scores(t: Tables, train: np.ndarray, probs: np.ndarray) -> dict:
+def detection(t, rows, runs: dict, plus_val, fer_val) -> dict:
+    """Noise-detection ROC-AUC on training rows with a FERPlus majority (seed 0 runs)."""
     from sklearn.metrics import roc_auc_score
 
-    site = str(ROOT / "bench" / ".work" / "site")
-    if site not in sys.path:
-        sys.path.append(site)
-    import cleanlab
-    from cleanlab.filter import find_label_issues
-    from cleanlab.rank import get_label_quality_scores
+    from ferkeras import transition as tr
+    from ferkeras.label_issues import label_quality_scores
 
-    labels = t.fer[train]
-    quality = get_label_quality_scores(labels, probs)
-    issues = find_label_issues(labels, probs)  # defaults: filter_by="prune_by_noise_rate"
-    plus = t.plus[train]
+    train = rows["train"]
+    fer, plus = t.fer[train], t.plus[train]
     known = plus >= 0
-    clean = (labels == plus)[known]
-    flagged, noisy = issues[known], ~clean
-    hits = int((flagged & noisy).sum())
-    return {"cleanlab_version": cleanlab.__version__, "n": int(known.sum()),
-            "noise_rate": float(noisy.mean()),
-            "auc": float(roc_auc_score(clean, quality[known])),
-            "precision": hits / max(int(flagged.sum()), 1),
-            "recall": hits / max(int(noisy.sum()), 1),
-            "flagged": int(flagged.sum()),
-            "oof_accuracy_vs_fer2013": float((probs.argmax(1) == labels).mean())}
+    clean = (fer == plus)[known]
+    out = {"n": int(known.sum()), "noise_rate": float(1 - clean.mean())}
+    ce = runs.get("ce", {}).get(0)
+    if ce is None:
+        return out
+    p = ce["probs"]["train"]
+    noisy_prior = np.bincount(fer, minlength=K) / len(fer)
+    T_anchor = tr.estimate_transition_anchors(p)
+    tf_score = tr.label_clean_probability(tr.correct_posteriors(p, T_anchor), fer, T_anchor)
+    out["trust_free"] = {"method": "label_clean_probability(backward-corrected CE probs, anchor "
+                         "T)", "auc": float(roc_auc_score(clean, tf_score[known]))}
+    out["small_loss"] = {"method": "CE probability of the given label (self-confidence)",
+                         "auc": float(roc_auc_score(clean, p[np.arange(len(fer)), fer][known]))}
+    trusted = plus_val >= 0
+    T_cnt = tr.estimate_transition_counts(fer_val[trusted], plus_val[trusted], num_classes=K)
+    pi = np.bincount(plus_val[trusted], minlength=K) / trusted.sum()
+    clean_probs = tr.correct_posteriors(
+        tr.shift_prior(p, source_prior=noisy_prior, target_prior=pi @ T_cnt), T_cnt)
+    ts = tr.label_clean_probability(clean_probs, fer, T_cnt)
+    out["trusted"] = {"method": "label_clean_probability(counts-T corrected CE probs, T from "
+                      "trusted rows)", "auc": float(roc_auc_score(clean, ts[known]))}
+    cl = label_quality_scores(fer, p)
+    out["cleanlab_style"] = {"method": "ferkeras.label_quality_scores (cleanlab's default "
+                             "self-confidence) on the same CE probabilities",
+                             "auc": float(roc_auc_score(clean, cl[known]))}
+    try:
+        site = str(ROOT / "bench" / ".work" / "site")
+        if site not in sys.path:
+            sys.path.append(site)
+        import cleanlab
+        from cleanlab.rank import get_label_quality_scores
+
+        q = get_label_quality_scores(fer, p)
+        out["cleanlab"] = {"version": cleanlab.__version__, "auc": float(
+            roc_auc_score(clean, q[known]))}
+    except ImportError:
+        out["cleanlab"] = None
+    flagged = {}
+    for k in range(K):
+        in_k = known & (fer == k)
+        flagged[k] = {"noise_rate": float((fer != plus)[in_k].mean()),
+                      "flagged_trust_free": float((tf_score[in_k] < 0.5).mean()),
+                      "flagged_trusted": float((ts[in_k] < 0.5).mean())}
+    out["per_class"] = flagged
+    return out
 
 
 # ----------------------------------------------------------------------------- report
-def _pct(x):
-    return "—" if x is None else f"{100 * x:.1f}"
+def assemble(args) -> dict:
+    from noisy_data import load_tables, split_rows
 
+    from ferkeras.labels import get_class_names
 
-def assemble_report(args, work: pathlib.Path, t: Tables, rows: dict, command: str,
-                    total_wall: float | None) -> dict:
-    runs = {}
-    for run in MODEL_RUNS:
-        f = work / f"{run}.done.json"
-        runs[run] = json.loads(f.read_text()) if f.is_file() else None
-    cl_file = work / "cleanlab.done.json"
-    cl = json.loads(cl_file.read_text()) if cl_file.is_file() else None
-    rep = rows["reported"]
+    t = load_tables(pathlib.Path(args.data), ROOT / "bench" / ".work" / "fer2013_tables.npz")
+    rows = split_rows(t, limit_train=args.limit_train, seed=0)
+    names = get_class_names("fer2013")
+    work = pathlib.Path(args.work)
+    runs = load_runs(work)
+    rep_all = rows["reported"]
+    scored = t.plus[rep_all] >= 0
+    y = t.plus[rep_all][scored]
+    fer_train, fer_val, plus_val = t.fer[rows["train"]], t.fer[rows["val"]], t.plus[rows["val"]]
+    noisy_prior = np.bincount(fer_train, minlength=K) / len(fer_train)
+
+    variants: dict[str, dict[int, np.ndarray]] = {}
+    for config, by_seed in runs.items():
+        for seed, run in by_seed.items():
+            for rule, probs in rules_for(run["probs"], fer_train=fer_train, fer_val=fer_val,
+                                         plus_val=plus_val).items():
+                name = config if not rule else f"{config}+{rule}"
+                variants.setdefault(name, {})[seed] = probs[scored].argmax(1)
+    table = {}
+    for name, by_seed in sorted(variants.items()):
+        s = [scores(y, np.eye(K)[p]) for p in by_seed.values()]
+        table[name] = {"seeds": sorted(by_seed), "accuracy": float(np.mean([x["accuracy"]
+                                                                             for x in s])),
+                       "balanced_accuracy": float(np.mean([x["balanced_accuracy"] for x in s])),
+                       "accuracy_per_seed": [x["accuracy"] for x in s]}
+
+    def compare(a, b):
+        common = sorted(set(variants.get(a, {})) & set(variants.get(b, {})))
+        if not common:
+            return None
+        return {"seeds": common, **paired_bootstrap(y, [variants[a][s] for s in common],
+                                                    [variants[b][s] for s in common])}
+
+    ce_runs = runs.get("ce", {})
+    cv = cv_trusted_choice(ce_runs, fer_val=fer_val, plus_val=plus_val,
+                           noisy_prior=noisy_prior) if ce_runs else {}
+    trusted_winner = f"ce+{max(cv, key=cv.get)}" if cv else None
+    comparisons = {f"{v} vs ce": compare(v, "ce") for v in table if v != "ce"}
+    if "cycle" in table:
+        comparisons.update({f"{v} vs cycle": compare(v, "cycle") for v in table
+                            if v not in ("cycle", "ce")})
+    det = detection(t, rows, runs, plus_val, fer_val)
+    full = {}
+    full_work = pathlib.Path(args.full_work)
+    if full_work.is_dir():
+        fr = load_runs(full_work)
+        for config, by_seed in fr.items():
+            for seed, run in by_seed.items():
+                for rule, probs in rules_for(run["probs"], fer_train=fer_train, fer_val=fer_val,
+                                             plus_val=plus_val).items():
+                    name = config if not rule else f"{config}+{rule}"
+                    full.setdefault(name, {})[seed] = scores(y, probs[scored])
+    wall = {c: float(np.mean([r["done"]["wall_s"] for r in by.values()]))
+            for c, by in runs.items()}
     out = {
-        "command": command, "benchmark_wall_s": total_wall,
-        "setup": {"model": args.model, "width": args.width, "epochs": args.epochs,
-                  "cycle_schedule": cycle_schedule(args.epochs), "batch_size": 128,
-                  "image_size": 48, "augment": "weak", "ema_decay": 0.0, "seed": SEED,
-                  "limit_train": args.limit_train, "cleanlab_folds": CLEANLAB_FOLDS,
-                  "cycle_loss": "logit_adjusted", "select_metric": "balanced_accuracy on the "
-                  "validation half vs FER2013 labels"},
-        "data": {"n_train": int(len(rows["train"])), "n_val_half": int(len(rows["val"])),
-                 "n_reported_half": int(len(rep)),
-                 "reported_dropped_no_majority": int((t.plus[rep] < 0).sum()),
-                 "reported_scored_vs_ferplus": int((t.plus[rep] >= 0).sum()),
-                 "reported_with_train_duplicate": int(t.dup_in_train[rep].sum()),
-                 "train_ferplus_noise_rate": float(
-                     (t.fer[rows["train"]] != t.plus[rows["train"]])[t.plus[rows["train"]] >= 0]
-                     .mean())},
-        "runs": {}, "missing_runs": [r for r in MODEL_RUNS if runs[r] is None] +
-        ([] if cl else ["cleanlab"]),
-    }
-    for run, r in runs.items():
-        if r is None:
-            out["runs"][run] = None
-            continue
-        v = r["reported"]["vs_ferplus"]
-        out["runs"][run] = {"accuracy": v["accuracy"], "balanced_accuracy":
-                            v["balanced_accuracy"], "macro_f1": v["macro_f1"],
-                            "wall_s": r["wall_s"], "epochs": r["epochs"],
-                            "best_epoch": r["best_epoch"], "details": r}
-    c = runs["cycle"]
-    out["noise_detection"] = {
-        "cycle_auc": c["detection"]["auc"] if c and c.get("detection") else None,
-        "cycle_precision": c["detection"]["precision"] if c and c.get("detection") else None,
-        "cycle_recall": c["detection"]["recall"] if c and c.get("detection") else None,
-        "cleanlab_auc": cl["auc"] if cl else None,
-        "cleanlab_precision": cl["precision"] if cl else None,
-        "cleanlab_recall": cl["recall"] if cl else None,
-        "cycle": c.get("detection") if c else None, "cleanlab": cl,
-    }
-    ce = runs["ce"]
-    out["cost"] = {
-        "cycle_over_ce": c["wall_s"] / ce["wall_s"] if c and ce else None,
-        "split_pass_share": (c["split_s"] / c["wall_s"]) if c and c.get("split_s") is not None
-        else None,
+        "setup": {"proxy": "small_cnn width 16, 10 epochs, batch 128, AdamW 2e-3, weak aug, "
+                  "float32; epoch picked by accuracy on the validation half (FER2013 labels; "
+                  "FERPlus labels for oracle)", "work": str(work), "bootstrap_draws": BOOT,
+                  "trust_free_winner_fixed_in_advance": TRUST_FREE_WINNER,
+                  "trusted_winner_chosen_by": "5-fold CV accuracy on the trusted rows",
+                  "trusted_rows": int((plus_val >= 0).sum())},
+        "data": {"n_train": int(len(rows["train"])), "n_reported_scored": int(len(y)),
+                 "reported_with_train_duplicate": int(t.dup_in_train[rep_all][scored].sum())},
+        "variants": table, "comparisons": comparisons, "trusted_cv": cv,
+        "trusted_winner": trusted_winner, "detection": det, "full_size": full,
+        "wall_s_mean": wall,
     }
     out["targets"] = targets(out)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "noisy_fer2013.json").write_text(json.dumps(out, indent=2))
-    plot_recalls(out)
-    (RESULTS / "noisy_fer2013.md").write_text(markdown(out))
+    out["class_names"] = list(names)
     return out
 
 
 def targets(out) -> dict:
-    r, nd, cost = out["runs"], out["noise_detection"], out["cost"]
-    t = {}
-    if r["ce"] and r["oracle"] and r["cycle"]:
-        gap = r["oracle"]["accuracy"] - r["ce"]["accuracy"]
-        rec = (r["cycle"]["accuracy"] - r["ce"]["accuracy"]) / gap if gap > 0 else None
-        t["gap_recovered"] = {"value": rec, "target": 0.70, "met": rec is not None and rec >= .7}
-    if r["ce"] and r["cycle"]:
-        d = r["cycle"]["balanced_accuracy"] - r["ce"]["balanced_accuracy"]
-        t["balanced_accuracy_gain"] = {"value": d, "target": 0.05, "met": d >= 0.05}
-    if nd["cycle_auc"] is not None:
-        t["detection_auc"] = {"value": nd["cycle_auc"], "target": 0.90,
-                              "met": nd["cycle_auc"] >= 0.90}
-        if nd["cleanlab_auc"] is not None:
-            t["detection_ahead_of_cleanlab"] = {"value": nd["cycle_auc"] - nd["cleanlab_auc"],
-                                                "target": 0.0,
-                                                "met": nd["cycle_auc"] > nd["cleanlab_auc"]}
-    if cost["cycle_over_ce"] is not None:
-        t["cycle_over_ce"] = {"value": cost["cycle_over_ce"], "target": 2.0,
-                              "met": cost["cycle_over_ce"] <= 2.0}
-    if cost["split_pass_share"] is not None:
-        t["split_pass_share"] = {"value": cost["split_pass_share"], "target": 0.15,
-                                 "met": cost["split_pass_share"] <= 0.15}
-    return t
-
-
-def plot_recalls(out) -> None:
-    from ferkeras.evaluation import plot_per_class_recall
-    from ferkeras.labels import get_class_names
-
-    recalls = {run: r["details"]["reported"]["vs_ferplus"]["per_class_recall"]
-               for run, r in out["runs"].items() if r}
-    if recalls:
-        plot_per_class_recall(recalls, get_class_names("fer2013"),
-                              RESULTS / "noisy_fer2013_recall.png",
-                              title="Reported half of PublicTest vs FERPlus majority")
+    v, c, det, full = out["variants"], out["comparisons"], out["detection"], out["full_size"]
+    tg = {}
+    cmp = c.get(f"{TRUST_FREE_WINNER} vs ce")
+    if cmp:
+        tg["trust_free_acc_gain"] = cmp["acc_diff"]
+        tg["trust_free_acc_gain_ci_low"] = cmp["acc_ci"][0]
+        tg["trust_free_bal_gain"] = cmp["bal_diff"]
+    tw = out["trusted_winner"]
+    src = full if tw and tw in full and "oracle" in full and "ce" in full else None
+    if src is not None:
+        mean = {k: np.mean([s["accuracy"] for s in src[k].values()]) for k in (tw, "oracle", "ce")}
+        tg["trusted_gap_recovered"] = float((mean[tw] - mean["ce"]) /
+                                            (mean["oracle"] - mean["ce"]))
+        tg["trusted_gap_recovered_size"] = "full"
+    elif tw and tw in v and "oracle" in v:
+        tg["trusted_gap_recovered"] = (v[tw]["accuracy"] - v["ce"]["accuracy"]) / (
+            v["oracle"]["accuracy"] - v["ce"]["accuracy"])
+        tg["trusted_gap_recovered_size"] = "proxy (full-size runs missing)"
+    if "trust_free" in det:
+        tg["detection_auc_trust_free"] = det["trust_free"]["auc"]
+        tg["detection_auc_trusted"] = det["trusted"]["auc"]
+        tg["cleanlab_auc"] = (det["cleanlab"] or det["cleanlab_style"])["auc"]
+    w = out["wall_s_mean"]
+    if "ce" in w:
+        tg["cost_ratio"] = 1.0  # post-hoc: the winner is CE's run plus one pass (see md)
+    return tg
 
 
 def markdown(out) -> str:
-    s, d = out["setup"], out["data"]
-    wall = "—" if out["benchmark_wall_s"] is None else f"{out['benchmark_wall_s'] / 60:.1f} min"
-    ratio = "—" if out["cost"]["cycle_over_ce"] is None else f"{out['cost']['cycle_over_ce']:.2f}×"
-    lines = [
-        "# Noisy FER2013 benchmark", "",
-        f"Command: `{out['command']}`", "",
-        f"Benchmark wall time (this invocation): {wall}",
-        "",
-        f"Setup: `{s['model']}` width {s['width']}, 48×48 grey, batch 128, AdamW 2e-3 cosine, "
-        f"weak augmentation, EMA off, seed {s['seed']}, {s['epochs']} epochs per run; the "
-        f"cycle uses the same total: {s['cycle_schedule']} with `logit_adjusted`. Best epoch "
-        f"by {s['select_metric']}. cleanlab: {s['cleanlab_folds']}-fold cross-validated CE "
-        f"models.", "",
-        f"Data: {d['n_train']} training rows (FER2013 labels; "
-        f"{_pct(d['train_ferplus_noise_rate'])}% "
-        f"of those with a FERPlus majority disagree). PublicTest halves: validation "
-        f"{d['n_val_half']}, reported {d['n_reported_half']} "
-        f"({d['reported_dropped_no_majority']} without a FERPlus majority dropped -> "
-        f"{d['reported_scored_vs_ferplus']} scored; "
-        f"{d['reported_with_train_duplicate']} have a pixel-identical duplicate in Training).",
-        "", "## Reported half vs FERPlus majority (%)", "",
-        "| run | accuracy | balanced acc. | macro-F1 | acc. w/o dups | acc. vs FER2013 "
-        "| acc. vs FER2013 w/o dups | best epoch | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for run in MODEL_RUNS:
-        r = out["runs"][run]
-        if r is None:
-            lines.append(f"| {run} | missing | | | | | | | |")
-            continue
-        rep = r["details"]["reported"]
-        lines.append(
-            f"| {run} | {_pct(r['accuracy'])} | {_pct(r['balanced_accuracy'])} | "
-            f"{_pct(r['macro_f1'])} | {_pct(rep['vs_ferplus_no_dup']['accuracy'])} | "
-            f"{_pct(rep['vs_fer2013']['accuracy'])} | {_pct(rep['vs_fer2013_no_dup']['accuracy'])}"
-            f" | {r['best_epoch']}/{r['epochs']} | {r['wall_s']:.0f} |")
-    nd, cost = out["noise_detection"], out["cost"]
-    lines += [
-        "", "Per-class recall: `noisy_fer2013_recall.png`.", "",
-        "## Noise detection (training rows with a FERPlus majority; positive = noisy)", "",
-        "| detector | ROC-AUC | precision | recall |", "|---|---|---|---|",
-        f"| cycle, last split (clean_prob, flagged when <= p_clean) | {_pct(nd['cycle_auc'])} | "
-        f"{_pct(nd['cycle_precision'])} | {_pct(nd['cycle_recall'])} |",
-        f"| cleanlab {(nd['cleanlab'] or {}).get('cleanlab_version', '')} "
-        f"(label-quality AUC; find_label_issues P/R) | {_pct(nd['cleanlab_auc'])} | "
-        f"{_pct(nd['cleanlab_precision'])} | {_pct(nd['cleanlab_recall'])} |",
-        "", "## Cost", "",
-        f"- cycle / CE wall time: {ratio}",
-        f"- split passes share of cycle wall time: {_pct(cost['split_pass_share'])}%",
-        "", "## Targets", "", "| target | value | goal | met |", "|---|---|---|---|",
-    ]
-    for name, tg in out["targets"].items():
-        v = tg["value"]
-        lines.append(f"| {name} | {'—' if v is None else f'{v:.3f}'} | {tg['target']} | "
-                     f"{'yes' if tg['met'] else 'NO'} |")
-    if out["missing_runs"]:
-        lines += ["", f"Missing (not finished): {', '.join(out['missing_runs'])}."]
-    lines += ["", "## Diagnosis", ""] + diagnosis(out) + [""]
-    return "\n".join(lines)
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    lines = ["# Real label noise: FER2013 trained, FERPlus scored", "",
+             "Commands: see the docstring of `bench/noisy_fer2013.py`.", "",
+             f"Proxy: {out['setup']['proxy']}.", "",
+             f"Reported half: {out['data']['n_reported_scored']} rows with a FERPlus majority "
+             f"({out['data']['reported_with_train_duplicate']} have a duplicate in Training). "
+             f"Trusted rows: {out['setup']['trusted_rows']} (validation half, FERPlus).", "",
+             "## Every variant (mean over seeds, reported half vs FERPlus, %)", "",
+             "| variant | seeds | accuracy | balanced acc. | Δacc vs CE [95% CI] | "
+             "Δbal vs CE [95% CI] |", "|---|---|---|---|---|---|"]
+    for name, r in out["variants"].items():
+        c = out["comparisons"].get(f"{name} vs ce")
+        ci = "" if not c else (f"{100 * c['acc_diff']:+.1f} [{100 * c['acc_ci'][0]:+.1f}, "
+                               f"{100 * c['acc_ci'][1]:+.1f}]")
+        cb = "" if not c else (f"{100 * c['bal_diff']:+.1f} [{100 * c['bal_ci'][0]:+.1f}, "
+                               f"{100 * c['bal_ci'][1]:+.1f}]")
+        lines.append(f"| {name} | {len(r['seeds'])} | {pct(r['accuracy'])} | "
+                     f"{pct(r['balanced_accuracy'])} | {ci} | {cb} |")
+    lines += ["", "Rules: `prior_tf` = prior-aware decision with the clean prior from an anchor-"
+              "point T (trust-free); `backward_tf` = backward correction with that T; "
+              "`la_posthoc` = uniform target prior (post-hoc logit adjustment); `prior_trusted` "
+              "= target prior counted on trusted rows; `glc_trusted` = GLC's T from trusted "
+              "rows, backward-corrected; `counts_trusted` = T counted on trusted rows (their "
+              "FER2013 vs FERPlus labels); `recal_trusted` = logistic recalibration fitted on "
+              "trusted rows.", "",
+              "## Trusted winner, chosen by 5-fold CV on the trusted rows", "",
+              "| rule | CV accuracy on trusted rows |", "|---|---|"]
+    for r, a in out["trusted_cv"].items():
+        lines.append(f"| {r} | {pct(a)} |")
+    lines += ["", f"Winner: `{out['trusted_winner']}`.", ""]
+    if out["full_size"]:
+        lines += ["## Full size (vgg4 width 32)", "", "| variant | seeds | accuracy | "
+                  "balanced acc. |", "|---|---|---|---|"]
+        for name, by in sorted(out["full_size"].items()):
+            lines.append(f"| {name} | {len(by)} | "
+                         f"{pct(np.mean([s['accuracy'] for s in by.values()]))} | "
+                         f"{pct(np.mean([s['balanced_accuracy'] for s in by.values()]))} |")
+        lines.append("")
+    d = out["detection"]
+    lines += ["## Noise detection (training rows with a FERPlus majority)", "",
+              f"Noise rate {pct(d.get('noise_rate'))}% of {d.get('n')} rows.", "",
+              "| detector | ROC-AUC |", "|---|---|"]
+    for k in ("trust_free", "trusted", "small_loss", "cleanlab_style", "cleanlab"):
+        if d.get(k):
+            lines.append(f"| {k}: {d[k].get('method', d[k].get('version', ''))} | "
+                         f"{d[k]['auc']:.3f} |")
+    if d.get("per_class"):
+        lines += ["", "| class | true noise rate | flagged (trust-free) | flagged (trusted) |",
+                  "|---|---|---|---|"]
+        for k, r in d["per_class"].items():
+            lines.append(f"| {out['class_names'][int(k)]} | {pct(r['noise_rate'])} | "
+                         f"{pct(r['flagged_trust_free'])} | {pct(r['flagged_trusted'])} |")
+    lines += ["", "## Targets", "", "| key | value |", "|---|---|"]
+    for k, v in out["targets"].items():
+        lines.append(f"| {k} | {v if isinstance(v, str) else f'{v:.4f}'} |")
+    return "\n".join(lines) + "\n"
 
 
-NEXT_STEPS = {
-    "gap_recovered": "accuracy: FixMatch trains the flagged rows only during the SSL epochs "
-    "of a short, CPU-sized budget, and the cycle trades plain accuracy for balanced accuracy "
-    "(its prior is re-estimated from the clean set, shifting predictions toward tail "
-    "classes); with a longer budget try a longer warm-up and more SSL epochs per cycle, loss "
-    "averaging over epochs (cycle.loss_window 3), and co-divide so each net's split trains "
-    "the other.",
-    "balanced_accuracy_gain": "balanced accuracy: check whether `la` alone already moves it "
-    "(then the cycle's extra gain is the SSL part); try balanced_softmax, per-class GMM "
-    "(cycle.gmm_scope per_class) so tail classes (disgust, fear) keep clean samples.",
-    "detection_auc": "detection: FER2013's noise is asymmetric and class-concentrated (fear "
-    "14% agreement, happy 93%); per-class normalised losses from an under-trained model rank "
-    "hard-but-clean faces with wrong ones. Try loss averaging (loss_window 3), per-class GMM, "
-    "or detecting with out-of-sample models (co-divide).",
-    "detection_ahead_of_cleanlab": "detection vs cleanlab: cleanlab uses out-of-sample "
-    "probabilities from 2 CE folds; the cycle uses in-sample losses of one net. Co-divide "
-    "gives the cycle the same out-of-sample advantage.",
-    "cycle_over_ce": "cost: SSL epochs push weak+strong views of the noisy part through the "
-    "net (cycle.mu, share unlabelled); fewer SSL epochs per cycle or mu 1 cut it.",
-    "split_pass_share": "cost: a split is one inference pass over the training set plus a "
-    "GMM; with few epochs per cycle it weighs more; split less often or on a subsample.",
-}
-
-
-def diagnosis(out) -> list[str]:
-    """One line per missed target: the honest figure is in the table above."""
-    lines = []
-    for name, tg in out["targets"].items():
-        if not tg["met"]:
-            value = "—" if tg["value"] is None else f"{tg['value']:.3f}"
-            lines.append(f"- {name} missed ({value}"
-                         f" vs {tg['target']}): {NEXT_STEPS[name]}")
-    if not lines:
-        lines.append("- All measured targets met.")
-    det, runs = out["noise_detection"]["cycle"], out["runs"]
-    if det and det.get("precision") and det.get("recall") is not None:
-        flagged = det["recall"] * det["noise_rate"] / det["precision"]
-        lines.append(f"- The last split flagged {_pct(flagged)}% of the training rows as noisy "
-                     f"while {_pct(det['noise_rate'])}% are (vs FERPlus): the GMM threshold "
-                     "(p_clean 0.5) under-flags, so recall stays low even at fair precision.")
-    if runs.get("la") and runs.get("cycle"):
-        lines.append(
-            f"- Ablation at equal budget: `la` alone gives balanced accuracy "
-            f"{_pct(runs['la']['balanced_accuracy'])}% vs the cycle's "
-            f"{_pct(runs['cycle']['balanced_accuracy'])}%, so here the split + FixMatch part "
-            "adds {:+.1f} points on top of logit adjustment.".format(
-                100 * (runs["cycle"]["balanced_accuracy"] - runs["la"]["balanced_accuracy"])))
-    lines.append(f"- Budget caveat: {out['setup']['model']} width {out['setup']['width']}, "
-                 f"{out['setup']['epochs']} epochs per run on a shared 2-core CPU; the "
-                 "reference numbers (CE ~69%, oracle ~84%) are for a 12-epoch vgg4.")
-    return lines
-
-
-# ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", default=",".join(ALL_RUNS))
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--model", default="small_cnn", choices=("small_cnn", "vgg4"))
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "noisy_grid"))
+    p.add_argument("--full-work", default=str(ROOT / "bench" / ".work" / "noisy_grid_full"))
     p.add_argument("--limit-train", type=int, default=0)
-    p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "noisy_fer2013"))
-    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = p.parse_args(argv)
-    runs = [r.strip() for r in args.runs.split(",") if r.strip()]
-    bad = [r for r in runs if r not in ALL_RUNS]
-    if bad:
-        p.error(f"--runs: unknown {bad}; valid: {list(ALL_RUNS)}")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    work = pathlib.Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    def log(msg):
-        line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-        print(line, flush=True)
-        with open(work / "log.txt", "a") as fh:
-            fh.write(line + "\n")
-
-    command = "python bench/noisy_fer2013.py " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:])
     t0 = time.time()
-    tables = load_tables(ROOT / "bench" / ".work" / "noisy_fer2013_tables.npz")
-    rows = split_rows(tables, limit_train=args.limit_train, seed=SEED)
-    if not args.report_only:
-        for run in runs:
-            try:
-                if run == "cleanlab":
-                    run_cleanlab(args, tables, rows, work, log)
-                else:
-                    run_model(run, args, tables, rows, work, log)
-            except Exception as err:  # keep going: the report marks the run missing
-                import traceback
-
-                log(f"{run}: FAILED {type(err).__name__}: {err}\n{traceback.format_exc()}")
-            assemble_report(args, work, tables, rows, command, time.time() - t0)
-    wall = time.time() - t0
-    previous = RESULTS / "noisy_fer2013.json"
-    if args.report_only and previous.is_file():  # keep the training invocation's record
-        old = json.loads(previous.read_text())
-        if "--report-only" not in old.get("command", "--report-only"):
-            command, wall = old["command"], old["benchmark_wall_s"]
-        else:
-            wall = None
-    elif args.report_only:
-        wall = None
-    out = assemble_report(args, work, tables, rows, command, wall)
-    log(f"report: {RESULTS / 'noisy_fer2013.md'} (missing: {out['missing_runs']})")
+    out = assemble(args)
+    out["command"] = "python bench/noisy_fer2013.py " + " ".join(argv or sys.argv[1:])
+    out["report_s"] = round(time.time() - t0, 1)
+    res = pathlib.Path(args.out)
+    res.mkdir(parents=True, exist_ok=True)
+    (res / "noisy_fer2013.json").write_text(json.dumps(out, indent=2))
+    (res / "noisy_fer2013.md").write_text(markdown(out))
+    print(markdown(out))
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-CONFIGS = ("ce", "la", "cycle", "oracle", "ce_trusted", "cycle_prior")
+CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted")
 
 
 def settings_for(config: str, args, seed: int) -> dict:
@@ -63,7 +63,7 @@ def make_recipe(config: str, s: dict, data_root: str):
                   "augment": s["augment"], "select_metric": "accuracy", "ema_decay": 0.0,
                   "loss": "logit_adjusted" if config in ("la", "cycle") else "ce"},
     }
-    if config in ("cycle", "cycle_prior"):
+    if config in ("cycle", "cycle_ce"):
         per_cycle = max(1, s["epochs"] // 3)
         values["cycle"] = {"enabled": True, "warmup_epochs": max(1, s["epochs"] - 2 * per_cycle),
                            "cycles": 2, "epochs_per_cycle": per_cycle,
@@ -112,6 +112,25 @@ def predict(net, images: np.ndarray) -> np.ndarray:
         logits = net(images[i:i + 1024].astype("float32"), training=False)
         out.append(keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1)))
     return np.concatenate(out).astype(np.float32)
+
+
+def features(net, images: np.ndarray) -> np.ndarray:
+    """(N, D) penultimate features (the input of the head's dropout), float16 to save space."""
+    import keras
+
+    head = net.get_layer("head_dropout")
+    sub = keras.Model(net.input, head.input)
+    out = [keras.ops.convert_to_numpy(sub(images[i:i + 1024].astype("float32"), training=False))
+           for i in range(0, len(images), 1024)]
+    return np.concatenate(out).astype(np.float16)
+
+
+def save_probs(net, t, rows, path) -> None:
+    np.savez_compressed(path, train=predict(net, t.images[rows["train"]]),
+                        val=predict(net, t.images[rows["val"]]),
+                        reported=predict(net, t.images[rows["reported"]]),
+                        feats_val=features(net, t.images[rows["val"]]),
+                        feats_reported=features(net, t.images[rows["reported"]]))
 
 
 def train_one(recipe, bundle, run_dir, log):
@@ -163,11 +182,7 @@ def run(config, seed, args, t, rows, work, log):
     metrics = train_one(recipe, bundle, run_dir, log)
     net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
     net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
-    all_train = rows["train"]
-    np.savez_compressed(work / f"{name}.probs.npz",
-                        train=predict(net, t.images[all_train]),
-                        val=predict(net, t.images[rows["val"]]),
-                        reported=predict(net, t.images[rows["reported"]]))
+    save_probs(net, t, rows, work / f"{name}.probs.npz")
     history = []
     hist_file = run_dir / "history.csv"
     if hist_file.is_file():
@@ -186,6 +201,20 @@ def run(config, seed, args, t, rows, work, log):
     log(f"{name}: done, wall {result['wall_s']:.0f} s, best epoch {result['best_epoch']}")
 
 
+def rescore(config, seed, args, t, rows, work, log):
+    from ferkeras.models import build_network
+
+    name = f"{config}-s{seed}"
+    if not (work / f"{name}.done.json").is_file():
+        log(f"{name}: not done, nothing to rescore")
+        return
+    recipe = make_recipe(config, settings_for(config, args, seed), "unused")
+    net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
+    net.load_weights(str(work / name / "checkpoints" / "best.weights.h5"))
+    save_probs(net, t, rows, work / f"{name}.probs.npz")
+    log(f"{name}: rescored")
+
+
 def main(argv=None) -> int:
     from noisy_data import load_tables, split_rows
 
@@ -200,6 +229,8 @@ def main(argv=None) -> int:
                    help="folder holding fer2013/fer2013.csv.gz and ferplus/fer2013new.csv")
     p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "noisy_grid"))
     p.add_argument("--redo-stale", action="store_true")
+    p.add_argument("--rescore", action="store_true",
+                   help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -221,7 +252,10 @@ def main(argv=None) -> int:
     rows = split_rows(t, limit_train=args.limit_train, seed=0)
     for seed in seeds:
         for config in configs:
-            run(config, seed, args, t, rows, work, log)
+            if args.rescore:
+                rescore(config, seed, args, t, rows, work, log)
+            else:
+                run(config, seed, args, t, rows, work, log)
     return 0
 
 

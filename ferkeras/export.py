@@ -198,7 +198,9 @@ def build_metadata(run, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
         "recipe_hash": recipe_hash(run.recipe),
         "run_dir": str(run.dir.resolve()),
         "weights": run.weights,
-        "metrics": {"val": metrics.get("val"), "test": metrics.get("test")},
+        "metrics": {"val": metrics.get("val"), "test": metrics.get("test"),
+                    "decision": metrics.get("decision")},
+        "decision_rule": (metrics.get("decision") or {}).get("rule", "argmax"),
         "parity": parity,
     }
 
@@ -289,7 +291,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, opset: int
         images = prepare_images(parity_images[:parity_limit], image_size=size,
                                 channels=channels)
         source = "given images"
-    network = run.build_network()
+    from ferkeras.trusted import read_decision, wrap_network
+
+    decision = read_decision(run.dir)
+    network = wrap_network(run.build_network(), decision)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

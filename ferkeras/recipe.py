@@ -294,6 +294,29 @@ class CycleConfig:
 
 
 @dataclasses.dataclass
+class TrustedConfig:
+    """A small set with clean labels (ferkeras.trusted), and what it is used for."""
+
+    source: str = _field(
+        "none", "Where trusted labels come from: 'none'; 'val_true_labels' (the validation "
+        "split's true labels, e.g. FERPlus majority for fer2013 with data.ferplus_path); "
+        "'val_labels' (the validation split's own labels are clean: AffectNet's hand-annotated "
+        "validation set, RAF-DB's curated test set used as validation).",
+        choices=("none", "val_true_labels", "val_labels"))
+    test_fraction: float = _field(
+        0.0, "When the data has no test split, hold out this share of the validation split "
+        "(stratified on its labels, seeded) as the test split, BEFORE anything is fitted on the "
+        "trusted rows, so the reported test never touches them.", min=0.0, max=0.9)
+    select: bool = _field(
+        False, "Pick the best epoch on the trusted labels (else on the validation labels).")
+    decision: str = _field(
+        "argmax", "Decision rule fitted on the trusted rows after training and baked into the "
+        "export: 'argmax' (none), 'prior' (prior shift to the trusted class prior), "
+        "'recalibrate' (logistic recalibration of the log-probabilities).",
+        choices=("argmax", "prior", "recalibrate"))
+
+
+@dataclasses.dataclass
 class Recipe:
     """A full experiment: data, model, training and the noise-robust cycle."""
 
@@ -303,6 +326,7 @@ class Recipe:
     model: ModelConfig = _field(None, "Model.", factory=ModelConfig)
     train: TrainConfig = _field(None, "Training.", factory=TrainConfig)
     cycle: CycleConfig = _field(None, "Noise-robust cycle.", factory=CycleConfig)
+    trusted: TrustedConfig = _field(None, "Trusted (clean-label) rows.", factory=TrustedConfig)
 
 
 # ----------------------------------------------------------------------------- building

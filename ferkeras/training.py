@@ -188,6 +188,9 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     from ferkeras.models import build_network
     from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
 
+    from ferkeras.trusted import finish_run, prepare_bundle
+
+    bundle, trusted_rows, _ = prepare_bundle(bundle, recipe.trusted, seed=recipe.seed)
     bundle.check_classes()
     class_names = tuple(bundle.class_names)
     if tuple(class_names_for(recipe.data)) != class_names:
@@ -285,6 +288,10 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     })
     metrics.update(control.summary())
     if chief:
+        decision = finish_run(run_dir, recipe, bundle, trusted_rows, class_names=class_names,
+                              batch_size=eval_batch)
+        if decision:
+            metrics["decision"] = decision
         io.atomic_write_json(run_dir / "metrics.json", metrics)
         write_metric_plots(metrics, class_names, run_dir)
     return metrics
