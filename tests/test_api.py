@@ -151,6 +151,12 @@ def test_fit_tf_data_with_and_without_indices(tmp_path):
     assert other.num_samples == 42
 
 
+def test_loss_given_to_compile_is_refused_by_name():
+    trainer = fk.SupervisedTrainer(_net(), num_classes=K)
+    with pytest.raises(ValueError, match="Received: loss='mse'"):
+        trainer.compile(optimizer="adam", loss="mse")
+
+
 def test_fit_on_a_different_training_set_is_refused_by_name():
     trainer = _cycle()
     trainer.fit(*_data(42), epochs=1, batch_size=14, verbose=0)
@@ -176,6 +182,7 @@ def test_config_round_trip_and_keras_file(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), trainer.predict(x, verbose=0),
                                atol=1e-6)
     np.testing.assert_array_equal(loaded.labelled_mask.numpy(), trainer.labelled_mask.numpy())
+    assert int(loaded.optimizer.iterations) == int(trainer.optimizer.iterations) == 3
     loaded.fit(x, y, epochs=1, batch_size=14, verbose=0)  # and it trains on
 
 

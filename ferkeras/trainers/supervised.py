@@ -131,6 +131,21 @@ class SupervisedTrainer(keras.Model):
             self._build_variables(tuple(config["input_shape"]))
 
     # ------------------------------------------------------------------ fit
+    def compile(self, optimizer="rmsprop", loss=None, **kwargs):
+        """`keras.Model.compile`; the loss belongs to the trainer (it reads the class prior
+        and split tables), so it is given to the constructor, not here."""
+        if loss is not None:
+            raise ValueError("Pass the loss to the trainer's constructor (loss=...), not to "
+                             f"compile. Received: loss={loss!r}")
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def compile_from_config(self, config):
+        """Re-compile on `.keras` load (Keras skips models that override `compile`)."""
+        config = keras.saving.deserialize_keras_object(config)
+        super().compile(**config)
+        if self.built:
+            self.optimizer.build(self.network.trainable_variables)
+
     def fit(self, x=None, y=None, *, batch_size=None, epochs=1, shuffle=True, **kwargs):
         """`keras.Model.fit` on arrays `(x, y)` or a batched dataset of `(x, y)`.
 
