@@ -395,3 +395,19 @@ def test_class_names_validation_names_the_value():
         resolve_class_names(["sad", "sadness"])
     with pytest.raises(RecipeError, match="Received: source='synthetic'"):
         recipe_from_dict({"data": {"class_names": ["a", "b"]}})
+
+
+def test_csv_dataset_with_your_own_class_list(tmp_path):
+    from test_sources import write_fer2013
+
+    from ferkeras.data.sources import load_bundle
+    from ferkeras.recipe import DataConfig
+
+    csv_path, _ = write_fer2013(tmp_path)
+    cfg = DataConfig(source="fer2013", root=str(csv_path), val_fraction=0.25,
+                     class_names="Angry,happiness,sad,neutral,surprise,fear")  # no disgust
+    bundle = load_bundle(cfg, seed=0)
+    assert bundle.class_names == ("anger", "happy", "sad", "neutral", "surprise", "fear")
+    assert len(bundle.train) == 12  # the one disgust row of 13 is dropped
+    assert [bundle.class_names[k] for k in bundle.train.labels[:3]] == ["anger", "fear",
+                                                                        "happy"]
