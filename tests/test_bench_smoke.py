@@ -1,7 +1,8 @@
 """Benchmarks cannot rot, and cannot publish stale or unattributed numbers.
 
-- Every `bench/*.py` script (but `common.py`) runs in its `--smoke` mode as a subprocess, with
-  `FERKERAS_BENCH_RESULTS` / `FERKERAS_BENCH_WORK` pointing into tmp_path; it must exit 0,
+- Every `bench/*.py` script (a file with a `__main__` block) runs in its `--smoke` mode as a
+  subprocess, with `FERKERAS_BENCH_RESULTS` / `FERKERAS_BENCH_WORK` pointing into tmp_path;
+  it must exit 0,
   write a result JSON carrying its provenance there, and leave `bench/results/` untouched.
   Contract for a benchmark's smoke mode: seconds to a minute or two, no real data
   (`../shared/data`), every step of the full run exercised.
@@ -22,7 +23,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
-SCRIPTS = sorted(p for p in BENCH.glob("*.py") if p.name != "common.py")
+# Every runnable benchmark (shared modules such as common.py have no __main__ block).
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if '__name__ == "__main__"' in p.read_text())
 PROVENANCE = ("commit", "command", "settings")
 
 
