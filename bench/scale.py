@@ -337,6 +337,7 @@ def main(argv=None):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "bench") + os.pathsep
            + os.environ.get("PYTHONPATH", "")}
     t0, load_start = time.time(), os.getloadavg()
+    disk_free_gb = round(shutil.disk_usage(work).free / 1e9, 1)
     roots, synth, damaged = make_sizes(args, work, sizes)
     print(f"generated {synth} ({time.time() - t0:.0f} s)", flush=True)
     results = {}
@@ -405,6 +406,7 @@ def main(argv=None):
         "load_end": [round(v, 2) for v in os.getloadavg()],
         "wall_s": round(time.time() - t0, 1), "command": common.command_line(),
         "settings": settings, "images_kept": bool(args.keep),
+        "disk_free_gb_before": disk_free_gb,
     }
     json_path, md_path = common.write_results("scale", data, markdown(data), settings,
                                               code_files=[__file__])
