@@ -475,3 +475,19 @@ def test_default_model_is_the_shipped_one_never_the_quickstart(model_dir, inputs
     monkeypatch.setenv("FERKERAS_MODEL", str(tmp_path / "nowhere"))  # the env var overrides
     result = run_predict(inputs / "face.jpg")
     assert result.exit_code == 1 and "no such model folder" in result.output
+
+
+def test_detector_registry_and_box_merging():
+    from ferkeras.faces import build_detector, list_detectors, merge_boxes
+
+    assert list_detectors() == ["haar", "haar-staged"]
+    with pytest.raises(ValueError, match=r"Unknown detector 'yolo'.*haar-staged"):
+        build_detector("yolo")
+    # A nested or overlapping duplicate goes; a separate face stays.
+    boxes = [(10, 10, 100, 100), (20, 20, 50, 50), (15, 12, 100, 95), (200, 10, 60, 60)]
+    assert merge_boxes(boxes) == [(10, 10, 100, 100), (200, 10, 60, 60)]
+    # A face filling the image (a tight crop) is found by the padded passes only.
+    face = face_image()[50:205, 100:220]
+    assert build_detector("haar")(face) == []
+    ((x, y, w, h),) = build_detector()(face)
+    assert x >= 0 and y >= 0 and x + w <= face.shape[1] and y + h <= face.shape[0]
