@@ -411,3 +411,16 @@ def test_csv_dataset_with_your_own_class_list(tmp_path):
     assert len(bundle.train) == 12  # the one disgust row of 13 is dropped
     assert [bundle.class_names[k] for k in bundle.train.labels[:3]] == ["anger", "fear",
                                                                         "happy"]
+
+
+def test_fit_input_errors_name_the_value():
+    trainer = fk.SupervisedTrainer(_net(), num_classes=K)
+    trainer.compile(optimizer="adam")
+    x, y = _data(14)
+    one_hot = tf.data.Dataset.from_tensor_slices((x, np.eye(K)[y])).batch(7)
+    with pytest.raises(ValueError, match="not one-hot"):
+        trainer.fit(one_hot, verbose=0)
+    with pytest.raises(ValueError, match=r"Received shape: \(14, 256\)"):
+        trainer.fit(x.reshape(14, -1), y, verbose=0)
+    with pytest.raises(ValueError, match="Received min=0, max=9"):
+        trainer.fit(x, np.arange(14) % 10, verbose=0)

@@ -138,6 +138,10 @@ def _from_dataset(ds, batch_size) -> TrainingSet:
                          f"batches. Received element_spec: {spec}")
     if len(spec) == 3:  # indices given: used as is
         return TrainingSet(ordered=None, given=ds, images=None, batch_size=int(batch_size or 0))
+    y_shape = spec[1].shape
+    if y_shape.rank not in (1, 2) or (y_shape.rank == 2 and y_shape[-1] != 1):
+        raise ValueError("A dataset's y must be batches of int class ids, shape (B,) or (B, 1) "
+                         f"(not one-hot). Received shape: {y_shape}")
     if batch_size is None:
         first = next(iter(ds.take(1)), None)
         if first is None:
