@@ -446,6 +446,8 @@ def summarize(acc: dict, timing: dict, detectors: dict) -> dict:
                 block["frame_ms_detect"] = timing[side]["frame"]["p50"]
         if block:
             out[side] = block
+    if "shipped_1thread" in timing and "shipped" in out:
+        out["shipped"]["latency_ms_p50_1thread"] = timing["shipped_1thread"]["latency"]["p50"]
     if "shipped" in acc and "float" in acc:
         out["shipped_int8_minus_float_acc"] = round(
             acc["shipped"]["seven"]["acc"] - acc["float"]["seven"]["acc"], 4)
@@ -540,6 +542,10 @@ def markdown(out: dict) -> str:
                              f"{_ms(b.get('latency_ms_p50'))} | "
                              f"{_ms(b.get('model_call_ms_p50'))} | "
                              f"{_ms(b.get('frame_ms_detect'))} |")
+        one = _dig(s, ("shipped", "latency_ms_p50_1thread"))
+        if one is not None:
+            lines += ["", f"Shipped model with one onnxruntime thread (`Predictor(threads=1)`): "
+                      f"{_ms(one)} ms per face, p50."]
         own = out["accuracy"]["shipped"]["own_classes"]
         lines += ["", f"Shipped model on its own {len(own['per_class'])} classes: accuracy "
                   f"{_pct(own['acc'])}, balanced {_pct(own['balanced_acc'])} (n={own['n']}).",
@@ -660,7 +666,8 @@ def main(argv=None) -> int:
         print("accuracy ...", flush=True)
         acc = run_accuracy(sides, crops, fer)
         print("timing ...", flush=True)
-        timing = run_timing(sides, crops, frames, fer, rounds=args.rounds, calls=args.calls)
+        timed = {**sides, "shipped_1thread": Predictor(model, threads=1)}
+        timing = run_timing(timed, crops, frames, fer, rounds=args.rounds, calls=args.calls)
     print(f"detectors on {len(paths)} photos ...", flush=True)
     detectors = run_detectors(paths, frames, fer, images=photos)
     if fer is not None:
