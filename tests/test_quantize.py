@@ -157,3 +157,18 @@ def test_ship_command_quantizes_checks_and_installs(tmp_path):
     assert result.exit_code == 1 and "not found (pass --data" in result.output
     result = runner.invoke(cli, ["ship", str(tmp_path), "--data", str(data)])
     assert result.exit_code == 1 and "no metadata.json" in result.output
+
+
+def test_pip_install_ships_the_pretrained_folder():
+    """pyproject's package-data carries the shipped model, its metadata and its card."""
+    import pathlib
+
+    text = (pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    line = next(x for x in text.splitlines() if x.startswith('"ferkeras.pretrained" = '))
+    for name in ("ferplus8/model.onnx", "ferplus8/metadata.json", "ferplus8/MODEL_CARD.md"):
+        assert f'"{name}"' in line, name
+    from ferkeras.pretrained import SHIPPED_DIR
+
+    card = (SHIPPED_DIR / "MODEL_CARD.md").read_text()
+    for needed in ("MIT", "FER2013", "Out-of-scope", "not emotions", "bias"):
+        assert needed.lower() in card.lower(), needed
