@@ -411,8 +411,7 @@ def parse_args(argv=None):
                    help="seconds-long run of every step on a few images (small_cnn), written "
                         "under --work, never into bench/results")
     p.add_argument("--work", default=None,
-                   help=f"working folder (default {common.WORK.relative_to(ROOT)}; "
-                        "with --smoke, bench/.work/smoke)")
+                   help=f"working folder (default {common.WORK}; with --smoke, WORK/smoke)")
     p.add_argument("--results", default=None,
                    help="results folder (default bench/results; with --smoke, WORK/results)")
     args = p.parse_args(argv)
