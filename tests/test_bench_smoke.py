@@ -57,7 +57,7 @@ def test_benchmark_smoke_mode_runs_and_records_provenance(script, tmp_path):
     assert "--smoke" in usage.stdout, f"bench/{script.name} has no --smoke mode"
     before = _digests(BENCH / "results")
     run = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True,
-                         text=True, env=env, timeout=600, cwd=tmp_path)
+                         text=True, env=env, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert _digests(BENCH / "results") == before, "a smoke run wrote into bench/results"
     written = sorted((tmp_path / "results").glob("*.json")) + sorted(
