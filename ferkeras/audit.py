@@ -55,6 +55,10 @@ def audit_recipe(recipe, *, run_dir, overwrite=False, verbose=1, echo=print) -> 
     summary = {"n": len(train_split), "flagged": int(len(flagged)), "report": str(out),
                "flagged_per_class": {name: int(np.sum(train_split.labels[flagged] == i))
                                      for i, name in enumerate(class_names)}}
+    summary["warnings"] = selection.split_warnings(
+        result.labelled, train_split.labels, probs, num_classes=k, class_names=class_names)
+    for warning in summary["warnings"]:
+        echo(f"warning: {warning}")
     if result.scores is not None:
         summary["detection"] = {key: result.scores[key] for key in ("auc", "precision",
                                                                     "recall")}

@@ -588,3 +588,41 @@ def gmm_density(gmm: dict | None, grid, labels) -> np.ndarray | None:
         if model is not None:
             total += float(np.mean(labels == c)) * np.exp(model.score_samples(grid))
     return total
+
+
+def split_warnings(labelled, labels, pred_probs, *, num_classes: int, class_names=None,
+                   chance_margin: float = 0.05, extreme_high: float = 0.9,
+                   extreme_low: float = 0.02) -> list[str]:
+    """Reasons a split is not credible, as one-line warnings (empty when it looks sound).
+
+    labelled: (N,) bool, the split's clean mask; labels: (N,) given labels; pred_probs: (N, K)
+    the probabilities the split was made from.
+    - The model is near chance on the given labels (accuracy within `chance_margin` of
+      always predicting the largest class): its losses cannot tell clean from noisy rows.
+    - A class is flagged almost wholesale (>= `extreme_high`) or almost not at all
+      (<= `extreme_low`) while the median class is in between.
+    """
+    labelled = np.asarray(labelled, dtype=bool)
+    labels = np.asarray(labels)
+    probs = np.asarray(pred_probs)
+    names = list(class_names) if class_names is not None else [str(k) for k in
+                                                               range(num_classes)]
+    out = []
+    counts = np.bincount(labels, minlength=num_classes)
+    majority = counts.max() / max(len(labels), 1)
+    accuracy = float((probs.argmax(1) == labels).mean()) if len(labels) else 0.0
+    if accuracy < majority + chance_margin:
+        out.append(f"split not credible: the model's accuracy on the given labels is "
+                   f"{accuracy:.3f}, near the {majority:.3f} of always predicting the largest "
+                   "class; train longer before splitting (cycle.warmup_epochs).")
+    present = np.flatnonzero(counts > 0)
+    flagged = np.array([(~labelled[labels == k]).mean() for k in present])
+    if len(present) >= 3:
+        median = float(np.median(flagged))
+        if extreme_low < median < extreme_high:
+            for k, f in zip(present, flagged, strict=True):
+                if f >= extreme_high or f <= extreme_low:
+                    out.append(f"split not credible for class {names[k]!r}: {100 * f:.0f}% of "
+                               f"its rows flagged noisy while the median class has "
+                               f"{100 * median:.0f}%; check the class (or use trusted rows).")
+    return out

@@ -300,3 +300,21 @@ def test_selector_registry_and_unknown_selector(long_tail):
                                           keep_ratio=0.5)
     assert result.gmm is None and result.scores is None
     assert result.labelled.sum() == sum(int(np.floor(0.5 * n)) for n in (800, 400, 150, 60))
+
+
+def test_split_warnings_flag_a_near_chance_model_and_an_extreme_class():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 400)
+    good = np.eye(4)[labels] * 0.7 + 0.075
+    labelled = rng.random(400) > 0.25
+    assert selection.split_warnings(labelled, labels, good, num_classes=4) == []
+    chance = np.full((400, 4), 0.25)
+    chance[:, 0] += 1e-3
+    chance /= chance.sum(1, keepdims=True)
+    msgs = selection.split_warnings(labelled, labels, chance, num_classes=4)
+    assert any("near" in m for m in msgs)
+    labelled_extreme = labelled.copy()
+    labelled_extreme[labels == 2] = False  # class 2 flagged wholesale
+    msgs = selection.split_warnings(labelled_extreme, labels, good, num_classes=4,
+                                    class_names=["a", "b", "c", "d"])
+    assert len(msgs) == 1 and "'c'" in msgs[0] and "100%" in msgs[0]

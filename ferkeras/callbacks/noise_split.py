@@ -72,6 +72,7 @@ class NoiseSplit(keras.callbacks.Callback):
         self.seed = int(seed)
         self.write = bool(write) and self.run_dir is not None
         self.echo = echo
+        self.warnings: list[str] = []
         self.cb_beta = cb_beta
         self.strategy = strategy
         # The loss pass: every sample once, un-augmented, `(image, label, index)` batches.
@@ -149,6 +150,10 @@ class NoiseSplit(keras.callbacks.Callback):
         if result.scores and result.scores["auc"] is not None:
             msg += f", detection ROC-AUC {result.scores['auc']:.3f}"
         self.echo(msg)
+        self.warnings = selection.split_warnings(
+            result.labelled, self.labels, probs, num_classes=k, class_names=self.class_names)
+        for warning in self.warnings:
+            self.echo(f"warning: {warning}")
         return result
 
     def _write_history(self) -> None:
