@@ -424,3 +424,11 @@ def test_fit_input_errors_name_the_value():
         trainer.fit(x.reshape(14, -1), y, verbose=0)
     with pytest.raises(ValueError, match="Received min=0, max=9"):
         trainer.fit(x, np.arange(14) % 10, verbose=0)
+
+
+def test_loss_classes_cover_the_loss_table():
+    from ferkeras.registry import list_losses
+
+    assert sorted(fk.losses.LOSSES) == sorted(list_losses())
+    for name in list_losses():
+        assert fk.losses.get_loss(name).kind == name
