@@ -28,8 +28,9 @@ Protocol
   (1, 48, 48, 1) crop; fer `detect_emotions` on one 48x48 crop with its box given. The bare
   model calls too (`session.run`; fer's `_classify_emotions`, its TFLite model).
   `--rounds` rounds, sides interleaved (order rotated per round), medians over all calls.
-- Frames: `--frames` 640x480 frames, a face upscaled to 192 px on a textured background;
-  `Predictor.predict(frame)` with the default detector (frame_ms_detect).
+- Frames: `--frames` 640x480 frames, each a faces_in_the_wild photo scaled to 192 px on a
+  textured background; `Predictor.predict(frame)` with the default detector
+  (frame_ms_detect).
 - Detectors: every registered detector (`ferkeras.faces.list_detectors`) and fer's own
   Haar detector on the 600 photos of faces_in_the_wild (one person each): share with at
   least one box (found), with more than one (multi-box), ms per photo, ms per 640x480 frame.
@@ -666,21 +667,30 @@ def main(argv=None) -> int:
         paths = [pathlib.Path(f"drawn_{i}.png") for i in range(len(photos))]
     else:
         model, float_model = pathlib.Path(args.model), pathlib.Path(args.float_model)
-        if not (model / "model.onnx").is_file():
+        if not args.detectors and not (model / "model.onnx").is_file():
             sys.exit(f"error: {model}: no shipped model; install one with `ferkeras ship "
                      "EXPORT_DIR` (see ferkeras/pretrained/ferplus8/MODEL_CARD.md)")
         data = pathlib.Path(args.data)
         crops = None if args.detectors else reported_half_crops(data)
         photos = None
         paths = sorted((data / "faces_in_the_wild" / "images").glob("*.jpg"))
-    sides = {"shipped": Predictor(model)}
-    if (float_model / "model.onnx").is_file():
-        sides["float"] = Predictor(float_model)
+    sides = {}  # the detector part needs no model
+    if crops is not None:
+        sides["shipped"] = Predictor(model)
+        if (float_model / "model.onnx").is_file():
+            sides["float"] = Predictor(float_model)
+        else:
+            print(f"float model {float_model}: missing, left out", flush=True)
+    # Frames: real photos (faces_in_the_wild) pasted at 192 px into 640x480 backgrounds.
+    if photos is not None:
+        frame_faces = [np.ascontiguousarray(p[..., ::-1]) for p in photos[:args.frames]]
     else:
-        print(f"float model {float_model}: missing, left out", flush=True)
-    sample = (crops["images"] if crops is not None else
-              np.stack([np.full((48, 48), 128, np.uint8)]))[:args.frames]
-    frames = make_frames(list(sample), seed=0)
+        import cv2
+
+        frame_faces = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths[:args.frames]]
+    frames = make_frames(frame_faces, seed=0)
+    sample = crops["images"][:args.frames] if crops is not None else np.stack(
+        [np.full((48, 48), 128, np.uint8)])
     fer = None
     if not args.no_fer and ensure_fer(SITE):
         config = {"frames": str(work / "frames.npy")}
