@@ -244,3 +244,29 @@ def test_train_takes_a_bundle_and_reports_no_comparison_without_test(tmp_path):
     report = tmp_path / "run" / "reports" / "split-e002"
     assert (report / "loss_histogram.png").is_file() and (report / "detection.json").is_file()
     assert (tmp_path / "run" / "ce_baseline" / "metrics.json").is_file()
+
+
+def test_resume_matches_dropout_rng_states_whatever_keras_numbered_them(tmp_path):
+    """A run resumed in a process that built other models first gets other auto-numbered
+    seed-generator paths (`seed_generator_7`); its saved RNG states still load."""
+    import keras
+
+    from ferkeras.callbacks.state import RunState, seed_states, seed_variables
+    from ferkeras.runs import RunFolderError
+
+    def model():
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dropout(0.5, seed=1)(inputs))
+
+    first = model()
+    saved = seed_states(first)
+    saved[0][1] = [7, 9]
+    model()  # bumps Keras's name counters
+    second = model()
+    assert [p for p, _ in saved] != [v.path for v in seed_variables(second)]
+    state = RunState(run_dir=tmp_path, checkpoint=None, write=False)
+    state._restore_seeds(second, saved)
+    assert np.ravel(seed_variables(second)[0].numpy()).tolist() == [7, 9]
+    saved[0][0] = "some_other_layer/seed_generator_state"
+    with pytest.raises(RunFolderError, match="RNG states do not match"):
+        state._restore_seeds(second, saved)

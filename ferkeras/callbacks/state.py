@@ -23,6 +23,7 @@ need no access to the run folder.
 from __future__ import annotations
 
 import pathlib
+import re
 import shutil
 
 import keras
@@ -42,6 +43,13 @@ def split_digest(trainer) -> str | None:
     if mask is None:
         return None
     return mask_digest(keras.ops.convert_to_numpy(mask) > 0.5)
+
+
+def _unnumbered(path: str) -> str:
+    """A variable path without Keras's per-process name counters (`seed_generator_3` ->
+    `seed_generator`): a run resumed in a process that built other models first names the
+    same layers with other numbers."""
+    return re.sub(r"_\d+(?=/|$)", "", path)
 
 
 def seed_variables(trainer) -> list:
@@ -154,7 +162,7 @@ class RunState(keras.callbacks.Callback):
         if saved is None:  # a state written before RNG states were saved
             return
         variables = seed_variables(trainer)
-        if [path for path, _ in saved] != [v.path for v in variables]:
+        if [_unnumbered(path) for path, _ in saved] != [_unnumbered(v.path) for v in variables]:
             raise RunFolderError(
                 f"{self.dir / STATE_FILE}: its RNG states do not match this model's dropout "
                 "layers; was the recipe changed since the run started?")
