@@ -134,7 +134,8 @@ class Predictor:
     batch_size: faces per model call; the input batch is preallocated once.
     margin: face boxes are grown by this share of their size on each side before cropping.
     detector: called as `detector(image, color="rgb"|"bgr")`, returns a list of (x, y, w, h);
-      default `faces.build_detector()` (staged Haar cascades), built on first use.
+      default `faces.build_detector()` (BlazeFace, then staged Haar cascades where it finds
+      none), built on first use.
     tight_crop_side: when the detector finds no face in an image whose longer side is at most
       this many pixels, the image is taken as a tight face crop and the whole of it is the
       face (`box_source` "whole_image_fallback"); 0 turns the fallback off.

@@ -340,14 +340,19 @@ def test_missing_or_newer_opencv(model_dir, monkeypatch):
     from ferkeras.faces import HaarFaceDetector, OpenCVMissingError, read_image
     from ferkeras.inference import Predictor
 
+    rgb = face_image()[..., ::-1].copy()  # drawn while OpenCV is still there
+
     monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.0.0"))
     with pytest.raises(OpenCVMissingError, match="OpenCV 5.0.0 ships no Haar cascades"):
         HaarFaceDetector()
     monkeypatch.setitem(sys.modules, "cv2", None)
     with pytest.raises(OpenCVMissingError, match=r"pip install 'ferkeras\[webcam\]'"):
         HaarFaceDetector()
-    result = run_predict("--model", model_dir, __file__)
+    result = run_predict("--model", model_dir, "--detector", "haar", __file__)
     assert result.exit_code == 1 and "ferkeras[webcam]" in result.output
+    # The default detector runs without OpenCV: BlazeFace on onnxruntime, Haar skipped.
+    (face,) = Predictor(model_dir).predict(rgb)
+    assert face["box_source"] == "detector"
     # Crops still work without OpenCV (Pillow reads and resizes).
     predictor = Predictor(model_dir)
     (face,) = predictor.predict(np.zeros((100, 90, 3), np.uint8), detect=False)
@@ -480,7 +485,7 @@ def test_default_model_is_the_shipped_one_never_the_quickstart(model_dir, inputs
 def test_detector_registry_and_box_merging():
     from ferkeras.faces import build_detector, list_detectors, merge_boxes
 
-    assert list_detectors() == ["haar", "haar-staged"]
+    assert list_detectors() == ["blazeface", "blazeface+haar", "haar", "haar-staged"]
     with pytest.raises(ValueError, match=r"Unknown detector 'yolo'.*haar-staged"):
         build_detector("yolo")
     # A nested or overlapping duplicate goes; a separate face stays.
@@ -489,5 +494,30 @@ def test_detector_registry_and_box_merging():
     # A face filling the image (a tight crop) is found by the padded passes only.
     face = face_image()[50:205, 100:220]
     assert build_detector("haar")(face) == []
-    ((x, y, w, h),) = build_detector()(face)
+    ((x, y, w, h),) = build_detector("haar-staged")(face)
     assert x >= 0 and y >= 0 and x + w <= face.shape[1] and y + h <= face.shape[0]
+
+
+def test_blazeface_ships_with_ferkeras_and_finds_the_face():
+    """The default detector's weights are inside the package (no download): BlazeFace on
+    onnxruntime, with the staged Haar cascades where it finds nothing."""
+    from ferkeras.detection import (
+        BLAZEFACE_FILE,
+        FallbackDetector,
+        blazeface_anchors,
+        build_detector,
+        weighted_nms,
+    )
+
+    assert BLAZEFACE_FILE.is_file() and blazeface_anchors().shape == (896, 2)
+    detector = build_detector()
+    assert isinstance(detector, FallbackDetector)
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[100:340, 150:470] = face_image()
+    ((x, y, w, h),) = build_detector("blazeface")(canvas)
+    assert 200 < x + w / 2 < 420 and 150 < y + h / 2 < 300  # around the drawn face
+    assert detector(canvas) == build_detector("blazeface")(canvas)
+    assert build_detector("blazeface")(np.zeros((240, 320, 3), np.uint8)) == []
+    merged = weighted_nms(np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60.]]),
+                          np.array([0.9, 0.6, 0.8]), iou=0.3)
+    assert merged.shape == (2, 4) and 0 < merged[0, 0] < 1

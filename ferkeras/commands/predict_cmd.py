@@ -173,10 +173,10 @@ def _silence_stdout() -> None:
 @click.option("--no-detect", is_flag=True,
               help="Images are face crops already (FER2013, AffectNet): the whole image is the "
                    "face.")
-@click.option("--detector", default="haar-staged", show_default=True,
+@click.option("--detector", default="blazeface+haar", show_default=True,
               type=click.Choice(list_detectors()),
-              help="Face detector: staged Haar cascades (frontal, then padded frontal, alt2, "
-                   "profiles), or the single frontal cascade.")
+              help="Face detector: BlazeFace (ships with ferkeras, onnxruntime), then the "
+                   "staged Haar cascades (OpenCV) where it finds none; or one of them alone.")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per face per line (docs/predict_schema.json).")
 @click.option("--annotate", type=click.Path(file_okay=False, path_type=str), default=None,
