@@ -127,18 +127,18 @@ def test_cycle_detects_injected_noise_and_learns(tmp_path, toy_bundle):
 @pytest.mark.slow
 def test_small_loss_selector_resplits_every_epoch_over_a_loss_window(tmp_path, toy_bundle):
     """cycle.selector small_loss, resplit_every_epoch and loss_window 2 in one run."""
-    bundle, is_noisy = toy_bundle(noise=0.3, n_train=256)
-    recipe = dict(TOY, cycle={"enabled": True, "warmup_epochs": 3, "cycles": 1,
+    bundle, is_noisy = toy_bundle(noise=0.3)
+    recipe = dict(TOY, cycle={"enabled": True, "warmup_epochs": 4, "cycles": 1,
                               "epochs_per_cycle": 3, "resplit_every_epoch": True,
                               "selector": "small_loss", "keep_ratio": 0.7, "loss_window": 2,
                               "min_class_samples": 8})
     run_dir = tmp_path / "run"
     result = _run(["train", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"])
     assert result.exit_code == 0, result.output
-    for epoch in (4, 5, 6):  # a split before every epoch of the cycle
+    for epoch in (5, 6, 7):  # a split before every epoch of the cycle
         assert f"split at epoch {epoch}:" in result.output
     labels = bundle.train.labels
-    for epoch in (4, 5, 6):
+    for epoch in (5, 6, 7):
         with open(run_dir / "reports" / f"split-e{epoch:03d}" / "samples.csv") as fh:
             table = list(csv.DictReader(fh))
         index = np.array([int(r["index"]) for r in table])

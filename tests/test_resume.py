@@ -224,6 +224,9 @@ def test_damaged_state_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):  # about 30 s: the tests using it are marked slow
     """A finished 2-epoch cycle run (1 warm-up epoch, 1 cycle of 1 epoch), trained in-process."""
+    import keras
+
+    keras.utils.clear_session()  # layer names as in a fresh process (see _tampered_copy)
     tmp = tmp_path_factory.mktemp("finished")
     recipe = {**TINY_RECIPE, "cycle": {**TINY_RECIPE["cycle"], "cycles": 1,
                                        "epochs_per_cycle": 1}}
