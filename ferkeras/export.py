@@ -199,7 +199,7 @@ def build_metadata(run, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
         "run_dir": str(run.dir.resolve()),
         "weights": run.weights,
         "metrics": {"val": metrics.get("val"), "test": metrics.get("test"),
-                    "decision": metrics.get("decision")},
+                    **({"decision": metrics["decision"]} if metrics.get("decision") else {})},
         "decision_rule": (metrics.get("decision") or {}).get("rule", "argmax"),
         "parity": parity,
     }
