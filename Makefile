@@ -36,8 +36,14 @@ export: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/input_pipeline.py
-	$(PY) bench/inference.py
+	$(PY) bench/training_speed.py
+	$(PY) bench/noisy_grid.py --configs ce,cycle_ce --seeds 0,1,2
+	$(PY) bench/noisy_grid.py --configs oracle --seeds 0
+	$(PY) bench/noisy_grid.py --configs ce,oracle --seeds 0 --model vgg4 --width 32 \
+		--epochs 12 --work bench/.work/noisy_grid_full
 	$(PY) bench/noisy_fer2013.py
+	$(PY) bench/ship_ferplus.py
+	$(PY) bench/inference.py
 
 clean:
 	rm -rf runs export .pytest_cache .ruff_cache

@@ -74,3 +74,30 @@ def split_rows(t: Tables, *, limit_train: int = 0, seed: int = 0) -> dict:
     public = np.flatnonzero(t.usage == "PublicTest")
     keep, hold = stratified_holdout(t.fer[public], fraction=0.5, seed=seed)
     return {"train": train, "val": public[keep], "reported": public[hold]}
+
+
+def fake_tables(*, n_train: int = 600, n_public: int = 200, seed: int = 0) -> Tables:
+    """Tiny FER2013 + FERPlus tables in the real layout, for smoke runs (no shared data):
+    brightness codes the class, 30 % of the FER2013 labels are flipped, FERPlus votes put 8
+    of 10 on the true class (one row in 50 without a majority)."""
+    rng = np.random.default_rng(seed)
+    n = n_train + n_public
+    plus = rng.integers(0, 7, n).astype(np.int32)
+    base = (plus * 30 + 40).astype(np.float64)
+    images = np.clip(base[:, None, None, None] + rng.normal(0, 12, (n, 48, 48, 1)), 0, 255)
+    fer = np.where(rng.random(n) < 0.3, (plus + rng.integers(1, 7, n)) % 7, plus)
+    # FERPlus vote columns: neutral, happiness, surprise, sadness, anger, disgust, fear, ...
+    column = np.array([4, 5, 6, 1, 3, 2, 0])[plus]
+    votes = np.zeros((n, 10), np.int16)
+    votes[np.arange(n), column] = 8
+    votes[np.arange(n), 8] = 2
+    none = rng.random(n) < 0.02
+    votes[none] = 0
+    votes[none, 0], votes[none, 3] = 5, 5
+    contempt = (rng.random(n) < 0.05) & ~none  # FERPlus-only class: no FER2013 majority
+    votes[contempt] = 0
+    votes[contempt, 7], votes[contempt, 8] = 8, 2
+    plus = np.where(none | contempt, -1, plus).astype(np.int32)
+    usage = np.array(["Training"] * n_train + ["PublicTest"] * n_public)
+    return Tables(images=images.astype(np.uint8), fer=fer.astype(np.int32), plus=plus,
+                  usage=usage, dup_in_train=np.zeros(n, bool), votes=votes)

@@ -125,12 +125,18 @@ def features(net, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out).astype(np.float16)
 
 
-def save_probs(net, t, rows, path) -> None:
-    np.savez_compressed(path, train=predict(net, t.images[rows["train"]]),
+def save_probs(net, t, rows, path) -> float:
+    """Write the run's probabilities; returns the seconds of the pass over the training set
+    (what a post-hoc rule costs on top of training)."""
+    t0 = time.time()
+    train = predict(net, t.images[rows["train"]])
+    seconds = time.time() - t0
+    np.savez_compressed(path, train=train,
                         val=predict(net, t.images[rows["val"]]),
                         reported=predict(net, t.images[rows["reported"]]),
                         feats_val=features(net, t.images[rows["val"]]),
                         feats_reported=features(net, t.images[rows["reported"]]))
+    return seconds
 
 
 def train_one(recipe, bundle, run_dir, log):
@@ -182,7 +188,7 @@ def run(config, seed, args, t, rows, work, log):
     metrics = train_one(recipe, bundle, run_dir, log)
     net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
     net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
-    save_probs(net, t, rows, work / f"{name}.probs.npz")
+    train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz")
     history = []
     hist_file = run_dir / "history.csv"
     if hist_file.is_file():
@@ -192,6 +198,7 @@ def run(config, seed, args, t, rows, work, log):
               "train_s": metrics["train_seconds"], "epochs": metrics["epochs"],
               "best_epoch": metrics["best_epoch"], "n_train": len(bundle.train),
               "split_s": metrics.get("split_seconds"), "history_csv": history,
+              "train_pass_s": round(train_pass_s, 2),
               "notes": bundle.notes, "loadavg_end": list(os.getloadavg()),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if config.startswith("cycle"):
@@ -211,8 +218,12 @@ def rescore(config, seed, args, t, rows, work, log):
     recipe = make_recipe(config, settings_for(config, args, seed), "unused")
     net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
     net.load_weights(str(work / name / "checkpoints" / "best.weights.h5"))
-    save_probs(net, t, rows, work / f"{name}.probs.npz")
-    log(f"{name}: rescored")
+    seconds = save_probs(net, t, rows, work / f"{name}.probs.npz")
+    done = json.loads((work / f"{name}.done.json").read_text())
+    done["train_pass_s"] = round(seconds, 2)
+    done["train_pass_loadavg"] = list(os.getloadavg())
+    (work / f"{name}.done.json").write_text(json.dumps(done, indent=2))
+    log(f"{name}: rescored (training-set pass {seconds:.1f} s)")
 
 
 def main(argv=None) -> int:
@@ -227,19 +238,27 @@ def main(argv=None) -> int:
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"),
                    help="folder holding fer2013/fer2013.csv.gz and ferplus/fer2013new.csv")
-    p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "noisy_grid"))
+    p.add_argument("--work", default=None,
+                   help="run folder (default bench/.work/noisy_grid, or $FERKERAS_BENCH_WORK)")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: fake FER2013-format tables, ce+oracle, 1 seed, 1 epoch")
     p.add_argument("--redo-stale", action="store_true")
     p.add_argument("--rescore", action="store_true",
                    help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import common
+
+    if args.smoke:
+        args.configs, args.seeds, args.epochs, args.width = "ce,oracle", "0", 1, 4
     configs = [c for c in args.configs.split(",") if c]
     bad = [c for c in configs if c not in CONFIGS]
     if bad:
         p.error(f"--configs: unknown {bad}; valid: {list(CONFIGS)}")
     seeds = [int(x) for x in args.seeds.split(",") if x]
-    work = pathlib.Path(args.work)
+    default_work = common.WORK / ("noisy_grid_smoke" if args.smoke else "noisy_grid")
+    work = pathlib.Path(args.work) if args.work else default_work
     work.mkdir(parents=True, exist_ok=True)
 
     def log(msg):
@@ -248,7 +267,12 @@ def main(argv=None) -> int:
         with open(work / "log.txt", "a") as fh:
             fh.write(line + "\n")
 
-    t = load_tables(pathlib.Path(args.data), ROOT / "bench" / ".work" / "fer2013_tables.npz")
+    if args.smoke:
+        from noisy_data import fake_tables
+
+        t = fake_tables()
+    else:
+        t = load_tables(pathlib.Path(args.data), common.WORK / "fer2013_tables.npz")
     rows = split_rows(t, limit_train=args.limit_train, seed=0)
     for seed in seeds:
         for config in configs:
@@ -256,6 +280,20 @@ def main(argv=None) -> int:
                 rescore(config, seed, args, t, rows, work, log)
             else:
                 run(config, seed, args, t, rows, work, log)
+    done = {f.name[:-len(".done.json")]: {k: v for k, v in json.loads(f.read_text()).items()
+                                          if k not in ("history_csv",)}
+            for f in sorted(work.glob("*.done.json"))}
+    name = "noisy_grid_smoke" if args.smoke else "noisy_grid"
+    settings = {"configs": configs, "seeds": seeds, "epochs": args.epochs, "model": args.model,
+                "width": args.width, "limit_train": args.limit_train, "work": str(work),
+                "smoke": args.smoke}
+    md = [f"# Real-noise grid runs ({work})", "", "| run | settings hash | wall (s) | best "
+          "epoch | finished |", "|---|---|---|---|---|"]
+    md += [f"| {k} | {v['settings_hash']} | {v['wall_s']:.0f} | {v['best_epoch']} | "
+           f"{v['finished']} |" for k, v in done.items()]
+    if not args.smoke and work != default_work:
+        name = f"noisy_grid_{work.name}"
+    common.write_results(name, {"runs": done}, "\n".join(md) + "\n", settings)
     return 0
 
 

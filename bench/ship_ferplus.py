@@ -35,13 +35,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--recipe", default=str(ROOT / "recipes" / "ferplus8.yaml"))
-    p.add_argument("--work", default=str(ROOT / "bench" / ".work" / "ship_ferplus"))
+    p.add_argument("--work", default=None,
+                   help="default bench/.work/ship_ferplus (or $FERKERAS_BENCH_WORK/...)")
     p.add_argument("--smoke", action="store_true", help="1 epoch on 512 rows, tiny model")
     p.add_argument("--set", action="append", default=[], help="recipe override key=value")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from noisy_data import load_tables, split_rows
+    import common
+    from noisy_data import fake_tables, load_tables, split_rows
 
     from ferkeras.data.fer2013 import ferplus_labels
     from ferkeras.data.table import DatasetBundle, Split
@@ -55,8 +57,11 @@ def main(argv=None) -> int:
         overrides += ["train.epochs=1", "model.width=4", "model.backbone=small_cnn"]
     recipe = load_recipe(args.recipe, overrides=overrides)
     names = get_class_names(recipe.data.class_set)
-    t = load_tables(pathlib.Path(args.data), ROOT / "bench" / ".work" / "fer2013_tables.npz")
-    rows = split_rows(t, limit_train=512 if args.smoke else 0, seed=0)
+    if args.smoke:
+        t = fake_tables()
+    else:
+        t = load_tables(pathlib.Path(args.data), common.WORK / "fer2013_tables.npz")
+    rows = split_rows(t, seed=0)
     has = np.asarray(t.votes).sum(1) > 0
     soft_lab, soft = ferplus_labels(t.votes, class_names=names, mode="probability")
     major, _ = ferplus_labels(t.votes, class_names=names, mode="majority")
@@ -73,9 +78,10 @@ def main(argv=None) -> int:
         source="ferplus", notes=[f"ship_ferplus: {len(rows['train']) - len(tr)} train rows "
                                  "without an expression label dropped"],
     )
-    work = pathlib.Path(args.work) / ("smoke" if args.smoke else "")
+    work = pathlib.Path(args.work) if args.work else common.WORK / (
+        "ship_ferplus_smoke" if args.smoke else "ship_ferplus")
     run_dir = work / "run"
-    resume = (run_dir / "checkpoints" / "state.json").is_file()
+    resume = (run_dir / "checkpoints" / "state.json").is_file() and not args.smoke
     t0 = time.time()
     metrics = train(recipe, bundle, run_dir=run_dir, resume=resume, overwrite=not resume,
                     verbose=2)
@@ -110,9 +116,6 @@ def main(argv=None) -> int:
            "reported_7class_no_contempt": {k: m7[k] for k in pick},
            "loadavg": list(os.getloadavg()), "date": time.strftime("%Y-%m-%dT%H:%M:%S")}
     name = "ship_ferplus_smoke" if args.smoke else "ship_ferplus"
-    res = (work if args.smoke else ROOT / "bench" / "results")
-    res.mkdir(parents=True, exist_ok=True)
-    (res / f"{name}.json").write_text(json.dumps(out, indent=2))
     r8, r7 = out["reported_8class"], out["reported_7class_no_contempt"]
     md = [f"# Shipped FERPlus model ({recipe.model.backbone} w{recipe.model.width})", "",
           f"Command: `{out['command']}`", "",
@@ -126,7 +129,9 @@ def main(argv=None) -> int:
           f"{r7['accuracy']:.4f} | {r7['balanced_accuracy']:.4f} | {r7['macro_f1']:.4f} |", "",
           "Per-class recall (8 classes): " + ", ".join(
               f"{n} {v:.3f}" for n, v in _recalls(names, r8["per_class_recall"])), ""]
-    (res / f"{name}.md").write_text("\n".join(md))
+    settings = {"recipe": out["recipe"], "overrides": overrides, "smoke": args.smoke,
+                "split": "bench/noisy_data.split_rows seed 0"}
+    common.write_results(name, out, "\n".join(md) + "\n", settings)
     print("\n".join(md))
     return 0
 
