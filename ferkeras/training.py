@@ -225,8 +225,14 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
 
     eval_batch = max(recipe.train.batch_size, 256)
     val_ds = make_dataset(bundle.val, recipe.data, batch_size=eval_batch)
+    import keras
+
     from ferkeras.strategy import precision_policy
 
+    # A recipe run owns its process: `seed` is the run's global seed (TensorFlow's op-level
+    # seeds of the shuffles and view draws derive from it). `build_network` itself leaves
+    # the global random state alone; it seeds its own initialisers.
+    keras.utils.set_random_seed(recipe.seed)
     with strat.scope(), precision_policy(recipe.train.precision):
         network = build_network(recipe.model, input_shape=input_shape,
                                 num_classes=len(class_names), seed=recipe.seed)
