@@ -86,8 +86,9 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     cols = resize_weights(int(image.shape[1]), size)
     if image.ndim == 2:
         out = rows @ image @ cols.T
-    else:
-        out = np.einsum("ih,hwc,jw->ijc", rows, image, cols, optimize=True)
+    else:  # per channel: two small matmuls each (einsum's batched path was 4x slower)
+        out = np.stack([rows @ image[..., c] @ cols.T for c in range(image.shape[-1])],
+                       axis=-1)
     return np.clip(out, 0.0, 255.0)
 
 
