@@ -243,11 +243,10 @@ def transition_diagnosis(t, rows, runs, y=None, scored=None) -> dict:
 
 # ----------------------------------------------------------------------------- report
 def assemble(args) -> dict:
+    import common
     from noisy_data import load_tables, split_rows
 
     from ferkeras.labels import get_class_names
-
-    import common
 
     if args.smoke:
         from noisy_data import fake_tables
@@ -378,7 +377,6 @@ def targets(out) -> dict:
         tg["detection_auc_trust_free"] = det["trust_free"]["auc"]
         tg["detection_auc_trusted"] = det["trusted"]["auc"]
         tg["cleanlab_auc"] = (det["cleanlab"] or det["cleanlab_style"])["auc"]
-    w = out["wall_s_mean"]
     cost = out.get("cost") or {}
     if cost.get("winner_s") and cost.get("ce_s"):
         tg["cost_ratio"] = cost["winner_s"] / cost["ce_s"]

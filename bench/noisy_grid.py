@@ -14,7 +14,6 @@ version match; otherwise it is refused with a message (`--redo-stale` retrains i
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import os
@@ -55,7 +54,8 @@ def make_recipe(config: str, s: dict, data_root: str):
 
     values = {
         "name": f"noisy-{config}-s{s['seed']}", "seed": s["seed"],
-        "data": {"source": "fer2013", "root": data_root, "class_set": "fer2013", "image_size": 48, "channels": 1},
+        "data": {"source": "fer2013", "root": data_root, "class_set": "fer2013",
+                 "image_size": 48, "channels": 1},
         "model": {"backbone": s["model"], "width": s["width"], "dropout": s["dropout"]},
         "train": {"epochs": s["epochs"], "batch_size": s["batch_size"],
                   "learning_rate": s["learning_rate"], "optimizer": s["optimizer"],

@@ -13,7 +13,6 @@ Resumable: the run folder keeps its state; a finished run is only re-scored.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import sys

@@ -187,7 +187,6 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     from ferkeras.labels import class_names_for
     from ferkeras.models import build_network
     from ferkeras.strategy import patch_keras_for_distribution, scaling_rule
-
     from ferkeras.trusted import finish_run, prepare_bundle
 
     bundle, trusted_rows, _ = prepare_bundle(bundle, recipe.trusted, seed=recipe.seed)
