@@ -300,7 +300,7 @@ def markdown(data):
               f"- Input pipeline **{r287['pipeline_img_s']} img/s**, training "
               f"**{r287['train_img_s']} img/s** (measured at the largest size; neither "
               "depends on N).",
-              f"- Split pass **{r287['split_pass_s']} s** = {TARGET} / "
+              f"- Split pass **{r287['split_pass_s']} s** = {r287['n_train']} training rows / "
               f"{r287['split_infer_img_s']} img/s inference (rate measured on "
               f"{s['split_sample']} images) + {r287['split_select_s']} s selection "
               f"(measured at {TARGET}).",
