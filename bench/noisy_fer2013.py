@@ -87,19 +87,21 @@ def rules_for(base_probs: dict, *, fer_train, fer_val, plus_val) -> dict:
 
 
 def trusted_rules(p_val, y_val, fer_val, p_apply, noisy_prior) -> dict:
-    """The trusted rules fitted on (p_val, y_val) and applied to p_apply."""
+    """The trusted rules fitted on (p_val, y_val) and applied to p_apply. `prior_trusted` and
+    `recal_trusted` are the product's own rules (`ferkeras.trusted.fit_decision`), so what is
+    measured here is what `trusted.decision` does."""
     from ferkeras import transition as tr
+    from ferkeras import trusted
 
-    pi = (np.bincount(y_val, minlength=K) + 0.5) / (len(y_val) + 0.5 * K)
-    T_glc = tr.estimate_transition_trusted(p_val, y_val, num_classes=K)
-    T_cnt = tr.estimate_transition_counts(fer_val, y_val, num_classes=K)
-    W, b = tr.fit_recalibration(p_val, y_val, c=1.0)
-    return {
-        "prior_trusted": tr.shift_prior(p_apply, source_prior=noisy_prior, target_prior=pi),
-        "glc_trusted": tr.correct_posteriors(p_apply, T_glc),
-        "counts_trusted": tr.correct_posteriors(p_apply, T_cnt),
-        "recal_trusted": tr.apply_recalibration(p_apply, W, b),
-    }
+    out = {}
+    for rule, kind in (("prior_trusted", "prior"), ("recal_trusted", "recalibrate")):
+        decision = trusted.fit_decision(kind, p_val, y_val, train_prior=noisy_prior)
+        out[rule] = trusted.apply_decision(decision, p_apply)
+    out["glc_trusted"] = tr.correct_posteriors(
+        p_apply, tr.estimate_transition_trusted(p_val, y_val, num_classes=K))
+    out["counts_trusted"] = tr.correct_posteriors(
+        p_apply, tr.estimate_transition_counts(fer_val, y_val, num_classes=K))
+    return out
 
 
 def cv_trusted_choice(runs_ce: dict, *, fer_val, plus_val, noisy_prior, folds=5) -> dict:

@@ -148,18 +148,8 @@ def train_one(recipe, bundle, run_dir, log):
     resume = (run_dir / "checkpoints" / "state.json").is_file()
     if resume:
         log(f"{run_dir.name}: resuming")
-    kwargs = {"run_dir": run_dir, "resume": resume, "overwrite": not resume, "verbose": 2,
-              "echo": log}
-    if hasattr(training, "train"):
-        return training.train(recipe, bundle, **kwargs)
-    import ferkeras.data.sources as sources
-
-    original = sources.load_bundle
-    sources.load_bundle = lambda cfg, *, seed: bundle
-    try:
-        return training.train_recipe(recipe, **kwargs)
-    finally:
-        sources.load_bundle = original
+    return training.train(recipe, bundle, run_dir=run_dir, resume=resume,
+                          overwrite=not resume, verbose=2, echo=log)
 
 
 def run(config, seed, args, t, rows, work, log):

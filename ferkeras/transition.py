@@ -22,6 +22,15 @@ from __future__ import annotations
 import numpy as np
 
 _EPS = 1e-12
+# The floor under probabilities before their log, in fitting and in applying a recalibration
+# alike (and in the exported `ferkeras.trusted` layer), so a rule sees the features it was
+# fitted on.
+LOG_PROB_FLOOR = 1e-6
+
+
+def log_probs(pred_probs) -> np.ndarray:
+    """log(max(p, LOG_PROB_FLOOR)): the recalibration's input features, (N, K)."""
+    return np.log(np.maximum(np.asarray(pred_probs, dtype=np.float64), LOG_PROB_FLOOR))
 
 
 def _check_probs(pred_probs, name="pred_probs") -> np.ndarray:
@@ -193,7 +202,7 @@ def fit_recalibration(pred_probs, clean_labels, *, c: float = 1.0, seed: int = 0
     if len(present) < 2:
         raise ValueError("fit_recalibration needs trusted rows of at least 2 classes.")
     model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-    model.fit(np.log(p[keep] + 1e-6), y[keep])
+    model.fit(log_probs(p[keep]), y[keep])
     W = np.zeros((k, k))
     b = np.full(k, -30.0)  # classes without trusted rows are never predicted
     W[:, present] = model.coef_.T if len(present) > 2 else np.stack(
@@ -206,7 +215,7 @@ def fit_recalibration(pred_probs, clean_labels, *, c: float = 1.0, seed: int = 0
 def apply_recalibration(pred_probs, W, b) -> np.ndarray:
     """Clean probabilities from `fit_recalibration`'s (W, b). Returns (N, K)."""
     p = _check_probs(pred_probs)
-    z = np.log(p + 1e-6) @ np.asarray(W) + np.asarray(b)
+    z = log_probs(p) @ np.asarray(W) + np.asarray(b)
     z -= z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)

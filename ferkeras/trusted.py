@@ -8,8 +8,8 @@
   rows' probabilities: a prior shift to the trusted class prior (Saerens et al. 2002), or a
   logistic recalibration of the log-probabilities (a learnt full-matrix generalisation of it,
   in the spirit of gold-loss correction, Hendrycks et al. 2018). Both are one affine map of
-  the log-probabilities, z' = log_softmax(z) @ W + b, so an export bakes either into the
-  network (`DecisionLayer`).
+  the floored log-probabilities (`transition.log_probs`), so an export bakes either into the
+  network as one layer.
 - `write_transition_report`: the estimated noise-transition matrix (and the true one when the
   training split carries true labels) as CSV and heat-map PNG in the run folder.
 """
@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 
@@ -111,12 +112,10 @@ def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0) -> dic
 
 
 def apply_decision(decision: dict, probs) -> np.ndarray:
-    """(N, K) probabilities after the rule: softmax(log(probs) @ W + b)."""
-    p = np.asarray(probs, dtype=np.float64)
-    z = np.log(np.maximum(p, 1e-12)) @ np.asarray(decision["W"]) + np.asarray(decision["b"])
-    z -= z.max(1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(1, keepdims=True)
+    """(N, K) probabilities after the rule: softmax(log_probs(probs) @ W + b)."""
+    from ferkeras import transition as tr
+
+    return tr.apply_recalibration(probs, decision["W"], decision["b"])
 
 
 def read_decision(run_dir) -> dict | None:
@@ -130,22 +129,22 @@ def wrap_network(network, decision: dict | None):
         return network
     import keras
 
-    layer = _decision_layer_class()
-    logits = layer(decision["W"], decision["b"], name="decision")(network.output)
+    logits = _decision_layer_class()(decision["W"], decision["b"],
+                                     name="decision")(network.output)
     return keras.Model(network.input, logits, name=network.name + "_decided")
 
 
-_LAYER = []
-
-
+@functools.cache
 def _decision_layer_class():
-    if _LAYER:
-        return _LAYER[0]
+    """The Keras layer class, built on first use so this module imports without Keras."""
     import keras
+
+    from ferkeras.transition import LOG_PROB_FLOOR
 
     @keras.saving.register_keras_serializable(package="ferkeras")
     class DecisionLayer(keras.layers.Layer):
-        """z' = log_softmax(z) @ W + b: a trusted decision rule as constant weights."""
+        """z' = max(log_softmax(z), log floor) @ W + b: a trusted decision rule as constant
+        weights (`apply_decision`'s features, floor included)."""
 
         def __init__(self, W, b, **kwargs):
             super().__init__(**kwargs)
@@ -159,22 +158,15 @@ def _decision_layer_class():
                                      initializer=keras.initializers.Constant(self.b_init))
 
         def call(self, logits):
-            z = keras.ops.log_softmax(keras.ops.cast(logits, "float32"), axis=-1)
+            z = keras.ops.maximum(
+                keras.ops.log_softmax(keras.ops.cast(logits, "float32"), axis=-1),
+                float(np.log(LOG_PROB_FLOOR)))
             return keras.ops.matmul(z, self.W) + self.b
 
         def get_config(self):
             return {**super().get_config(), "W": self.W_init.tolist(), "b": self.b_init.tolist()}
 
-    _LAYER.append(DecisionLayer)
     return DecisionLayer
-
-
-def __getattr__(name):
-    if name == "DecisionLayer":
-        cls = _decision_layer_class()
-        globals()["DecisionLayer"] = cls
-        return cls
-    raise AttributeError(name)
 
 
 # ----------------------------------------------------------------------------- after training

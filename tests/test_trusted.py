@@ -92,6 +92,16 @@ def test_decision_layer_equals_the_array_rule():
     logits = np.log(p).astype("float32")
     got = keras.ops.convert_to_numpy(keras.ops.softmax(wrapped(logits), axis=-1))
     assert np.allclose(got, trusted.apply_decision(d, p), atol=1e-5)
+    # confident rows (probabilities far below the log floor) get the same features as in
+    # the fit: the exported layer and the array rule agree there too
+    sharp = np.array([[30.0, 0.0, -30.0], [-40.0, 25.0, 0.0]], dtype="float32")
+    sharp_p = np.exp(sharp - sharp.max(1, keepdims=True))
+    sharp_p /= sharp_p.sum(1, keepdims=True)
+    from ferkeras.transition import log_probs
+
+    got = keras.ops.convert_to_numpy(wrapped(sharp))
+    assert np.allclose(got, log_probs(sharp_p) @ np.array(d["W"]) + np.array(d["b"]),
+                       atol=1e-3)
     assert trusted.wrap_network(net, None) is net
 
 
