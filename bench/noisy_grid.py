@@ -26,11 +26,28 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted")
+BASE_CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted")
+
+# Method variants: name -> (base config, recipe overrides as dotted keys). A variant trains
+# like its base (same data, selection and budget) with the overrides applied on top, and its
+# settings hash covers the overrides. One line per method; the report picks them up by name.
+VARIANTS: dict[str, tuple[str, dict]] = {
+}
+
+CONFIGS = BASE_CONFIGS + tuple(VARIANTS)
+
+
+def base_of(config: str) -> str:
+    return VARIANTS[config][0] if config in VARIANTS else config
 
 
 def settings_for(config: str, args, seed: int) -> dict:
     """Every setting that changes a run's result (what the hash covers)."""
+    if config in VARIANTS:
+        base, overrides = VARIANTS[config]
+        s = settings_for(base, args, seed)
+        s.update(config=config, base=base, overrides=dict(sorted(overrides.items())))
+        return s
     s = {
         "config": config, "seed": seed, "model": args.model, "width": args.width,
         "epochs": args.epochs, "batch_size": 128, "learning_rate": 2e-3, "optimizer": "adamw",
@@ -50,8 +67,18 @@ def settings_hash(settings: dict) -> str:
 
 
 def make_recipe(config: str, s: dict, data_root: str):
-    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.recipe import apply_overrides, recipe_from_dict
 
+    if config in VARIANTS:
+        base, overrides = VARIANTS[config]
+        values = _recipe_values(base, s, data_root)
+        values["name"] = f"noisy-{config}-s{s['seed']}"
+        return recipe_from_dict(apply_overrides(
+            values, [f"{k}={json.dumps(v)}" for k, v in sorted(overrides.items())]))
+    return recipe_from_dict(_recipe_values(config, s, data_root))
+
+
+def _recipe_values(config: str, s: dict, data_root: str) -> dict:
     values = {
         "name": f"noisy-{config}-s{s['seed']}", "seed": s["seed"],
         "data": {"source": "fer2013", "root": data_root, "class_set": "fer2013",
@@ -71,10 +98,11 @@ def make_recipe(config: str, s: dict, data_root: str):
                            "p_clean": 0.5, "threshold": 0.95, "threshold_mode": "adaptive",
                            "min_threshold": 0.7, "distribution_alignment": True,
                            "lambda_u": 1.0}
-    return recipe_from_dict(values)
+    return values
 
 
 def make_bundle(t, rows, config):
+    config = base_of(config)
     from ferkeras.data.table import DatasetBundle, Split
     from ferkeras.labels import get_class_names
 
@@ -191,7 +219,7 @@ def run(config, seed, args, t, rows, work, log):
               "train_pass_s": round(train_pass_s, 2),
               "notes": bundle.notes, "loadavg_end": list(os.getloadavg()),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if config.startswith("cycle"):
+    if base_of(config).startswith("cycle"):
         reports = sorted((run_dir / "reports").glob("split-e*/samples.csv"))
         result["last_split_csv"] = str(reports[-1]) if reports else None
     done.write_text(json.dumps(result, indent=2))
