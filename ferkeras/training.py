@@ -130,10 +130,15 @@ def resolve_strategy(strategy):
 
 
 def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, strategy="auto",
-          verbose=1, echo=print) -> dict:
+          verbose=1, echo=print, callbacks=()) -> dict:
     """Train `recipe` on `bundle` (a `DatasetBundle`) into `run_dir`; return the final metrics
     (also in metrics.json). `strategy` is a name (`ferkeras.strategy.STRATEGIES`) or a
     strategy object.
+
+    `callbacks`: extra `keras.callbacks.Callback`s, appended after the run's own (validation
+    checkpoint, run state, TensorBoard), so at an epoch end they see that epoch's `val_*`
+    logs; `self.model` is the trainer (its `eval_network` is what the checkpoints hold).
+    For logging: they are not part of the run's saved state and must not change training.
 
     Only the chief writes `run_dir`; the other workers of a multi-worker run write into a
     temporary folder that is deleted when they finish. A run folder this call creates is
@@ -166,7 +171,8 @@ def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, str
         if state is None and chief:
             io.atomic_write_text(run_dir / "recipe.yaml", recipe_to_yaml(recipe))
         metrics = _train(recipe, bundle, run_dir=run_dir, out_dir=out_dir, state=state, strat=strat,
-                         chief=chief, t0=t0, verbose=verbose, echo=echo)
+                         chief=chief, t0=t0, verbose=verbose, echo=echo,
+                         extra_callbacks=tuple(callbacks))
         any_worker(strat, False)  # finish together: the chief has written everything
         return metrics
     except BaseException:
@@ -180,7 +186,8 @@ def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, str
             shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo) -> dict:
+def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose, echo,
+           extra_callbacks=()) -> dict:
     from ferkeras.callbacks.evaluate import NaNGuard, ValidationCheckpoint
     from ferkeras.callbacks.state import RunState
     from ferkeras.evaluate_run import final_metrics, write_metric_plots
@@ -262,6 +269,7 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
 
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"),
                                                      write_graph=False))
+    callbacks.extend(extra_callbacks)  # the caller's, last: they see the epoch's val_* logs
     train_seconds = 0.0
     for phase in phases:
         if start_epoch >= phase.end:

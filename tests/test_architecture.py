@@ -270,3 +270,36 @@ def test_resume_matches_dropout_rng_states_whatever_keras_numbered_them(tmp_path
     saved[0][0] = "some_other_layer/seed_generator_state"
     with pytest.raises(RunFolderError, match="RNG states do not match"):
         state._restore_seeds(second, saved)
+
+
+def test_train_appends_the_callers_callbacks_after_its_own(tmp_path):
+    """`train(callbacks=...)`: each extra callback runs at every epoch end, after the
+    validation checkpoint (it sees that epoch's val_accuracy), with the trainer as its model."""
+    import keras
+
+    from ferkeras.data.table import DatasetBundle, Split
+    from ferkeras.labels import get_class_names
+    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.training import train
+
+    names = get_class_names("affectnet7")
+
+    def split(n, seed):
+        labels = np.arange(n) % len(names)
+        images = np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 1), np.uint8)
+        return Split(labels=labels, images=images)
+
+    class Record(keras.callbacks.Callback):
+        seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append((epoch, "val_accuracy" in (logs or {}),
+                              hasattr(self.model, "eval_network")))
+
+    bundle = DatasetBundle(class_names=names, train=split(28, 1), val=split(14, 2), test=None,
+                           source="test", notes=[])
+    recipe = recipe_from_dict({"data": {"class_set": "affectnet7", "image_size": 16},
+                               "model": {"width": 4}, "train": {"batch_size": 14, "epochs": 2}})
+    train(recipe, bundle, run_dir=tmp_path / "run", strategy="default", verbose=0,
+          echo=lambda *_: None, callbacks=(Record(),))
+    assert Record.seen == [(0, True, True), (1, True, True)]
