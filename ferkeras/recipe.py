@@ -245,6 +245,20 @@ class TrainConfig:
         "stop", "On a NaN loss: 'stop' (keep last good checkpoint, exit non-zero).",
         choices=("stop",),
     )
+    forward_correction: str = _field(
+        "none", "Forward loss correction during training (Patrini et al., 'Making Deep Neural "
+        "Networks Robust to Label Noise: a Loss Correction Approach', CVPR 2017): 'none', or "
+        "'anchors' (trust-free: after train.forward_warmup_epochs of plain CE, estimate the "
+        "noise transition T from the model's training-set probabilities with the anchor-point "
+        "rule, then train on CE(noisy label, log(softmax(z) @ T)); T is saved as "
+        "forward_transition.csv/png in the run folder). With loss 'ce', without the cycle.",
+        choices=("none", "anchors"))
+    forward_warmup_epochs: int = _field(
+        3, "Forward correction: epochs of plain CE before T is estimated (the model must fit "
+        "the noisy posterior first; must be < train.epochs).", min=1)
+    forward_quantile: float = _field(
+        0.97, "Forward correction: quantile of the anchor rule (Patrini et al. 2017's robust "
+        "97th percentile instead of the arg max).", min=0.5, max=1.0)
 
 
 @dataclasses.dataclass
@@ -437,7 +451,37 @@ def recipe_from_dict(values: dict, overrides=()) -> Recipe:
     return recipe
 
 
+def _check_corrections(recipe: Recipe) -> None:
+    """Forward correction (ferkeras.trainers.forward) and relabelling (cycle.noisy_mode):
+    the combinations they support."""
+    t = recipe.train
+    if t.forward_correction != "none":
+        key = f"Recipe key 'train.forward_correction' ({t.forward_correction!r})"
+        if recipe.cycle.enabled:
+            raise RecipeError(f"{key} works with supervised training only, not with "
+                              "cycle.enabled. Received: cycle.enabled=True")
+        if t.loss != "ce":
+            raise RecipeError(f"{key} needs train.loss 'ce'. Received: train.loss={t.loss!r}")
+        if recipe.data.label_mode == "probability":
+            raise RecipeError(f"{key} needs hard labels. Received: data.label_mode="
+                              "'probability'")
+        for other in ("elr_lambda", "distill_alpha"):
+            if getattr(t, other, 0.0) > 0:
+                raise RecipeError(f"{key} cannot be combined with train.{other}. Received: "
+                                  f"train.{other}={getattr(t, other)}")
+        if t.forward_warmup_epochs >= t.epochs:
+            raise RecipeError(
+                f"Recipe key 'train.forward_warmup_epochs' must be < train.epochs "
+                f"({t.epochs}), or no epoch is corrected. Received: "
+                f"train.forward_warmup_epochs={t.forward_warmup_epochs}")
+    mode = getattr(recipe.cycle, "noisy_mode", "fixmatch")
+    if mode != "fixmatch" and not recipe.cycle.enabled:
+        raise RecipeError(f"Recipe key 'cycle.noisy_mode' ({mode!r}) needs cycle.enabled. "
+                          "Received: cycle.enabled=False")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
+    _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:
         raise RecipeError(
             "Recipe key 'train.jit_compile' cannot be true with cycle.enabled: the cycle's "

@@ -263,7 +263,13 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
         echo(f"resume: {run_dir} has all {total_epochs} epochs; recomputing the final metrics")
     elif start_epoch:
         echo(f"resume: continuing {run_dir} at epoch {start_epoch + 1}/{total_epochs}")
-    callbacks = [NaNGuard(), checkpoint, run_state]
+    from ferkeras.callbacks.forward import method_callbacks
+
+    # training-time methods (forward correction) change trainer variables at an epoch end:
+    # before RunState, so that epoch's saved state holds them
+    methods = method_callbacks(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
+                               write=chief, strategy=strat, echo=echo)
+    callbacks = [NaNGuard(), checkpoint, *methods, run_state]
     if chief:
         import keras
 
@@ -300,6 +306,8 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
         "replicas": rule["replicas"],
     })
     metrics.update(control.summary())
+    for method in methods:
+        metrics.update(method.summary())
     if chief:
         decision = finish_run(run_dir, recipe, bundle, trusted_rows, class_names=class_names,
                               batch_size=eval_batch)
@@ -376,7 +384,12 @@ def _make_trainer(recipe, network, bundle):
         return CycleTrainer.from_recipe(recipe, network, bundle)
     from ferkeras.trainers.supervised import SupervisedTrainer
 
-    return SupervisedTrainer(
+    trainer_cls = SupervisedTrainer
+    if recipe.train.forward_correction != "none":  # Patrini et al. 2017, trainers/forward.py
+        from ferkeras.trainers.forward import ForwardCorrectedTrainer
+
+        trainer_cls = ForwardCorrectedTrainer
+    return trainer_cls(
         network, num_classes=bundle.num_classes, loss=recipe.train.loss, tau=recipe.train.tau,
         label_smoothing=recipe.train.label_smoothing, ema_decay=recipe.train.ema_decay,
         soft_targets=bundle.train.soft_labels if recipe.data.label_mode == "probability"

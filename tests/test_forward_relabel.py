@@ -1,0 +1,193 @@
+"""Forward loss correction (Patrini et al. 2017) and relabelling of flagged rows (SELFIE):
+array cores on injected structured noise with known T, the Keras wiring, the recipe path
+and resume."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ferkeras import correction as C
+from ferkeras import transition as tr
+
+# Structured noise with a majority flip: 60 % of class 0 is labelled 1, so plain CE learns
+# to predict 1 on class 0; class 1 leaks 20 % into 2.
+T_TRUE = np.array([[0.4, 0.6, 0.0],
+                   [0.0, 0.8, 0.2],
+                   [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------- forward, arrays
+def test_forward_log_probs_match_in_log_space_and_identity_is_plain():
+    r = np.random.default_rng(0)
+    p = r.dirichlet(np.ones(3), 20)
+    a = C.forward_corrected_log_probs(p, T_TRUE)
+    b = C.forward_corrected_log_probs(np.log(p), T_TRUE, from_log=True)
+    assert np.allclose(a, b, atol=1e-9)
+    assert np.allclose(np.exp(a), p @ T_TRUE, atol=1e-6)
+    assert np.allclose(C.forward_corrected_log_probs(p, np.eye(3)), tr.log_probs(p))
+    with pytest.raises(ValueError, match="T rows"):
+        C.forward_corrected_log_probs(p, T_TRUE * 2)
+
+
+def _minimise_expected_loss(noisy_posterior, T):
+    """argmin over the simplex of E_{y ~ noisy_posterior}[-log (p @ T)_y] (T=None: plain CE)."""
+    from scipy.optimize import minimize
+
+    def loss(z):
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        lp = tr.log_probs(p[None]) if T is None else C.forward_corrected_log_probs(p[None], T)
+        return -(noisy_posterior * lp[0]).sum()
+
+    z = minimize(loss, np.zeros(len(noisy_posterior)), method="Nelder-Mead",
+                 options={"xatol": 1e-8, "fatol": 1e-12, "maxiter": 20000}).x
+    p = np.exp(z - z.max())
+    return p / p.sum()
+
+
+def test_forward_corrected_minimiser_is_the_clean_posterior_with_anchor_estimated_T():
+    # A perfect noisy-label model: its probabilities are clean @ T_TRUE, with some rows
+    # (near-)certainly of one clean class: the anchors.
+    r = np.random.default_rng(1)
+    clean = r.dirichlet(np.ones(3) * 0.5, 400)
+    clean[:30] = np.eye(3)[np.arange(30) % 3] * 0.999 + 0.001 / 3
+    T_hat = tr.estimate_transition_anchors(clean @ T_TRUE, quantile=1.0)
+    assert np.abs(T_hat - T_TRUE).max() < 0.01
+    x_clean = np.array([0.7, 0.2, 0.1])  # clean class 0 ...
+    noisy = x_clean @ T_TRUE  # ... whose noisy labels are mostly 1
+    assert noisy.argmax() == 1
+    plain = _minimise_expected_loss(noisy, None)
+    corrected = _minimise_expected_loss(noisy, T_hat)
+    assert plain.argmax() == 1 and np.allclose(plain, noisy, atol=1e-3)
+    assert corrected.argmax() == 0 and np.allclose(corrected, x_clean, atol=0.02)
+
+
+def test_tf_forward_log_probs_equal_the_array_core():
+    from ferkeras.trainers.forward import forward_corrected_log_probs_tf
+
+    logits = np.random.default_rng(2).normal(0, 3, (16, 3)).astype("float32")
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    got = forward_corrected_log_probs_tf(tf.constant(logits), tf.constant(T_TRUE, tf.float32))
+    assert np.allclose(got.numpy(), C.forward_corrected_log_probs(p, T_TRUE), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- forward, Keras
+S, K = 6, 3
+
+
+def _blobs(n, seed, noisy=True):
+    """Images whose class is coded by which third of the rows is bright; noisy labels drawn
+    from T_TRUE (known truth)."""
+    r = np.random.default_rng(seed)
+    truth = np.arange(n) % K
+    images = r.uniform(0, 30, (n, S, S, 1)).astype("float32")
+    for c in range(K):
+        images[truth == c, 2 * c:2 * c + 2] += 200.0
+    if not noisy:
+        return images, truth
+    labels = truth.copy()
+    for c in range(K):  # exactly the proportions of T_TRUE's row c, at random rows
+        rows = r.permutation(np.flatnonzero(truth == c))
+        ends = np.round(np.cumsum(T_TRUE[c]) * len(rows)).astype(int)
+        for j in range(K):
+            labels[rows[(ends[j - 1] if j else 0):ends[j]]] = j
+    return images, labels, truth
+
+
+def _linear_net(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((S, S, 1)), keras.layers.Rescaling(1 / 255.0),
+                             keras.layers.Flatten(), keras.layers.Dense(K)])
+
+
+def test_forward_correction_in_training_recovers_the_flipped_class():
+    from ferkeras.callbacks.forward import ForwardCorrection
+    from ferkeras.trainers.forward import ForwardCorrectedTrainer
+    from ferkeras.trainers.supervised import SupervisedTrainer
+
+    x, y, truth = _blobs(300, 0)
+    xt, yt = _blobs(150, 1, noisy=False)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, np.arange(len(y)))).batch(64)
+
+    def clean_accuracy(trainer):
+        return float((trainer.predict(xt, verbose=0).argmax(1) == yt).mean())
+
+    def fit(cls, callbacks=()):
+        trainer = cls(_linear_net(), num_classes=K, loss="ce", seed=0)
+        trainer.compile(optimizer=keras.optimizers.Adam(0.05))
+        trainer.fit(x, y, batch_size=32, epochs=24, verbose=0,
+                    callbacks=[cb(trainer) for cb in callbacks])
+        return trainer
+
+    plain = fit(SupervisedTrainer)
+    forward = fit(ForwardCorrectedTrainer, [lambda t: ForwardCorrection(
+        trainer=t, train_split=None, data_cfg=None, warmup_epochs=8, dataset=ds,
+        echo=lambda *_: None)])
+    assert forward.forward_is_on
+    T_hat = keras.ops.convert_to_numpy(forward.transition)
+    assert T_hat[0, 1] > 0.4 and T_hat[1, 1] > 0.6  # the majority flip is found
+    acc_plain, acc_forward = clean_accuracy(plain), clean_accuracy(forward)
+    assert acc_plain < 0.75  # class 0 is predicted as 1
+    assert acc_forward > 0.9 and acc_forward > acc_plain + 0.2
+
+
+def test_forward_trainer_refuses_other_losses_and_bad_T():
+    from ferkeras.trainers.forward import ForwardCorrectedTrainer
+
+    with pytest.raises(ValueError, match="cross-entropy only"):
+        ForwardCorrectedTrainer(_linear_net(), num_classes=K, loss="balanced_softmax")
+    t = ForwardCorrectedTrainer(_linear_net(), num_classes=K)
+    assert not t.forward_is_on
+    with pytest.raises(ValueError, match="T must be"):
+        t.set_transition(np.eye(4))
+
+
+def test_forward_recipe_keys_are_checked():
+    from ferkeras.recipe import RecipeError, recipe_from_dict
+
+    assert recipe_from_dict({}).train.forward_correction == "none"
+    bad = [({"train": {"forward_correction": "anchors", "loss": "logit_adjusted"}}, "train.loss"),
+           ({"train": {"forward_correction": "anchors"}, "cycle": {"enabled": True}},
+            "cycle.enabled"),
+           ({"train": {"forward_correction": "anchors", "epochs": 3}},
+            "forward_warmup_epochs"),
+           ({"train": {"forward_correction": "backward"}}, "forward_correction")]
+    for values, key in bad:
+        with pytest.raises(RecipeError, match=key):
+            recipe_from_dict(values)
+
+
+def _tiny(**sections):
+    from ferkeras.recipe import recipe_from_dict
+
+    values = {"name": "t", "seed": 1,
+              "data": {"source": "synthetic", "image_size": 16,
+                       "synthetic": {"n_train": 128, "n_val": 32, "n_test": 32, "noise": 0.3,
+                                     "profile": "uniform"}},
+              "model": {"backbone": "small_cnn", "width": 4},
+              "train": {"epochs": 2, "batch_size": 32, "loss": "ce"}}
+    for name, extra in sections.items():
+        values[name] = {**values.get(name, {}), **extra}
+    return recipe_from_dict(values)
+
+
+def test_forward_recipe_trains_writes_T_and_resume_keeps_it(tmp_path):
+    from ferkeras.training import train_recipe
+
+    recipe = _tiny(train={"forward_correction": "anchors", "forward_warmup_epochs": 1})
+    run = tmp_path / "run"
+    metrics = train_recipe(recipe, run_dir=run, verbose=0, echo=lambda *_: None)
+    block = metrics["forward_correction"]
+    assert block["on"] and np.allclose(np.sum(block["transition"], 1), 1.0, atol=1e-3)
+    assert (run / "forward_transition.csv").is_file()
+    assert (run / "forward_transition.png").is_file()
+    csv = (run / "forward_transition.csv").read_text().splitlines()
+    assert csv[1].startswith("estimated,") and any(r.startswith("true,") for r in csv)
+    # Resume of the finished run: a fresh trainer (T identity, off) gets T from the state.
+    again = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=lambda *_: None)
+    assert again["forward_correction"] == block
+    assert json.loads((run / "metrics.json").read_text())["forward_correction"]["on"]
