@@ -227,6 +227,26 @@ class TrainConfig:
     ema_decay: float = _field(
         0.0, "EMA of weights for evaluation and export; 0 turns it off.", min=0.0, max=1.0
     )
+    elr_lambda: float = _field(
+        0.0, "Early-learning regularisation (ELR; Liu et al., 'Early-Learning Regularization "
+        "Prevents Memorization of Noisy Labels', NeurIPS 2020): weight lambda of the added "
+        "lambda * mean(log(1 - <p_i, t_i>)), t_i a running average of sample i's predictions "
+        "(ferkeras.soft_targets). 0 turns it off; the paper uses 3 on CIFAR-10. Supervised "
+        "training only (not with cycle.enabled).", min=0.0, max=100.0)
+    elr_beta: float = _field(
+        0.7, "ELR (Liu et al., NeurIPS 2020): momentum of each sample's target average, "
+        "t <- beta * t + (1 - beta) * p (paper: 0.7 on CIFAR-10, 0.9 on CIFAR-100).",
+        min=0.0, max=0.999)
+    distill_alpha: float = _field(
+        0.0, "Self-distillation from the EMA teacher (mean teacher, Tarvainen & Valpola, "
+        "NeurIPS 2017; soft targets, Hinton et al. 2015): the target becomes (1 - alpha) * "
+        "label + alpha * softmax(teacher_logits / distill_temperature), the teacher being the "
+        "EMA network, so it needs train.ema_decay > 0. 0 turns it off; 0.5 is the suggested "
+        "value (an even mix, chosen before any result). Supervised training only.",
+        min=0.0, max=1.0)
+    distill_temperature: float = _field(
+        1.0, "Self-distillation (Hinton et al. 2015): temperature T softening the teacher's "
+        "probabilities; 1 keeps them as the teacher predicts.", min=0.05, max=20.0)
     steps_per_epoch: int = _field(
         0, "Cap on steps per epoch; 0 means one pass over the training data.", min=0
     )
@@ -451,6 +471,22 @@ def recipe_from_dict(values: dict, overrides=()) -> Recipe:
     return recipe
 
 
+def _check_soft_targets(recipe: Recipe) -> None:
+    """ELR and self-distillation (ferkeras.soft_targets): supervised path only; the
+    distillation teacher is the EMA network."""
+    t = recipe.train
+    if t.distill_alpha > 0 and t.ema_decay == 0:
+        raise RecipeError(
+            "Recipe key 'train.distill_alpha' > 0 needs an EMA teacher: set train.ema_decay > 0 "
+            f"(e.g. 0.995). Received: train.distill_alpha={t.distill_alpha}, "
+            "train.ema_decay=0.0")
+    for key in ("elr_lambda", "distill_alpha"):
+        if getattr(t, key) > 0 and recipe.cycle.enabled:
+            raise RecipeError(
+                f"Recipe key 'train.{key}' works with supervised training only, not with "
+                f"cycle.enabled. Received: train.{key}={getattr(t, key)}")
+
+
 def _check_corrections(recipe: Recipe) -> None:
     """Forward correction (ferkeras.trainers.forward) and relabelling (cycle.noisy_mode):
     the combinations they support."""
@@ -492,6 +528,7 @@ def _check_cross_fields(recipe: Recipe) -> None:
             f"Recipe key 'data.root' is required for source {recipe.data.source!r}. "
             "Received: ''"
         )
+    _check_soft_targets(recipe)
     if recipe.cycle.co_divide:
         raise RecipeError(
             "Recipe key 'cycle.co_divide' (DivideMix's two-network co-divide) is not "

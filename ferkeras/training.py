@@ -394,6 +394,11 @@ def _make_trainer(recipe, network, bundle):
         label_smoothing=recipe.train.label_smoothing, ema_decay=recipe.train.ema_decay,
         soft_targets=bundle.train.soft_labels if recipe.data.label_mode == "probability"
         else None,
+        # ELR and self-distillation (ferkeras.soft_targets); off (0) by default.
+        elr_lambda=recipe.train.elr_lambda, elr_beta=recipe.train.elr_beta,
+        distill_alpha=recipe.train.distill_alpha,
+        distill_temperature=recipe.train.distill_temperature,
+        num_samples=len(bundle.train) if recipe.train.elr_lambda > 0 else None,
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras import losses as L
+from ferkeras import soft_targets as S
 from ferkeras.registry import list_losses
 from ferkeras.trainers.inputs import training_set
 
@@ -48,14 +49,40 @@ class SupervisedTrainer(keras.Model):
       tau, label_smoothing: with a loss *name* only (the recipe path).
       ema_decay: > 0 keeps an EMA copy of the network (`ema_network`) for evaluation/export.
       seed: seeds the shuffling (and, in the cycle, the augmentation) of `fit`'s input.
+      elr_lambda, elr_beta: > 0 adds early-learning regularisation (ELR, Liu et al., NeurIPS
+        2020; `ferkeras.soft_targets`): lambda * log(1 - <p_i, t_i>) per example, t_i a
+        running average (momentum elr_beta) of sample i's predictions, kept in the
+        non-trainable (N, K) table `elr_targets`, indexed by sample_index.
+      num_samples: N for the ELR table; None sizes it at the first `fit`.
+      distill_alpha, distill_temperature: > 0 trains on the target (1 - alpha) * label +
+        alpha * softmax(ema_logits / T): self-distillation from the EMA network (needs
+        ema_decay > 0).
     The class prior (`log_prior`) and class weights (`class_weights`) are variables, so a
     callback can re-estimate them during `fit` (the cycle does, from the clean set). They are
     set from the loss's `class_counts` if it has them, else from the labels of the first `fit`.
     """
 
     def __init__(self, network, *, num_classes, loss="ce", tau=None, label_smoothing=None,
-                 ema_decay=0.0, seed=0, soft_targets=None, **kwargs):
+                 ema_decay=0.0, seed=0, soft_targets=None, elr_lambda=0.0, elr_beta=0.7,
+                 distill_alpha=0.0, distill_temperature=1.0, num_samples=None, **kwargs):
         super().__init__(**kwargs)
+        if not elr_lambda >= 0.0:
+            raise ValueError(f"elr_lambda must be >= 0. Received: elr_lambda={elr_lambda}")
+        if not 0.0 <= elr_beta < 1.0:
+            raise ValueError(f"elr_beta must be in [0, 1). Received: elr_beta={elr_beta}")
+        if not 0.0 <= distill_alpha <= 1.0:
+            raise ValueError(
+                f"distill_alpha must be in [0, 1]. Received: distill_alpha={distill_alpha}")
+        if not distill_temperature > 0.0:
+            raise ValueError("distill_temperature must be > 0. Received: "
+                             f"distill_temperature={distill_temperature}")
+        if distill_alpha > 0 and not ema_decay > 0:
+            raise ValueError("distill_alpha > 0 distils from the EMA network: set ema_decay > 0. "
+                             f"Received: distill_alpha={distill_alpha}, ema_decay={ema_decay}")
+        self.elr_lambda = float(elr_lambda)
+        self.elr_beta = float(elr_beta)
+        self.distill_alpha = float(distill_alpha)
+        self.distill_temperature = float(distill_temperature)
         self.loss_object = _loss_object(loss, tau, label_smoothing)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1). Received: ema_decay={ema_decay}")
@@ -100,6 +127,9 @@ class SupervisedTrainer(keras.Model):
                 shape=(), initializer="zeros", trainable=False, name="ema_updates",
                 dtype="float32",
             )
+        self.elr_targets = None
+        if self.elr_lambda > 0 and num_samples is not None:
+            self._create_elr_targets(int(num_samples))
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.training_set = None
@@ -114,7 +144,24 @@ class SupervisedTrainer(keras.Model):
             "loss": keras.saving.serialize_keras_object(self.loss_object),
             "ema_decay": self.ema_decay,
             "seed": self.seed,
+            **self._soft_target_config(),
         }
+
+    def _soft_target_config(self):
+        config = {"elr_lambda": self.elr_lambda, "elr_beta": self.elr_beta,
+                  "distill_alpha": self.distill_alpha,
+                  "distill_temperature": self.distill_temperature}
+        if self.elr_targets is not None:
+            config["num_samples"] = int(self.elr_targets.shape[0])
+        return config
+
+    def _create_elr_targets(self, n):
+        """The (N, K) ELR target table, zeros as in the paper's code. MEAN-aggregated: each
+        replica assigns old + R * (its rows' change), which averages to old + every
+        replica's change (sample indices are distinct within a global batch)."""
+        self.elr_targets = self.add_weight(
+            shape=(n, self.num_classes), initializer="zeros", trainable=False,
+            name="elr_targets", aggregation="mean")
 
     @classmethod
     def from_config(cls, config):
@@ -173,6 +220,8 @@ class SupervisedTrainer(keras.Model):
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise ValueError(f"labels must lie in [0, {self.num_classes}). Received "
                                  f"min={labels.min()}, max={labels.max()}")
+        if self.elr_lambda > 0 and self.elr_targets is None:
+            self._create_elr_targets(len(data))
         if not self.prior_is_set:
             self.set_class_prior(np.bincount(data.labels, minlength=self.num_classes),
                                  beta=self.cb_beta)
@@ -257,14 +306,34 @@ class SupervisedTrainer(keras.Model):
     def train_step(self, data):
         images, labels, index = data
         targets = labels if self.soft_targets is None else tf.gather(self.soft_targets, index)
+        if self.distill_alpha > 0:
+            teacher = S.teacher_probabilities(self.ema_network(images, training=False),
+                                              temperature=self.distill_temperature)
+            targets = S.distillation_targets(targets, teacher, alpha=self.distill_alpha,
+                                             num_classes=self.num_classes)
         with tf.GradientTape() as tape:
             logits = self.network(images, training=True)
             per_example = self.supervised_per_example(targets, logits)
+            if self.elr_lambda > 0:
+                per_example = per_example + self.elr_lambda * self._elr_term(logits, index)
             loss = tf.nn.compute_average_loss(per_example) + self._regularization()
         self.apply_gradients(tape, loss)
         self.loss_tracker.update_state(per_example)
         self.accuracy_tracker.update_state(labels, logits)
         return {m.name: m.result() for m in self.metrics}
+
+    def _elr_term(self, logits, index):
+        """(B,) ELR penalty of the batch; updates the batch's rows of `elr_targets` first
+        (the paper's order: the penalty uses the updated targets)."""
+        probs = S.clip_probs(tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1))
+        old = tf.gather(self.elr_targets, index)
+        new = S.elr_update_targets(old, probs, beta=self.elr_beta)
+        table = self.elr_targets
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        delta = tf.scatter_nd(tf.cast(index, tf.int32)[:, None], new - old,
+                              tf.shape(table.value))
+        table.assign(table + float(replicas) * delta)
+        return S.elr_penalty(probs, new)
 
     def test_step(self, data):
         images, labels = data[0], data[1]
