@@ -148,6 +148,23 @@ def test_shuffle_is_seeded_and_covers_every_sample():
     assert sorted(order[0]) == list(range(12))
 
 
+def test_private_threadpool_keeps_the_same_seeded_stream():
+    """`threadpool_size` (bench/speed_options.py) changes where the maps run, not what they
+    yield: same seed, same shuffled and augmented batches."""
+    split = _split()
+    cfg = DataConfig(image_size=20, channels=1)
+
+    def stream(**kw):
+        return [(b[0].numpy(), b[2].numpy()) for b in make_dataset(
+            split, cfg, batch_size=4, shuffle=True, augment="weak", seed=3, **kw)]
+
+    for (xa, ia), (xb, ib) in zip(stream(), stream(threadpool_size=1), strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(xa, xb)
+    with pytest.raises(ValueError, match="threadpool_size=-1"):
+        make_dataset(split, cfg, batch_size=4, threadpool_size=-1)
+
+
 def test_view_pairs_and_strong_mask():
     split = _split()
     cfg = DataConfig(image_size=20, channels=1)

@@ -111,6 +111,8 @@ def make_dataset(
     cache: str = "",
     labelled_mask=None,
     source=None,
+    threadpool_size: int = 0,
+    deterministic: bool = True,
 ):
     """A batched `tf.data.Dataset` over `split`.
 
@@ -124,7 +126,14 @@ def make_dataset(
     source: optional `cached_source(split, data_cfg)` to build on instead of decoding anew
     (`cache` is then ignored): datasets built on one source share its cache, so a run's
     epochs decode each image once.
+    threadpool_size: > 0 gives the pipeline a private thread pool of that many threads (0:
+    the process-wide pool shared with the training ops).
+    deterministic: False lets parallel maps yield out of order (a different sample order per
+    run, so off by default: runs stay reproducible).
     """
+    if threadpool_size < 0:
+        raise ValueError("threadpool_size must be >= 0. "
+                         f"Received: threadpool_size={threadpool_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
     # Without a cache, shuffle the cheap rows before decoding; a cache holds decoded images,
@@ -162,7 +171,9 @@ def make_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
+    options.deterministic = bool(deterministic)
+    if threadpool_size:
+        options.threading.private_threadpool_size = int(threadpool_size)
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
