@@ -312,9 +312,21 @@ class CycleConfig:
     lambda_u: float = _field(1.0, "Weight of the unsupervised loss.", min=0.0)
     threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
     threshold_mode: str = _field(
-        "adaptive", "fixed (FixMatch) or adaptive (FlexMatch-style, per class).",
-        choices=("fixed", "adaptive"),
+        "adaptive", "fixed (FixMatch), adaptive (FlexMatch-style, per class) or ada_cm (Ada-CM; "
+        "Li et al., 'Towards Semi-Supervised Deep Facial Expression Recognition with An "
+        "Adaptive Confidence Margin', CVPR 2022: per-class margins = 0.97 / (1 + e^-epoch) x "
+        "the mean confidence of correctly predicted labelled samples, floored at "
+        "cycle.min_threshold (paper code: 0.8); the low-confidence unlabelled samples train "
+        "through a contrastive term, ferkeras.trainers.adacm).",
+        choices=("fixed", "adaptive", "ada_cm"),
     )
+    ada_cm_contrastive_weight: float = _field(
+        0.1, "Ada-CM (Li et al., CVPR 2022): weight of the NT-Xent term between two weak views' "
+        "features of the unlabelled samples below their class margin (paper code: 0.1). Only "
+        "with threshold_mode ada_cm.", min=0.0, max=10.0)
+    ada_cm_temperature: float = _field(
+        0.07, "Ada-CM (Li et al., CVPR 2022): temperature of its contrastive term (paper code: "
+        "0.07).", min=0.01, max=10.0)
     min_threshold: float = _field(
         0.7, "Floor of the adaptive thresholds (FlexMatch's start at 0 lets every "
         "pseudo-label through right after a split).", min=0.0, max=1.0)

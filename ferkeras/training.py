@@ -378,6 +378,10 @@ def compare_runs(ce_metrics: dict, cycle_metrics: dict) -> dict:
 
 
 def _make_trainer(recipe, network, bundle):
+    if recipe.cycle.enabled and recipe.cycle.threshold_mode == "ada_cm":  # Li et al. 2022
+        from ferkeras.trainers.adacm import AdaCMTrainer
+
+        return AdaCMTrainer.from_recipe(recipe, network, bundle)
     if recipe.cycle.enabled:
         from ferkeras.trainers.cycle import CycleTrainer
 
