@@ -1,6 +1,8 @@
 """AffectNet at scale: memory, input pipeline, training, split pass and checkpoint against N.
 
     .venv/bin/python bench/scale.py            # 29k and 100k rows, 287k extrapolated (~15 min)
+    .venv/bin/python bench/scale.py --sizes 29000,100000,287651 --unique 10000 \
+        --set train.batch_size=64                # all three measured (~25 min)
     .venv/bin/python bench/scale.py --smoke    # seconds; writes under FERKERAS_BENCH_*
 
 1. `write_affectnet_layout` (what `ferkeras data synth --layout affectnet` runs) writes the
@@ -17,7 +19,8 @@
    (VmHWM) and RSS after each stage are recorded.
 3. The smallest size also runs `ferkeras train` end to end (`--smoke` schedule, small_cnn),
    so its `run_info.json` and `skipped_files.tsv` show the skipped sources at that scale.
-4. 287,651 (AffectNet's 8-class training set): RSS from the line through the measured sizes;
+4. 287,651 (AffectNet's 8-class training set): RSS measured when it is among `--sizes`, else
+   from the line through the measured sizes;
    the split's inference time from the measured rate (it is linear in N); selection and the
    checkpoint are measured at 287,651 directly (they only need N-sized tables).
 The generated images are deleted at the end unless `--keep`.
@@ -290,8 +293,10 @@ def markdown(data):
                      f"{r['pipeline_img_s']} | {r.get('train_img_s')} | {r['split_pass_s']} | "
                      f"{r['checkpoint']['seconds']} ({r['checkpoint']['mb']}) |")
     lines += ["", "## At 287,651 rows", "",
-              f"- Peak RSS **{r287['rss_mb']} MB** (extrapolated on the line through the "
-              "measured sizes).",
+              f"- Peak RSS **{r287['rss_mb']} MB** (" + ("measured at this size)." if
+                                                         r287.get("rss_measured") else
+                                                         "extrapolated on the line through "
+                                                         "the measured sizes)."),
               f"- RSS slope **{data['rss_mb_per_100k_images']} MB per 100k rows**; the O(N) "
               f"tables explain {data['rss_explained_mb_per_100k']} MB of it (host arrays of "
               f"the split {data['host_bytes_per_sample']} B/row, trainer tables "
@@ -366,17 +371,22 @@ def main(argv=None):
     infer = largest["split_infer_img_s"]
     select_287 = largest.get("split_select_target_s", largest["split_select_s"])
     ckpt = largest.get("checkpoint_target", largest["checkpoint"])
+    measured_287 = sizes[-1] == TARGET
     at_287 = {
         "n_train": n287,
-        "rss_mb": round(intercept + slope * n287, 1) if slope is not None else None,
+        "rss_mb": largest["rss_mb"] if measured_287 else
+        round(intercept + slope * n287, 1) if slope is not None else None,
         "pipeline_img_s": largest["pipeline_img_s"], "train_img_s": largest.get("train_img_s"),
         "split_infer_img_s": infer, "split_select_s": select_287,
         "split_pass_s": round(n287 / infer + select_287, 1),
         "checkpoint_s": ckpt["seconds"], "checkpoint_mb": ckpt["mb"],
         "epoch_h": round(n287 / largest["train_img_s"] / 3600, 1)
         if largest.get("train_img_s") else None,
-        "how": "rss_mb: line through the measured sizes; split_pass_s: measured inference rate "
-               "x N + selection measured at N; checkpoint: measured at N (tables of N rows).",
+        "how": ("rss_mb: measured at N" if measured_287 else
+                "rss_mb: line through the measured sizes") +
+               "; split_pass_s: measured inference rate x N + selection measured at N; "
+               "checkpoint: measured at N (tables of N rows).",
+        "rss_measured": measured_287,
     }
     drawn = synth["n_unique"] + synth["n_test"]
     settings = {"sizes": sizes, "unique": args.unique, "sides": args.sides,
@@ -389,8 +399,8 @@ def main(argv=None):
                 "precision": recipe.train.precision}
     data = {
         "sizes": {str(n): results[n] for n in sizes}, "sizes_list": sizes,
-        "rss_mb": {str(n): results[n]["rss_mb"] for n in sizes} | {"287651 (extrapolated)":
-                                                                   at_287["rss_mb"]},
+        "rss_mb": {str(n): results[n]["rss_mb"] for n in sizes} | (
+            {} if measured_287 else {f"{TARGET} (extrapolated)": at_287["rss_mb"]}),
         "rss_mb_per_100k_images": round(slope * 1e5, 1) if slope is not None else None,
         "rss_intercept_mb": round(intercept, 1) if intercept is not None else None,
         "rss_explained_mb_per_100k": round(explained, 1),
