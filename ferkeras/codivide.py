@@ -156,8 +156,8 @@ def ensemble_network(network_a, network_b, *, name: str = "co_divide_ensemble"):
     """
     import keras
 
-    a = keras.Model(network_a.inputs, network_a.outputs, name="net_a")
-    b = keras.Model(network_b.inputs, network_b.outputs, name="net_b")
+    a = keras.Model(network_a.input, network_a.output, name="net_a")
+    b = keras.Model(network_b.input, network_b.output, name="net_b")
     image = keras.Input(shape=tuple(network_a.input_shape[1:]), name="image")
     logits = keras.layers.Average(name="mean_logits", dtype="float32")([a(image), b(image)])
     return keras.Model(image, logits, name=name)

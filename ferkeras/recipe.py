@@ -333,7 +333,20 @@ class CycleConfig:
     distribution_alignment: bool = _field(
         True, "Align pseudo-label distribution with the estimated clean prior."
     )
-    co_divide: bool = _field(False, "Two networks; each one's split trains the other.")
+    co_divide: bool = _field(
+        False, "DivideMix co-divide (Li, Socher & Hoi, 'DivideMix: Learning with Noisy Labels "
+        "as Semi-supervised Learning', ICLR 2020; ferkeras.codivide): two networks of the "
+        "recipe's backbone (seeds seed and seed + 7919); each network's labelled set comes "
+        "from the GMM on the OTHER network's losses, labelled targets are co-refined, "
+        "unlabelled ones co-guessed by both networks, and prediction, checkpoints and export "
+        "use the mean of both networks' logits. Needs train.ema_decay=0. Off by default.")
+    co_divide_temperature: float = _field(
+        0.5, "DivideMix (Li et al., ICLR 2020): sharpening temperature T of label "
+        "co-refinement and co-guessing (paper: 0.5).", min=0.05, max=1.0)
+    co_divide_export: str = _field(
+        "ensemble", "DivideMix (Li et al., ICLR 2020): the network a finished co-divide run is "
+        "evaluated and exported with: 'ensemble' (mean of both networks' logits, as trained "
+        "and scored), 'a' or 'b' (one network).", choices=("ensemble", "a", "b"))
     compare_ce: bool = _field(
         False, "Also train a plain cross-entropy baseline with the same data, model and epoch "
         "budget (into <run>/ce_baseline) and report both in metrics.json.")
@@ -541,10 +554,14 @@ def _check_cross_fields(recipe: Recipe) -> None:
             "Received: ''"
         )
     _check_soft_targets(recipe)
-    if recipe.cycle.co_divide:
+    if recipe.cycle.co_divide and not recipe.cycle.enabled:
         raise RecipeError(
-            "Recipe key 'cycle.co_divide' (DivideMix's two-network co-divide) is not "
-            "implemented yet. Received: True")
+            "Recipe key 'cycle.co_divide' (DivideMix) needs the noise cycle: set "
+            "cycle.enabled=true. Received: cycle.co_divide=True, cycle.enabled=False")
+    if recipe.cycle.co_divide and recipe.train.ema_decay:
+        raise RecipeError(
+            "Recipe key 'cycle.co_divide' (DivideMix) keeps no EMA copy of its two networks: "
+            f"set train.ema_decay=0. Received: train.ema_decay={recipe.train.ema_decay}")
     if recipe.data.class_names:
         from ferkeras.labels import resolve_class_names
 

@@ -144,14 +144,16 @@ class Run:
         return (self.image_size, self.image_size, self.channels)
 
     def build_network(self, *, load_weights: bool = True):
-        """The run's Keras network, with its `weights` checkpoint loaded (imports Keras)."""
-        from ferkeras.models import build_network
+        """The run's Keras network, with its `weights` checkpoint loaded (imports Keras).
 
-        network = build_network(self.recipe.model, input_shape=self.input_shape,
-                                num_classes=len(self.class_names), seed=self.recipe.seed)
-        if load_weights:
-            network.load_weights(str(self.weights_path))
-        return network
+        A co-divide run (`cycle.co_divide`, DivideMix) gives the ensemble of its two networks,
+        or one of them by `cycle.co_divide_export` (`ferkeras.codivide.build_run_network`).
+        """
+        from ferkeras.codivide import build_run_network
+
+        return build_run_network(self.recipe, input_shape=self.input_shape,
+                                 num_classes=len(self.class_names),
+                                 weights=self.weights_path if load_weights else None)
 
 
 def open_run(run_dir, *, weights: str = "best", finished: bool = False) -> Run:

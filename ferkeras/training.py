@@ -378,6 +378,10 @@ def compare_runs(ce_metrics: dict, cycle_metrics: dict) -> dict:
 
 
 def _make_trainer(recipe, network, bundle):
+    if recipe.cycle.enabled and recipe.cycle.co_divide:  # DivideMix (Li et al. 2020)
+        from ferkeras.trainers.codivide import CoDivideTrainer
+
+        return CoDivideTrainer.from_recipe(recipe, network, bundle)
     if recipe.cycle.enabled and recipe.cycle.threshold_mode == "ada_cm":  # Li et al. 2022
         from ferkeras.trainers.adacm import AdaCMTrainer
 
@@ -411,8 +415,11 @@ def _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo) -> Cycle
         return NoCycle()
     from ferkeras.callbacks.noise_split import NoiseSplit
 
-    return NoiseSplit.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
-                                  write=chief, strategy=strat, echo=echo)
+    split_cls = NoiseSplit
+    if recipe.cycle.co_divide:  # DivideMix: each network's split from the other's losses
+        from ferkeras.callbacks.co_divide_split import CoDivideSplit as split_cls
+    return split_cls.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
+                                 write=chief, strategy=strat, echo=echo)
 
 
 def _write_skipped(run_dir, bundle):

@@ -87,3 +87,263 @@ def test_co_guess_sharpens_the_mean_of_both_networks():
     np.testing.assert_allclose(np.asarray(sharpen(mean, temperature=1.0)), mean, atol=1e-6)
     with pytest.raises(ValueError, match="Received: temperature=0"):
         sharpen(mean, temperature=0)
+
+
+# ----------------------------------------------------------------------------- trainer
+N, S = 48, 12
+
+
+def _stream(views=True, seed=0):
+    import tensorflow as tf
+
+    r = np.random.default_rng(seed)
+    labels = (np.arange(N) % K).astype(np.int32)
+    images = r.uniform(0, 255, size=(N, S, S, 1)).astype(np.float32)
+    images[np.arange(N), labels * 3, :, 0] = 255.0  # a class-coded bright row
+    x = (images, np.flip(images, axis=2).copy()) if views else images
+    return tf.data.Dataset.from_tensor_slices(
+        (x, labels, np.arange(N, dtype=np.int32))).batch(16, drop_remainder=True)
+
+
+def _plain_network(seed):
+    """No BatchNorm (per-replica batch statistics differ between 1 and 2 replicas)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((S, S, 1)), keras.layers.Rescaling(1 / 255.0),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
+        keras.layers.Dense(K),
+    ])
+
+
+def _split():
+    idx = np.arange(N)
+    lab_a, lab_b = idx % 3 != 0, idx % 4 != 1  # different labelled sets per network
+    r = np.random.default_rng(5)
+    return lab_a, r.uniform(0.5, 1, N), lab_b, r.uniform(0.5, 1, N)
+
+
+def _co_trainer(strategy, **kwargs):
+    import keras
+
+    from ferkeras.trainers.codivide import CoDivideTrainer
+
+    with strategy.scope():
+        trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4),
+                                  num_classes=K, num_samples=N, true_labels=np.arange(N) % K,
+                                  **kwargs)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        trainer.build_state((S, S, 1))
+    lab_a, w_a, lab_b, w_b = _split()
+    trainer.set_co_split(lab_a, w_a, lab_b, w_b, np.full(K, 1.0 / K))
+    return trainer
+
+
+def _weights(network):
+    return np.concatenate([w.numpy().ravel() for w in network.trainable_weights])
+
+
+def test_co_divide_two_replicas_match_one(two_cpu_devices):
+    import tensorflow as tf
+
+    runs = []
+    for strategy in (tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(two_cpu_devices)):
+        trainer = _co_trainer(strategy)
+        warm = trainer.fit(_stream(views=False), epochs=1, verbose=0, shuffle=False).history
+        hist = trainer.fit(_stream(), epochs=2, verbose=0, shuffle=False).history
+        runs.append((trainer, {**{f"warm_{k}": v for k, v in warm.items()}, **hist}))
+    (t1, h1), (t2, h2) = runs
+    for key in ("warm_loss", "loss", "sup_loss", "unsup_loss", "labelled_share", "pseudo_acc"):
+        np.testing.assert_allclose(h1[key], h2[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for net in ("network", "network_b"):
+        np.testing.assert_allclose(_weights(getattr(t1, net)), _weights(getattr(t2, net)),
+                                   atol=1e-5, err_msg=net)
+    # the two networks stay different (own seeds, own splits)
+    assert not np.allclose(_weights(t1.network), _weights(t1.network_b))
+    # labelled share: the mean of both networks' labelled shares
+    assert h1["labelled_share"][-1] == pytest.approx((2 / 3 + 3 / 4) / 2, abs=0.02)
+
+
+def _one_step(labels):
+    """Both networks' weights after one SGD step on one batch of all N samples."""
+    import keras
+    import tensorflow as tf
+
+    from ferkeras.trainers.codivide import CoDivideTrainer
+
+    trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
+                              num_samples=N)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    trainer.build_state((S, S, 1))
+    trainer.set_co_split(*_split(), np.full(K, 1.0 / K))
+    (weak, strong), _, index = next(iter(_stream().unbatch().batch(N)))
+    data = ((weak, strong), np.asarray(labels, np.int32), index)
+    trainer.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0, shuffle=False)
+    return _weights(trainer.network), _weights(trainer.network_b)
+
+
+def test_each_network_trains_on_the_labels_of_its_own_split_only():
+    """A given label reaches network A's loss only where A's split (from B's losses) calls
+    the sample labelled, and likewise for B."""
+    lab_a, _, lab_b, _ = _split()
+    labels = np.arange(N) % K
+    a_ref, b_ref = _one_step(labels)
+    wrong = (labels + 1) % K
+    a, b = _one_step(np.where(~lab_a & lab_b, wrong, labels))  # A: unlabelled, B: labelled
+    np.testing.assert_array_equal(a, a_ref)
+    assert np.abs(b - b_ref).max() > 1e-6
+    a, b = _one_step(np.where(lab_a & ~lab_b, wrong, labels))  # the reverse
+    np.testing.assert_array_equal(b, b_ref)
+    assert np.abs(a - a_ref).max() > 1e-6
+
+
+# ----------------------------------------------------------------------------- recipe path
+def _recipe(cycles=1, epochs_per_cycle=1, **cycle):
+    from ferkeras.recipe import recipe_from_dict
+
+    return recipe_from_dict({
+        "name": "codivide", "seed": 2,
+        "data": {"source": "synthetic", "image_size": 16,
+                 "synthetic": {"n_train": 64, "n_val": 32, "n_test": 32, "noise": 0.3,
+                               "profile": "uniform"}},
+        "model": {"backbone": "small_cnn", "width": 4, "dropout": 0.2},
+        "train": {"batch_size": 16, "learning_rate": 0.005, "loss": "ce", "ema_decay": 0.0},
+        "cycle": {"enabled": True, "warmup_epochs": 1, "cycles": cycles,
+                  "epochs_per_cycle": epochs_per_cycle, "min_class_samples": 4,
+                  "co_divide": True, **cycle}})
+
+
+@pytest.fixture(scope="module")
+def co_run(tmp_path_factory):
+    """A finished co-divide run: 1 warm-up epoch + 1 cycle of 1 epoch (about 15 s)."""
+    from ferkeras.training import train_recipe
+
+    run = tmp_path_factory.mktemp("codivide") / "run"
+    lines = []
+    metrics = train_recipe(_recipe(), run_dir=run, verbose=0, echo=lines.append)
+    return run, metrics, lines
+
+
+def _report_column(path, column):
+    import csv
+
+    with open(path, newline="") as fh:
+        return np.array([float(row[column]) for row in csv.DictReader(fh)])
+
+
+def test_recipe_trains_co_divide_and_splits_each_network_by_the_other(co_run):
+    run, metrics, lines = co_run
+    assert metrics["epochs"] == 2 and np.isfinite(metrics["val"]["best"]["accuracy"])
+    assert "noise_detection" in metrics and "noise_detection_b" in metrics
+    assert any(line.startswith("co-divide split at epoch 2") for line in lines), lines
+    hist_a = np.load(run / "checkpoints" / "selector_history.npz")["history"]
+    hist_b = np.load(run / "checkpoints" / "selector_history_b.npz")["history"]
+    assert not np.allclose(hist_a, hist_b)  # two networks, two loss columns
+    # A's report holds B's losses (what made A's split), B's report A's losses.
+    np.testing.assert_allclose(_report_column(run / "reports" / "split-e002" / "samples.csv",
+                                              "loss"), hist_b[-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_report_column(
+        run / "reports" / "net_b" / "split-e002" / "samples.csv", "loss"), hist_a[-1],
+        rtol=1e-4, atol=1e-5)
+
+
+def test_run_network_is_the_ensemble_of_both_networks(co_run, tmp_path):
+    import dataclasses
+
+    from ferkeras.codivide import build_run_network
+    from ferkeras.runs import open_run
+
+    run, _, _ = co_run
+    opened = open_run(run)
+    ensemble = opened.build_network()
+    x = np.random.default_rng(0).uniform(0, 255, (5, 16, 16, 1)).astype("float32")
+    za = ensemble.get_layer("net_a")(x, training=False).numpy()
+    zb = ensemble.get_layer("net_b")(x, training=False).numpy()
+    assert not np.allclose(za, zb)
+    np.testing.assert_allclose(ensemble(x, training=False).numpy(), (za + zb) / 2, atol=1e-5)
+    recipe = opened.recipe
+    for choice, want in (("a", za), ("b", zb)):
+        one = build_run_network(
+            dataclasses.replace(recipe, cycle=dataclasses.replace(recipe.cycle,
+                                                                  co_divide_export=choice)),
+            input_shape=(16, 16, 1), num_classes=len(opened.class_names),
+            weights=opened.weights_path)
+        np.testing.assert_allclose(one(x, training=False).numpy(), want, atol=1e-5)
+
+
+def test_export_of_a_co_divide_run_serves_the_ensemble(co_run, tmp_path):
+    import tensorflow as tf
+
+    from ferkeras.export import export_run
+    from ferkeras.inference import Predictor
+    from ferkeras.runs import open_run
+
+    run, _, _ = co_run
+    x = np.random.default_rng(1).uniform(0, 255, (6, 16, 16, 1)).astype("uint8")
+    export_run(run, tmp_path / "out", parity_images=x)
+    ensemble = open_run(run).build_network()
+    za = ensemble.get_layer("net_a")(x.astype("float32"), training=False).numpy()
+    zb = ensemble.get_layer("net_b")(x.astype("float32"), training=False).numpy()
+    want = tf.nn.softmax((za + zb) / 2).numpy()  # the mean of both networks' logits
+    got = Predictor(tmp_path / "out").predict_crops(x)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- resume
+class _Killed(Exception):
+    pass
+
+
+def _values(trainer):
+    return [np.array(v.numpy()) for v in [*trainer.variables, *trainer.optimizer.variables]]
+
+
+@pytest.mark.slow
+def test_resume_restores_both_networks_optimizer_and_tables(tmp_path, monkeypatch):
+    """Kill a co-divide run mid-cycle (after epoch 2 of 3, its state saved), resume it: every
+    variable (both networks, both networks' optimizer slots, both split tables) and both loss
+    histories come back as they were, and the run ends as an uninterrupted one."""
+    from ferkeras.callbacks.co_divide_split import CoDivideSplit
+    from ferkeras.callbacks.state import RunState
+    from ferkeras.training import train_recipe
+
+    recipe = _recipe(epochs_per_cycle=2)
+    quiet = dict(verbose=0, echo=lambda *_: None)
+    whole = train_recipe(recipe, run_dir=tmp_path / "whole", **quiet)
+
+    saved, restored, histories = {}, {}, {}
+    on_epoch_end, restore = RunState.on_epoch_end, RunState.restore
+
+    def kill_after_two(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        if epoch + 1 == 2:
+            saved["values"] = _values(self.model)
+            split = self.extra_state[0]
+            saved["history"] = [np.stack(split.history), np.stack(split.history_b)]
+            raise _Killed
+
+    monkeypatch.setattr(RunState, "on_epoch_end", kill_after_two)
+    run = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        train_recipe(recipe, run_dir=run, **quiet)
+    monkeypatch.setattr(RunState, "on_epoch_end", on_epoch_end)
+
+    def spy(self, trainer, state):
+        epoch = restore(self, trainer, state)
+        restored["values"] = _values(trainer)
+        split = self.extra_state[0]
+        assert isinstance(split, CoDivideSplit)
+        histories["restored"] = [np.stack(split.history), np.stack(split.history_b)]
+        return epoch
+
+    monkeypatch.setattr(RunState, "restore", spy)
+    resumed = train_recipe(recipe, run_dir=run, resume=True, **quiet)
+    assert len(saved["values"]) == len(restored["values"])
+    for i, (a, b) in enumerate(zip(saved["values"], restored["values"], strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=str(i))
+    for a, b in zip(saved["history"], histories["restored"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    for which in ("best", "last"):
+        assert resumed["val"][which]["accuracy"] == pytest.approx(
+            whole["val"][which]["accuracy"], abs=1e-6)

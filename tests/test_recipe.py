@@ -44,7 +44,10 @@ def test_every_field_has_a_docstring():
         ({"model": {"backbone": "resnet19"}}, "Did you mean 'resnet18'?"),
         ({"cycle": {"enabled": "yes"}}, "'cycle.enabled' must be bool. Received: 'yes'"),
         ({"data": 3}, "'data' must be a mapping. Received: 3"),
-        ({"cycle": {"co_divide": True}}, "is not implemented yet. Received: True"),
+        ({"cycle": {"co_divide": True}}, "needs the noise cycle: set cycle.enabled=true"),
+        ({"cycle": {"enabled": True, "co_divide": True}, "train": {"ema_decay": 0.9}},
+         "set train.ema_decay=0. Received: train.ema_decay=0.9"),
+        ({"cycle": {"co_divide_export": "c"}}, "'cycle.co_divide_export' must be one of"),
     ],
 )
 def test_bad_values_name_key_and_value(values, message):

@@ -42,7 +42,11 @@ def split_digest(trainer) -> str | None:
     mask = getattr(trainer, "labelled_mask", None)
     if mask is None:
         return None
-    return mask_digest(keras.ops.convert_to_numpy(mask) > 0.5)
+    mask = keras.ops.convert_to_numpy(mask) > 0.5
+    mask_b = getattr(trainer, "labelled_mask_b", None)  # co-divide: both networks' splits
+    if mask_b is not None:
+        mask = np.concatenate([mask, keras.ops.convert_to_numpy(mask_b) > 0.5])
+    return mask_digest(mask)
 
 
 def _unnumbered(path: str) -> str:
