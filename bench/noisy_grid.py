@@ -45,6 +45,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # at 0.8, contrastive weight 0.1, temperature 0.07, no distribution alignment.
     "ada_cm": ("cycle_ce", {"cycle.threshold_mode": "ada_cm", "cycle.min_threshold": 0.8,
                             "cycle.distribution_alignment": False}),
+    # Meta Pseudo Labels (Pham et al., CVPR 2021), reduced first-order form: the teacher
+    # (from the warmed-up student) at the student's learning rate, as in the paper's CIFAR
+    # setting; its FixMatch consistency uses cycle.threshold 0.95, fixed.
+    "mpl": ("cycle_ce", {"cycle.mpl": True, "cycle.mpl_teacher_lr_scale": 1.0}),
 }
 
 CONFIGS = BASE_CONFIGS + tuple(VARIANTS)

@@ -350,6 +350,18 @@ class CycleConfig:
     compare_ce: bool = _field(
         False, "Also train a plain cross-entropy baseline with the same data, model and epoch "
         "budget (into <run>/ce_baseline) and report both in metrics.json.")
+    mpl: bool = _field(
+        False, "Meta Pseudo Labels (Pham et al., 'Meta Pseudo Labels', CVPR 2021; reduced "
+        "first-order form, ferkeras.trainers.mpl) instead of FixMatch on the unlabelled rows: "
+        "a teacher network (own weights and optimizer, started from the warmed-up student at "
+        "the first split) gives hard pseudo-labels the student trains on, and learns from the "
+        "student's labelled-loss feedback h plus its own supervised and FixMatch losses "
+        "(threshold cycle.threshold, fixed). The student is what is evaluated and exported. "
+        "Needs cycle.enabled.")
+    mpl_teacher_lr_scale: float = _field(
+        1.0, "Meta Pseudo Labels (Pham et al., CVPR 2021): the teacher's learning rate as a "
+        "multiple of the student's; it follows the student's schedule (train.learning_rate, "
+        "warm-up, cosine decay). Only with cycle.mpl.", min=0.0, max=100.0)
 
 
 @dataclasses.dataclass
@@ -541,7 +553,28 @@ def _check_corrections(recipe: Recipe) -> None:
                           "Received: cycle.enabled=False")
 
 
+def _check_mpl(recipe: Recipe) -> None:
+    """Meta Pseudo Labels (ferkeras.trainers.mpl) replaces FixMatch in the cycle."""
+    c = recipe.cycle
+    if not c.mpl:
+        return
+    if not c.enabled:
+        raise RecipeError("Recipe key 'cycle.mpl' needs cycle.enabled (it trains the cycle's "
+                          "unlabelled rows). Received: cycle.enabled=False")
+    clashes = {"threshold_mode": c.threshold_mode == "ada_cm",
+               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
+               "co_divide": bool(getattr(c, "co_divide", False)),
+               "crest": bool(getattr(c, "crest", False))}
+    for key, clash in clashes.items():
+        if clash:
+            value = getattr(c, key)
+            raise RecipeError(
+                "Recipe key 'cycle.mpl' (a teacher-student step) does not combine with "
+                f"cycle.{key}={value!r}. Received: cycle.mpl=True")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
+    _check_mpl(recipe)
     _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:
         raise RecipeError(

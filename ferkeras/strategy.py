@@ -231,7 +231,9 @@ def trainer_variables(trainer) -> list:
     """Every variable of a trainer and its optimizer, once each, in a stable order."""
     seen, out = set(), []
     optimizer = getattr(trainer, "optimizer", None)
-    for v in list(trainer.variables) + list(getattr(optimizer, "variables", [])):
+    teacher_optimizer = getattr(trainer, "teacher_optimizer", None)  # Meta Pseudo Labels
+    for v in (list(trainer.variables) + list(getattr(optimizer, "variables", [])) +
+              list(getattr(teacher_optimizer, "variables", []))):
         key = id(v)
         if key not in seen:
             seen.add(key)

@@ -386,6 +386,10 @@ def _make_trainer(recipe, network, bundle):
         from ferkeras.trainers.adacm import AdaCMTrainer
 
         return AdaCMTrainer.from_recipe(recipe, network, bundle)
+    if recipe.cycle.enabled and getattr(recipe.cycle, "mpl", False):  # Pham et al. 2021
+        from ferkeras.trainers.mpl import MPLTrainer
+
+        return MPLTrainer.from_recipe(recipe, network, bundle)
     if recipe.cycle.enabled:
         from ferkeras.trainers.cycle import CycleTrainer
 
