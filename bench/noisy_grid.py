@@ -35,6 +35,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # Forward correction (Patrini et al. 2017), T from anchors after the same 4-epoch warm-up
     # as the cycle's (cycle_ce: 4 of 10), so 6 of 10 epochs train on the corrected loss.
     "forward": ("ce", {"train.forward_correction": "anchors", "train.forward_warmup_epochs": 4}),
+    # Relabel instead of FixMatch (SELFIE-style): noisy rows the split model gives >= 0.9
+    # (the default, set before any result) take its class; the rest leave the loss.
+    "relabel": ("cycle_ce", {"cycle.noisy_mode": "relabel"}),
     # ELR at the paper's CIFAR-10 setting (Liu et al. 2020): lambda 3, beta 0.7.
     "elr": ("ce", {"train.elr_lambda": 3.0, "train.elr_beta": 0.7}),
     # EMA teacher 0.995: a ~200-step (~1 epoch of 223) average; the bias-corrected warm-up

@@ -310,6 +310,19 @@ class CycleConfig:
         20, "Classes with fewer samples fall back to a rank rule instead of a GMM.", min=2
     )
     lambda_u: float = _field(1.0, "Weight of the unsupervised loss.", min=0.0)
+    noisy_mode: str = _field(
+        "fixmatch", "What the rows judged noisy train on: 'fixmatch' (their labels are dropped "
+        "and FixMatch trains on them), or 'relabel' (SELFIE, Song et al., 'SELFIE: Refurbishing "
+        "Unclean Samples for Robust Deep Learning', ICML 2019, with the split model's "
+        "confidence in place of SELFIE's prediction-history entropy: at each split, a noisy "
+        "row whose predicted class has probability >= cycle.relabel_threshold under the split "
+        "model (the EMA teacher when train.ema_decay > 0) takes that class as its label and "
+        "stays in the supervised loss; the other noisy rows leave the loss; no FixMatch "
+        "term). Not with co_divide, mpl or threshold_mode ada_cm.",
+        choices=("fixmatch", "relabel"))
+    relabel_threshold: float = _field(
+        0.9, "cycle.noisy_mode relabel (SELFIE, Song et al. 2019): the confidence a noisy row's "
+        "predicted class needs for the row to be relabelled.", min=0.01, max=1.0)
     threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
     threshold_mode: str = _field(
         "adaptive", "fixed (FixMatch), adaptive (FlexMatch-style, per class) or ada_cm (Ada-CM; "
@@ -551,6 +564,11 @@ def _check_corrections(recipe: Recipe) -> None:
     if mode != "fixmatch" and not recipe.cycle.enabled:
         raise RecipeError(f"Recipe key 'cycle.noisy_mode' ({mode!r}) needs cycle.enabled. "
                           "Received: cycle.enabled=False")
+    if mode != "fixmatch":
+        for other, bad in (("co_divide", True), ("mpl", True), ("threshold_mode", "ada_cm")):
+            if getattr(recipe.cycle, other, None) == bad:
+                raise RecipeError(f"Recipe key 'cycle.noisy_mode' ({mode!r}) does not combine "
+                                  f"with cycle.{other}. Received: cycle.{other}={bad!r}")
 
 
 def _check_mpl(recipe: Recipe) -> None:

@@ -13,11 +13,13 @@ from ferkeras import io, selection
 
 
 def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_probs,
-                       sheet_size=48) -> pathlib.Path:
+                       sheet_size=48, relabels=None) -> pathlib.Path:
     """Write the report folder for one split.
 
     result: the `selection.SplitResult` (arrays (N,) over the training split `split`);
-    pred_probs: (N, K) model probabilities.
+    pred_probs: (N, K) model probabilities; relabels: optional (N,) new labels of the rows
+    the split relabelled (-1 = none; cycle.noisy_mode relabel): samples.csv gets a
+    `relabel` column (the new class name, or empty).
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -38,12 +40,17 @@ def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_pr
     truth = split.true_labels
     if truth is not None:
         header.append("true_label")
+    if relabels is not None:
+        header.append("relabel")
+        relabels = np.asarray(relabels).astype(np.int64)
     writer.writerow(header)
     for i in range(len(labels)):
         row = [i, class_names[labels[i]], class_names[preds[i]], f"{clean_prob[i]:.5f}",
                f"{losses[i]:.5f}", int(labelled[i])]
         if truth is not None:
             row.append(class_names[truth[i]] if truth[i] >= 0 else "")
+        if relabels is not None:
+            row.append(class_names[relabels[i]] if relabels[i] >= 0 else "")
         writer.writerow(row)
     io.atomic_write_text(out / "samples.csv", buf.getvalue())
     if result.scores is not None:

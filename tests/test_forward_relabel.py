@@ -191,3 +191,118 @@ def test_forward_recipe_trains_writes_T_and_resume_keeps_it(tmp_path):
     again = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=lambda *_: None)
     assert again["forward_correction"] == block
     assert json.loads((run / "metrics.json").read_text())["forward_correction"]["on"]
+
+
+# ----------------------------------------------------------------------------- relabel, arrays
+def test_relabel_flagged_fixes_confident_noisy_rows_and_drops_the_rest():
+    probs = np.array([[0.95, 0.04, 0.01],   # flagged, confident: relabelled to 0
+                      [0.50, 0.45, 0.05],   # flagged, unsure: dropped
+                      [0.02, 0.97, 0.01],   # judged clean: kept as given, even if confident
+                      [0.05, 0.05, 0.90]])  # flagged, confident, agrees with its label
+    labels = np.array([1, 1, 0, 2])
+    clean = np.array([False, False, True, False])
+    new, keep, relabelled = C.relabel_flagged(probs, labels, clean, threshold=0.9)
+    np.testing.assert_array_equal(new, [0, 1, 0, 2])
+    np.testing.assert_array_equal(keep, [True, False, True, True])
+    np.testing.assert_array_equal(relabelled, [True, False, False, True])
+    s = C.relabel_summary(relabelled, new, labels, true_labels=np.array([0, 0, 0, -1]))
+    assert s == {"relabelled": 2, "changed": 1, "relabelled_known": 1, "relabel_correct": 1,
+                 "given_correct": 0}
+    with pytest.raises(ValueError, match="threshold"):
+        C.relabel_flagged(probs, labels, clean, threshold=0.0)
+
+
+def test_relabel_flagged_on_structured_noise_restores_true_labels():
+    # Known truth, labels from T_TRUE; the model is confident on most rows (its clean
+    # posterior), unsure on a quarter (ambiguous faces). The split flags the noisy rows.
+    r = np.random.default_rng(3)
+    n = 600
+    truth = np.arange(n) % K
+    labels = np.array([r.choice(K, p=T_TRUE[c]) for c in truth])
+    conf = np.where(r.random(n) < 0.75, 0.97, 0.6)
+    probs = np.full((n, K), 0.0)
+    probs[np.arange(n), truth] = conf
+    probs += ((1 - conf) / (K - 1))[:, None] * (1 - np.eye(K)[truth])
+    flagged = labels != truth
+    new, keep, relabelled = C.relabel_flagged(probs, labels, ~flagged, threshold=0.9)
+    assert relabelled.any() and not (relabelled & ~flagged).any()
+    assert (new[relabelled] == truth[relabelled]).all()
+    np.testing.assert_array_equal(relabelled, flagged & (conf >= 0.9))
+    assert not keep[flagged & (conf < 0.9)].any()  # unsure noisy rows leave the loss
+
+
+# ----------------------------------------------------------------------------- relabel, Keras
+NR = 12
+
+
+def _one_relabel_step(labels, relabels, keep, strong_shift=0.0):
+    """Weights after one SGD step of a relabel-mode CycleTrainer on all NR rows."""
+    from ferkeras.trainers.cycle import CycleTrainer
+
+    r = np.random.default_rng(0)
+    weak = r.uniform(0, 255, (NR, S, S, 1)).astype("float32")
+    strong = np.clip(weak + strong_shift, 0, 255).astype("float32")
+    trainer = CycleTrainer(_linear_net(), num_classes=K, num_samples=NR,
+                           noisy_mode="relabel", relabel_threshold=0.9)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.5))
+    trainer.build_state((S, S, 1))
+    trainer.set_split(keep, keep.astype("float32"), np.full(K, 1 / K), relabels=relabels)
+    data = ((weak, strong), np.asarray(labels, np.int32), np.arange(NR, dtype=np.int32))
+    trainer.fit(tf.data.Dataset.from_tensors(data), epochs=1, verbose=0, shuffle=False)
+    return np.concatenate([w.numpy().ravel() for w in trainer.network.trainable_weights])
+
+
+def test_relabel_step_trains_on_new_labels_and_never_on_dropped_rows():
+    labels = np.arange(NR) % K
+    keep = np.ones(NR, bool)
+    keep[[1, 4]] = False  # dropped
+    relabels = np.full(NR, -1.0)
+    relabels[[2, 5]] = [0, 1]  # relabelled (kept)
+    ref = _one_relabel_step(np.where(relabels >= 0, relabels, labels), np.full(NR, -1.0), keep)
+    # the table, not the given label, reaches the loss of a relabelled row
+    wrong = labels.copy()
+    wrong[[2, 5]] = 2
+    np.testing.assert_allclose(_one_relabel_step(wrong, relabels, keep), ref, atol=1e-6)
+    # dropped rows' labels and every strong view never reach it
+    wrong[[1, 4]] = [2, 0]
+    np.testing.assert_allclose(_one_relabel_step(wrong, relabels, keep, strong_shift=80.0),
+                               ref, atol=1e-6)
+    # not vacuous: a kept row's label does
+    wrong[0] = 1
+    assert np.abs(_one_relabel_step(wrong, relabels, keep) - ref).max() > 1e-5
+
+
+def test_relabel_recipe_keys_are_checked():
+    from ferkeras.recipe import RecipeError, recipe_from_dict
+
+    assert recipe_from_dict({}).cycle.noisy_mode == "fixmatch"
+    with pytest.raises(RecipeError, match="cycle.enabled"):
+        recipe_from_dict({"cycle": {"noisy_mode": "relabel"}})
+    with pytest.raises(RecipeError, match="cycle.noisy_mode"):
+        recipe_from_dict({"cycle": {"enabled": True, "noisy_mode": "discard"}})
+    with pytest.raises(RecipeError, match="relabel_threshold"):
+        recipe_from_dict({"cycle": {"enabled": True, "relabel_threshold": 1.5}})
+
+
+def test_relabel_recipe_trains_reports_and_resumes(tmp_path):
+    import csv
+
+    from ferkeras.training import train_recipe
+
+    recipe = _tiny(train={"ema_decay": 0.9},
+                   cycle={"enabled": True, "warmup_epochs": 1, "cycles": 1,
+                          "epochs_per_cycle": 1, "min_class_samples": 8,
+                          "noisy_mode": "relabel", "relabel_threshold": 0.1})
+    run = tmp_path / "run"
+    metrics = train_recipe(recipe, run_dir=run, verbose=0, echo=lambda *_: None)
+    block = metrics["relabel"]
+    assert block["threshold"] == 0.1 and block["relabelled"] > 0
+    assert 0 <= block["relabel_correct"] <= block["relabelled_known"] <= block["relabelled"]
+    with open(run / "reports" / "split-e002" / "samples.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    marked = [r for r in rows if r["relabel"]]
+    assert len(marked) == block["relabelled"]
+    assert all(r["labelled"] == "0" for r in marked)  # only rows judged noisy
+    assert sum(r["relabel"] != r["given_label"] for r in marked) == block["changed"]
+    again = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=lambda *_: None)
+    assert again["relabel"] == block

@@ -83,6 +83,9 @@ class NoiseSplit(keras.callbacks.Callback):
         self.splits_done = 0
         self.last_scores: dict | None = None
         self.last_split_epoch = -1
+        # noisy_mode relabel: the last split's (N,) relabels (-1 = none) and their counts
+        self.relabel_table = None
+        self.last_relabel = None
 
     @classmethod
     def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo):
@@ -110,6 +113,37 @@ class NoiseSplit(keras.callbacks.Callback):
         if epoch in self.split_epochs and epoch != self.last_split_epoch:
             self.run_split(epoch)
 
+    def _crest(self, result, probs, epoch: int):
+        """CReST (`ferkeras.crest`): this split is generation g = the cycle's index; the
+        unlabelled rows predicted as class l join the labelled set with that pseudo-label at
+        rate mu_l (from the labelled class counts), and the trainer gets CReST+'s alignment
+        temperature (1 at the first cycle, cycle.crest_t_min at the last)."""
+        from ferkeras import crest
+
+        c, k = self.cfg, len(self.class_names)
+        rates = crest.crest_sampling_rates(np.maximum(result.clean_counts, 0), alpha=c.crest_alpha)
+        pseudo, conf = probs.argmax(axis=1), probs.max(axis=1)
+        picked = crest.crest_select(pseudo, conf, rates, candidates=~result.labelled,
+                                    rng=np.random.default_rng([self.seed, epoch]))
+        table = np.where(picked, pseudo, -1).astype(np.float64)
+        if self.strategy is not None:  # the chief's picks on every worker
+            from ferkeras.strategy import broadcast_from_chief
+
+            (table,) = broadcast_from_chief(self.strategy, [table])
+            picked = table >= 0
+        generations = max(c.cycles - 1, 1)
+        g = min(max((epoch - c.warmup_epochs) // c.epochs_per_cycle, 0), generations)
+        t = crest.progressive_alignment_temperature(g, generations, t_min=c.crest_t_min)
+        self.trainer.set_crest(table, temperature=t)
+        added = np.bincount(pseudo[picked], minlength=k)
+        msg = (f"CReST generation {g}: added {int(picked.sum())} pseudo-labelled rows "
+               f"(per class {added.tolist()}), alignment temperature {t:.3f}")
+        if self.true is not None and (picked & (self.true >= 0)).any():
+            known = picked & (self.true >= 0)
+            msg += f", {int((pseudo[known] == self.true[known]).sum())}/{int(known.sum())} correct"
+        self.echo(msg)
+        return dataclasses.replace(result, labelled=result.labelled | picked)
+
     # ------------------------------------------------------------------ the split
     def run_split(self, epoch: int) -> selection.SplitResult:
         self.last_split_epoch = epoch
@@ -134,7 +168,12 @@ class NoiseSplit(keras.callbacks.Callback):
         if self.true is not None:
             result.scores = selection.score_split_result(result, self.labels, self.true,
                                                          num_classes=k, p_clean=c.p_clean)
-        self.trainer.set_split(result.labelled, result.clean_prob, result.clean_prior)
+        if getattr(c, "crest", False):  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
+            result = self._crest(result, probs, epoch)
+        if getattr(self.trainer, "noisy_mode", "fixmatch") == "relabel":
+            self._relabel(result, probs)
+        else:
+            self.trainer.set_split(result.labelled, result.clean_prob, result.clean_prior)
         self.trainer.set_class_prior(result.clean_counts, beta=self.cb_beta)
         seconds = time.time() - t0
         self.split_seconds += seconds
@@ -149,12 +188,40 @@ class NoiseSplit(keras.callbacks.Callback):
                f"{mask_digest(labelled)})")
         if result.scores and result.scores["auc"] is not None:
             msg += f", detection ROC-AUC {result.scores['auc']:.3f}"
+        if self.relabel_table is not None:
+            r = self.last_relabel
+            msg += f"; relabelled {r['relabelled']} ({r['changed']} changed"
+            if "relabel_correct" in r:
+                msg += f", {r['relabel_correct']}/{r['relabelled_known']} match the true label"
+            msg += f"), {r['dropped']} dropped"
         self.echo(msg)
         self.warnings = selection.split_warnings(
             result.labelled, self.labels, probs, num_classes=k, class_names=self.class_names)
         for warning in self.warnings:
             self.echo(f"warning: {warning}")
         return result
+
+    def _relabel(self, result, probs) -> None:
+        """noisy_mode relabel (SELFIE-style, `correction.relabel_flagged`): the confident
+        noisy rows take the split model's class and stay in the loss (the trainer's
+        `labelled_mask` becomes judged-clean OR relabelled); the others are dropped."""
+        from ferkeras.correction import relabel_flagged, relabel_summary
+
+        new_labels, keep, relabelled = relabel_flagged(
+            probs, self.labels, result.labelled, threshold=self.trainer.relabel_threshold)
+        table = np.where(relabelled, new_labels, -1).astype(np.float64)
+        if self.strategy is not None:  # the chief's relabels on every worker
+            from ferkeras.strategy import broadcast_from_chief
+
+            (table,) = broadcast_from_chief(self.strategy, [table])
+            relabelled = table >= 0
+            keep = result.labelled | relabelled
+            new_labels = np.where(relabelled, table, self.labels).astype(np.int64)
+        self.trainer.set_split(keep, result.clean_prob, result.clean_prior, relabels=table)
+        self.relabel_table = table
+        self.last_relabel = {**relabel_summary(relabelled, new_labels, self.labels, self.true),
+                             "dropped": int((~keep).sum()),
+                             "threshold": self.trainer.relabel_threshold}
 
     def _write_history(self) -> None:
         with atomic_path(self.run_dir / "checkpoints" / HISTORY_FILE, suffix=".npz") as tmp, \
@@ -167,19 +234,24 @@ class NoiseSplit(keras.callbacks.Callback):
         self._write_history()
         write_split_report(self.run_dir / "reports" / f"split-e{epoch + 1:03d}",
                            split=self.split, data_cfg=self.data_cfg,
-                           class_names=self.class_names, result=result, pred_probs=probs)
+                           class_names=self.class_names, result=result, pred_probs=probs,
+                           relabels=self.relabel_table)
 
     # ------------------------------------------------------------------ run state
     def state_dict(self) -> dict:
         """The selector state; `history_file` names the loss history that `run_split` wrote
         into `checkpoints/` (RunState snapshots it with the epoch). Writes nothing."""
-        return {"split_seconds": self.split_seconds, "splits_done": self.splits_done,
-                "last_scores": self.last_scores, "history_file": HISTORY_FILE}
+        state = {"split_seconds": self.split_seconds, "splits_done": self.splits_done,
+                 "last_scores": self.last_scores, "history_file": HISTORY_FILE}
+        if self.last_relabel is not None:
+            state["last_relabel"] = self.last_relabel
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.split_seconds = float(state.get("split_seconds", 0.0))
         self.splits_done = int(state.get("splits_done", 0))
         self.last_scores = state.get("last_scores")
+        self.last_relabel = state.get("last_relabel")
         if self.run_dir is None:
             return
         path = self.run_dir / "checkpoints" / state.get("history_file", HISTORY_FILE)
@@ -192,4 +264,6 @@ class NoiseSplit(keras.callbacks.Callback):
         out = {"split_seconds": round(self.split_seconds, 2), "splits": self.splits_done}
         if self.last_scores is not None:
             out["noise_detection"] = self.last_scores
+        if self.last_relabel is not None:
+            out["relabel"] = self.last_relabel
         return out

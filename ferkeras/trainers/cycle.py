@@ -32,12 +32,27 @@ class CycleTrainer(SupervisedTrainer):
       num_samples: N, the training-set size (tables are indexed by sample_index).
       true_labels: optional (N,) int, -1 unknown; only used for the pseudo-label accuracy metric.
       lambda_u, threshold, threshold_mode ('fixed' | 'adaptive'), distribution_alignment.
+      noisy_mode: 'fixmatch' (the rows judged noisy train through FixMatch) or 'relabel'
+        (SELFIE-style, `ferkeras.correction.relabel_flagged`: the split relabels the
+        confident ones, which rejoin the supervised loss through `labelled_mask` with the
+        labels of the per-sample `relabels` table (-1 = keep the given label); the other
+        noisy rows leave the loss; no FixMatch term).
+      relabel_threshold: with noisy_mode 'relabel', the confidence a flagged row needs.
     """
 
     def __init__(self, network, *, num_classes, num_samples=None, true_labels=None,
                  lambda_u=1.0, threshold=0.95, threshold_mode="adaptive", min_threshold=0.0,
-                 distribution_alignment=True, **kwargs):
+                 distribution_alignment=True, noisy_mode="fixmatch", relabel_threshold=0.9,
+                 **kwargs):
         super().__init__(network, num_classes=num_classes, **kwargs)
+        if noisy_mode not in ("fixmatch", "relabel"):
+            raise ValueError(f"noisy_mode must be fixmatch or relabel. "
+                             f"Received: noisy_mode={noisy_mode!r}")
+        if not 0.0 < relabel_threshold <= 1.0:
+            raise ValueError(f"relabel_threshold must be in (0, 1]. "
+                             f"Received: relabel_threshold={relabel_threshold}")
+        self.noisy_mode = noisy_mode
+        self.relabel_threshold = float(relabel_threshold)
         if threshold_mode not in ("fixed", "adaptive"):
             raise ValueError(f"threshold_mode must be fixed or adaptive. "
                              f"Received: threshold_mode={threshold_mode!r}")
@@ -77,12 +92,20 @@ class CycleTrainer(SupervisedTrainer):
         self.true_labels = self.add_weight(
             shape=(n,), initializer=keras.initializers.Constant(truth.astype(np.int32)),
             dtype="int32", name="true_labels", **table)
+        self.relabels = None
+        if self.noisy_mode == "relabel":  # only then: fixmatch runs keep their saved layout
+            # float32 like selected_labels; values -1..K-1, written from the host only.
+            self.relabels = self.add_weight(
+                shape=(n,), initializer=keras.initializers.Constant(-1.0), name="relabels",
+                **table)
 
     def get_config(self):
         return {**super().get_config(), "num_samples": self.num_samples,
                 "lambda_u": self.lambda_u, "threshold": self.threshold,
                 "threshold_mode": self.threshold_mode, "min_threshold": self.min_threshold,
-                "distribution_alignment": self.distribution_alignment}
+                "distribution_alignment": self.distribution_alignment,
+                **({"noisy_mode": self.noisy_mode, "relabel_threshold": self.relabel_threshold}
+                   if self.noisy_mode != "fixmatch" else {})}
 
     def _before_fit(self, data):
         if self.num_samples is None:
@@ -108,6 +131,8 @@ class CycleTrainer(SupervisedTrainer):
             true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
             threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
             distribution_alignment=c.distribution_alignment,
+            noisy_mode=getattr(c, "noisy_mode", "fixmatch"),
+            relabel_threshold=getattr(c, "relabel_threshold", 0.9),
             loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
         )
 
@@ -116,8 +141,18 @@ class CycleTrainer(SupervisedTrainer):
         return [*super().metrics, self.sup_tracker, self.unsup_tracker, self.mask_tracker,
                 self.labelled_tracker, self.pseudo_acc_tracker]
 
-    def set_split(self, labelled_mask, clean_prob, clean_prior):
-        """Install a new split (host-side arrays) and reset the FlexMatch state of the pool."""
+    def set_split(self, labelled_mask, clean_prob, clean_prior, relabels=None):
+        """Install a new split (host-side arrays) and reset the FlexMatch state of the pool.
+
+        relabels: with noisy_mode 'relabel', (N,) new labels (-1 = none) of the rows that
+        `labelled_mask` keeps in the supervised loss."""
+        if self.relabels is not None:
+            table = (np.full(self.num_samples, -1.0) if relabels is None
+                     else np.asarray(relabels, np.float64))
+            self.relabels.assign(table.astype(np.float32))
+        elif relabels is not None:
+            raise ValueError("relabels need noisy_mode='relabel'. Received: noisy_mode="
+                             f"{self.noisy_mode!r}")
         self.labelled_mask.assign(np.asarray(labelled_mask, np.float32))
         self.clean_prob.assign(np.asarray(clean_prob, np.float32))
         self.target_prior.assign(np.asarray(clean_prior, np.float32))
@@ -129,6 +164,8 @@ class CycleTrainer(SupervisedTrainer):
         if not isinstance(views, (tuple, list)):
             return super().train_step(data)
         weak, strong = views
+        if self.noisy_mode == "relabel":
+            return self._relabel_step(weak, labels, index)
         batch = tf.shape(weak)[0]
         is_lab = tf.gather(self.labelled_mask, index)
         unlab_pos = tf.cast(tf.where(is_lab < 0.5)[:, 0], tf.int32)
@@ -146,6 +183,23 @@ class CycleTrainer(SupervisedTrainer):
         self.apply_gradients(tape, loss)
         self._track(labels, logits_w, per_example, sup, is_lab, unsup_u, mask, pseudo,
                     tf.gather(index, unlab_pos))
+        return {m.name: m.result() for m in self.metrics}
+
+    def _relabel_step(self, weak, labels, index):
+        """Supervised loss on the rows `labelled_mask` keeps (judged clean, or relabelled),
+        relabelled rows with their new label; no unsupervised term."""
+        new = tf.gather(self.relabels, index)
+        labels = tf.where(new >= 0.0, tf.cast(tf.round(new), labels.dtype), labels)
+        is_lab = tf.gather(self.labelled_mask, index)
+        with tf.GradientTape() as tape:
+            logits = self.network(weak, training=True)
+            sup = self.supervised_per_example(labels, logits) * is_lab
+            loss = tf.nn.compute_average_loss(sup) + self._regularization()
+        self.apply_gradients(tape, loss)
+        self.loss_tracker.update_state(sup)
+        self.accuracy_tracker.update_state(labels, logits, sample_weight=is_lab)
+        self.sup_tracker.update_state(sup, sample_weight=is_lab)
+        self.labelled_tracker.update_state(is_lab)
         return {m.name: m.result() for m in self.metrics}
 
     def _pseudo_labels(self, logits_w, index, is_lab, unlab_pos):
