@@ -48,6 +48,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # at 0.8, contrastive weight 0.1, temperature 0.07, no distribution alignment.
     "ada_cm": ("cycle_ce", {"cycle.threshold_mode": "ada_cm", "cycle.min_threshold": 0.8,
                             "cycle.distribution_alignment": False}),
+    # CReST+ (Wei et al., CVPR 2021): the 2 cycles are 2 generations; alpha 1/3 (the paper's
+    # CIFAR-10-LT value), alignment temperature 1 then t_min 0.5.
+    "crest": ("cycle_ce", {"cycle.crest": True, "cycle.crest_alpha": 1 / 3,
+                           "cycle.crest_t_min": 0.5}),
     # Meta Pseudo Labels (Pham et al., CVPR 2021), reduced first-order form: the teacher
     # (from the warmed-up student) at the student's learning rate, as in the paper's CIFAR
     # setting; its FixMatch consistency uses cycle.threshold 0.95, fixed.

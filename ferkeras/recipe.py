@@ -346,6 +346,20 @@ class CycleConfig:
     distribution_alignment: bool = _field(
         True, "Align pseudo-label distribution with the estimated clean prior."
     )
+    crest: bool = _field(
+        False, "CReST (Wei et al., 'CReST: A Class-Rebalancing Self-Training Framework for "
+        "Imbalanced Semi-Supervised Learning', CVPR 2021; ferkeras.crest): each cycle is a "
+        "generation; at its split the unlabelled rows predicted as class l join the labelled "
+        "set with that pseudo-label at rate mu_l = (N_{K+1-l} / N_1)^crest_alpha (classes "
+        "ranked by labelled count, so minority classes more often), and CReST+'s progressive "
+        "alignment temperature goes from 1 (first cycle) to crest_t_min (last cycle).")
+    crest_alpha: float = _field(
+        1.0 / 3.0, "CReST (Wei et al., CVPR 2021): exponent alpha of the sampling rates (paper: "
+        "1/3 or 1/2; 0 = every class at rate 1).", min=0.0, max=1.0)
+    crest_t_min: float = _field(
+        0.5, "CReST+ (Wei et al., CVPR 2021): the distribution-alignment temperature reached at "
+        "the last generation, t = (1 - g/G) + (g/G) t_min (paper: 0.5); the aligned target is "
+        "prior^t / sum(prior^t). Used with distribution_alignment.", min=0.0, max=1.0)
     co_divide: bool = _field(
         False, "DivideMix co-divide (Li, Socher & Hoi, 'DivideMix: Learning with Noisy Labels "
         "as Semi-supervised Learning', ICLR 2020; ferkeras.codivide): two networks of the "
@@ -591,7 +605,26 @@ def _check_mpl(recipe: Recipe) -> None:
                 f"cycle.{key}={value!r}. Received: cycle.mpl=True")
 
 
+def _check_crest(recipe: Recipe) -> None:
+    """CReST (ferkeras.crest) rebalances the FixMatch cycle's labelled set."""
+    c = recipe.cycle
+    if not c.crest:
+        return
+    if not c.enabled:
+        raise RecipeError("Recipe key 'cycle.crest' needs cycle.enabled (it adds pseudo-labelled "
+                          "rows at each split). Received: cycle.enabled=False")
+    clashes = {"threshold_mode": c.threshold_mode == "ada_cm",
+               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
+               "co_divide": bool(getattr(c, "co_divide", False)),
+               "mpl": bool(getattr(c, "mpl", False))}
+    for key, clash in clashes.items():
+        if clash:
+            raise RecipeError(f"Recipe key 'cycle.crest' does not combine with cycle.{key}="
+                              f"{getattr(c, key)!r}. Received: cycle.crest=True")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
+    _check_crest(recipe)
     _check_mpl(recipe)
     _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:

@@ -382,6 +382,10 @@ def _make_trainer(recipe, network, bundle):
         from ferkeras.trainers.codivide import CoDivideTrainer
 
         return CoDivideTrainer.from_recipe(recipe, network, bundle)
+    if recipe.cycle.enabled and recipe.cycle.crest:  # Wei et al. 2021
+        from ferkeras.trainers.crest import CReSTTrainer
+
+        return CReSTTrainer.from_recipe(recipe, network, bundle)
     if recipe.cycle.enabled and recipe.cycle.threshold_mode == "ada_cm":  # Li et al. 2022
         from ferkeras.trainers.adacm import AdaCMTrainer
 
