@@ -48,6 +48,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # at 0.8, contrastive weight 0.1, temperature 0.07, no distribution alignment.
     "ada_cm": ("cycle_ce", {"cycle.threshold_mode": "ada_cm", "cycle.min_threshold": 0.8,
                             "cycle.distribution_alignment": False}),
+    # DivideMix co-divide (Li et al., ICLR 2020): two networks, each split by the other's
+    # GMM, co-refined / co-guessed targets sharpened at the paper's T 0.5; scored as the
+    # ensemble (mean logits). cycle_ce's thresholds and alignment do not apply to it.
+    "co_divide": ("cycle_ce", {"cycle.co_divide": True}),
     # CReST+ (Wei et al., CVPR 2021): the 2 cycles are 2 generations; alpha 1/3 (the paper's
     # CIFAR-10-LT value), alignment temperature 1 then t_min 0.5.
     "crest": ("cycle_ce", {"cycle.crest": True, "cycle.crest_alpha": 1 / 3,
@@ -170,6 +174,8 @@ def features(net, images: np.ndarray) -> np.ndarray:
     """(N, D) penultimate features (the input of the head's dropout), float16 to save space."""
     import keras
 
+    if "net_a" in [layer.name for layer in net.layers]:  # a co-divide ensemble: A's features
+        net = net.get_layer("net_a")
     head = net.get_layer("head_dropout")
     sub = keras.Model(net.input, head.input)
     out = [keras.ops.convert_to_numpy(sub(images[i:i + 1024].astype("float32"), training=False))
@@ -239,7 +245,7 @@ def train_one(recipe, bundle, run_dir, log, callbacks=()):
 
 def run(config, seed, args, t, rows, work, log):
     import ferkeras
-    from ferkeras.models import build_network
+    from ferkeras.codivide import build_run_network
 
     name = f"{config}-s{seed}"
     s = settings_for(config, args, seed)
@@ -263,8 +269,9 @@ def run(config, seed, args, t, rows, work, log):
     curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json",
                            resume=(run_dir / "checkpoints" / "state.json").is_file())
     metrics = train_one(recipe, bundle, run_dir, log, callbacks=(curve,))
-    net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
-    net.load_weights(str(run_dir / "checkpoints" / "best.weights.h5"))
+    # the recipe's network; for co_divide the ensemble of both (what best.weights.h5 holds)
+    net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
+                            weights=run_dir / "checkpoints" / "best.weights.h5")
     train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz")
     history = []
     hist_file = run_dir / "history.csv"
@@ -288,15 +295,15 @@ def run(config, seed, args, t, rows, work, log):
 
 
 def rescore(config, seed, args, t, rows, work, log):
-    from ferkeras.models import build_network
+    from ferkeras.codivide import build_run_network
 
     name = f"{config}-s{seed}"
     if not (work / f"{name}.done.json").is_file():
         log(f"{name}: not done, nothing to rescore")
         return
     recipe = make_recipe(config, settings_for(config, args, seed), "unused")
-    net = build_network(recipe.model, input_shape=(48, 48, 1), num_classes=7, seed=seed)
-    net.load_weights(str(work / name / "checkpoints" / "best.weights.h5"))
+    net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
+                            weights=work / name / "checkpoints" / "best.weights.h5")
     seconds = save_probs(net, t, rows, work / f"{name}.probs.npz")
     done = json.loads((work / f"{name}.done.json").read_text())
     done["train_pass_s"] = round(seconds, 2)
