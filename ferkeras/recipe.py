@@ -646,6 +646,18 @@ def _check_cross_fields(recipe: Recipe) -> None:
         raise RecipeError(
             "Recipe key 'cycle.co_divide' (DivideMix) keeps no EMA copy of its two networks: "
             f"set train.ema_decay=0. Received: train.ema_decay={recipe.train.ema_decay}")
+    if recipe.cycle.co_divide:
+        c = recipe.cycle
+        clash = [key for key, on in (
+            ("cycle.threshold_mode=ada_cm", c.threshold_mode == "ada_cm"),
+            ("cycle.noisy_mode=relabel", getattr(c, "noisy_mode", "fixmatch") == "relabel"),
+            ("cycle.crest=true", getattr(c, "crest", False)),
+            ("cycle.mpl=true", getattr(c, "mpl", False))) if on]
+        if clash:
+            raise RecipeError(
+                "Recipe key 'cycle.co_divide' (DivideMix) has its own targets for both sets and "
+                f"does not combine with {', '.join(clash)}. Received: cycle.co_divide=True, "
+                f"{', '.join(clash)}")
     if recipe.data.class_names:
         from ferkeras.labels import resolve_class_names
 

@@ -48,6 +48,8 @@ def test_every_field_has_a_docstring():
         ({"cycle": {"enabled": True, "co_divide": True}, "train": {"ema_decay": 0.9}},
          "set train.ema_decay=0. Received: train.ema_decay=0.9"),
         ({"cycle": {"co_divide_export": "c"}}, "'cycle.co_divide_export' must be one of"),
+        ({"cycle": {"enabled": True, "co_divide": True, "threshold_mode": "ada_cm"}},
+         "does not combine with cycle.threshold_mode=ada_cm. Received: cycle.co_divide=True"),
     ],
 )
 def test_bad_values_name_key_and_value(values, message):
