@@ -101,3 +101,27 @@ def fake_tables(*, n_train: int = 600, n_public: int = 200, seed: int = 0) -> Ta
     usage = np.array(["Training"] * n_train + ["PublicTest"] * n_public)
     return Tables(images=images.astype(np.uint8), fer=fer.astype(np.int32), plus=plus,
                   usage=usage, dup_in_train=np.zeros(n, bool), votes=votes)
+
+
+def ood_truth(votes: np.ndarray) -> dict:
+    """FERPlus's "not a face / unknown" rows, the ground truth of OOD detection (PNP).
+
+    votes: (N, 10) FERPlus vote counts in `FERPLUS_VOTE_COLUMNS` order (8 expressions, then
+    `unknown`, `NF`). As for the FERPlus majority label, votes of 1 are first dropped as
+    outliers (`ferplus_winner`). With o = unknown + NF votes and T = all remaining votes:
+    - strict (N,) bool: 2 * o > T, unknown and NF together hold the majority;
+    - blocked (N,) bool: no column has a majority (2 * max < T), yet the top expression holds
+      a majority of the expression votes alone (2 * max_expr > T - o): the row has no usable
+      majority BECAUSE of its unknown/NF votes;
+    - broad = strict | blocked. Rows with no votes left are neither.
+    """
+    from ferkeras.data.fer2013 import FERPLUS_VOTE_COLUMNS
+
+    cols = list(FERPLUS_VOTE_COLUMNS)
+    u, nf = cols.index("unknown"), cols.index("NF")
+    v = np.where(np.asarray(votes) <= 1, 0, np.asarray(votes)).astype(np.int64)
+    total, o = v.sum(1), v[:, u] + v[:, nf]
+    expr = np.delete(v, [u, nf], axis=1)
+    strict = 2 * o > total
+    blocked = ~strict & (2 * v.max(1) <= total) & (2 * expr.max(1) > total - o) & (o > 0)
+    return {"strict": strict, "blocked": blocked, "broad": strict | blocked}

@@ -14,10 +14,15 @@ Protocol
   validation half (FER2013 labels; with FERPlus majority labels it is the TRUSTED set) and
   reported half, scored once against the FERPlus majority.
 - Every post-hoc rule below is computed from each run's saved probabilities: no retraining.
-- Trust-free track: nothing but FER2013 labels. Its candidate was fixed before any result
-  was seen (the noisy validation labels cannot choose a rule whose point is to disagree
-  with them): `ce+prior_tf`, the prior-aware decision rule with the clean prior estimated
-  from an anchor-point transition matrix (ferkeras.transition).
+- Trust-free track: nothing but FER2013 labels. Its winner is chosen by a rule fixed before
+  the trained variants' results were seen: among the trust-free candidates (every trained
+  configuration that reads no trusted rows, i.e. base configs la/cycle/cycle_ce and the
+  noisy_grid VARIANTS without `trusted.*` overrides, but not CE itself nor the oracle; plus
+  `ce+prior_tf`, the prior-aware decision rule with the clean prior from an anchor-point
+  transition matrix, ferkeras.transition) that have >= 3 seeds, the one with the highest
+  seed-mean accuracy on the VALIDATION half against the FER2013 (noisy) labels, the only
+  trust-free signal. That signal favours agreeing with the noisy labels; the reported half
+  is never read. `targets.trust_free_*` and `cost_ratio` are the winner's.
 - Trusted track: the validation half with FERPlus labels. Its winner is picked among the
   trusted rules by 5-fold cross-validated accuracy ON THE TRUSTED ROWS, never the reported
   half.
@@ -25,6 +30,21 @@ Protocol
   the seed-mean difference gives the 95 % CI.
 - Noise detection: ROC-AUC on Training rows with a FERPlus majority, truth = (FER2013 ==
   FERPlus); detectors use the same in-sample CE probabilities as cleanlab's score here.
+- Methods (`methods.<config>` in the JSON): one line per trained configuration with done
+  runs, base configs and noisy_grid VARIANTS alike: accuracy and balanced accuracy (seed
+  means), paired-bootstrap gains with 95 % CIs vs CE and vs the current cycle `cycle_ce`
+  (seeds paired by number where both have them, else each side's seed mean), detection
+  ROC-AUC (split methods: the last split's clean_prob from samples.csv; supervised ones:
+  the probability of the given label on the training set), wall seconds and cost ratio vs
+  CE. Fewer than 3 seeds: shown, marked "not a result". The issue-11 methods without runs
+  are listed with null values and status "no runs".
+- PNP: where a split's samples.csv has `p_ood`, OOD-detection ROC-AUC against FERPlus's
+  not-a-face / unknown rows (bench/noisy_data.ood_truth: strict = unknown + NF votes are
+  the majority; broad = also rows without a majority only because of them).
+- Curves: noisy_grid logs per-epoch accuracy on the reported half vs FERPlus and on the
+  validation half vs FER2013 (done.json `ferplus_by_epoch`, logging only, never selection);
+  the report draws them, and history.csv's val_accuracy for every run, into
+  bench/results/noisy_fer2013_curves.png.
 """
 
 from __future__ import annotations
@@ -42,7 +62,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 K = 7
 BOOT = 2000
-TRUST_FREE_WINNER = "ce+prior_tf"  # fixed before results (see the docstring)
+TRUST_FREE_BASELINE = "ce+prior_tf"  # the post-hoc trust-free candidate (always one)
+TRUST_FREE_PROTOCOL = (
+    "highest seed-mean accuracy on the validation half against the FER2013 (noisy) labels, "
+    "among the trust-free candidates (trained configurations without trusted rows, except CE "
+    "and the oracle, plus ce+prior_tf) with >= 3 seeds; fixed before the trained variants' "
+    "results were seen")
+MIN_SEEDS = 3  # fewer seeds: shown, marked "not a result"
+CYCLE = "cycle_ce"  # the current cycle, the second reference of every method line
+TRUSTED_CONFIGS = ("oracle", "ce_trusted")
+ISSUE11_METHODS = ("co_divide", "pnp", "h2e", "ada_cm", "crest", "mpl")
 TRUSTED_RULES = ("prior_trusted", "glc_trusted", "counts_trusted", "recal_trusted")
 
 
@@ -243,6 +272,265 @@ def transition_diagnosis(t, rows, runs, y=None, scored=None) -> dict:
             .round(3).tolist()}
 
 
+# ----------------------------------------------------------------------------- methods
+def method_info(config: str, by_seed: dict) -> dict:
+    """Base config, recipe overrides and whether the method reads trusted rows, from the
+    runs' own settings (what was trained, not today's VARIANTS table)."""
+    s = next(iter(by_seed.values()))["done"].get("settings", {})
+    base, overrides = s.get("base", config), dict(s.get("overrides") or {})
+    trusted = base in TRUSTED_CONFIGS or any(
+        "trusted" in k and v not in (None, False, 0, 0.0, "none", "argmax")
+        for k, v in overrides.items())
+    return {"base": base, "overrides": overrides, "trusted": bool(trusted)}
+
+
+def split_csv(done: dict, work: pathlib.Path) -> pathlib.Path | None:
+    """The run's last split samples.csv (done.json `last_split_csv`; else the newest
+    reports/split-e*/samples.csv in its run folder), or None."""
+    p = done.get("last_split_csv")
+    for cand in ([pathlib.Path(p), ROOT / p] if p else []):
+        if cand.is_file():
+            return cand
+    found = sorted((work / done["run"] / "reports").glob("split-e*/samples.csv"))
+    return found[-1] if found else None
+
+
+def read_split_scores(path: pathlib.Path, n: int) -> dict:
+    """{column: (n,) float, NaN where the csv has no row} for clean_prob and p_ood (if any);
+    `index` is the position in the run's training rows (rows["train"])."""
+    import csv
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = [c for c in ("clean_prob", "p_ood") if c in (reader.fieldnames or ())]
+        out = {c: np.full(n, np.nan) for c in cols}
+        for r in reader:
+            i = int(r["index"])
+            if i < n:
+                for c in cols:
+                    out[c][i] = float(r[c]) if r[c] != "" else np.nan
+    return out
+
+
+def method_detection(by_seed: dict, work: pathlib.Path, *, fer_train, plus_train,
+                     ood: dict) -> dict:
+    """Noise-detection ROC-AUC against FERPlus (truth: FER2013 label == FERPlus majority,
+    Training rows with a majority), seed mean. Score: the last split's clean_prob when the
+    run has a split report (cycle variants), else the model's probability of the given label
+    on the training set (.probs.npz `train`). Where the split csv has `p_ood` (PNP), also the
+    OOD-detection ROC-AUC against FERPlus's not-a-face/unknown rows (noisy_data.ood_truth),
+    over all Training rows."""
+    from sklearn.metrics import roc_auc_score
+
+    n = len(fer_train)
+    known = plus_train >= 0
+    clean = fer_train[known] == plus_train[known]
+    aucs, sources, ood_aucs = [], set(), {"strict": [], "broad": []}
+    for run in by_seed.values():
+        csv_path = split_csv(run["done"], work)
+        cols = read_split_scores(csv_path, n) if csv_path else {}
+        score = cols.get("clean_prob")
+        if score is not None and np.isfinite(score[known]).all():
+            sources.add("clean_prob of the last split (samples.csv)")
+        else:
+            score = run["probs"]["train"][np.arange(n), fer_train]
+            sources.add("probability of the given label on the training set")
+        aucs.append(float(roc_auc_score(clean, score[known])))
+        p_ood = cols.get("p_ood")
+        if p_ood is not None:
+            ok = np.isfinite(p_ood)
+            for kind in ood_aucs:
+                y = ood[kind][ok]
+                if 0 < y.sum() < len(y):
+                    ood_aucs[kind].append(float(roc_auc_score(y, p_ood[ok])))
+    out = {"detection_auc": float(np.mean(aucs)), "detection_auc_per_seed": aucs,
+           "detection_source": "; ".join(sorted(sources))}
+    out["ood_auc"] = float(np.mean(ood_aucs["strict"])) if ood_aucs["strict"] else None
+    out["ood_auc_broad"] = float(np.mean(ood_aucs["broad"])) if ood_aucs["broad"] else None
+    return out
+
+
+def compare_seeds(y, a: dict, b: dict) -> dict | None:
+    """Paired bootstrap of a vs b ({seed: (R,) predictions}) on the same reported rows:
+    over the seeds both have (paired by seed number), else over all seeds of each (means)."""
+    if not a or not b:
+        return None
+    common = sorted(set(a) & set(b))
+    sa, sb = (common, common) if common else (sorted(a), sorted(b))
+    return {"seeds": common or None, "paired_by_seed": bool(common),
+            **paired_bootstrap(y, [a[s] for s in sa], [b[s] for s in sb])}
+
+
+def _gain_keys(prefix: str, c: dict | None) -> dict:
+    c = c or {}
+    ci, bci = c.get("acc_ci") or [None, None], c.get("bal_ci") or [None, None]
+    return {f"acc_gain_{prefix}": c.get("acc_diff"), f"acc_gain_{prefix}_ci_low": ci[0],
+            f"acc_gain_{prefix}_ci_high": ci[1], f"bal_gain_{prefix}": c.get("bal_diff"),
+            f"bal_gain_{prefix}_ci_low": bci[0], f"bal_gain_{prefix}_ci_high": bci[1]}
+
+
+METHOD_KEYS = ("base", "overrides", "trusted", "n_seeds", "seeds", "not_a_result", "accuracy",
+               "balanced_accuracy", "acc_gain_vs_ce", "acc_gain_ci_low", "acc_gain_ci_high",
+               "bal_gain_vs_ce", "bal_gain_ci_low", "bal_gain_ci_high", "vs_ce_paired_by_seed",
+               "acc_gain_vs_cycle", "acc_gain_vs_cycle_ci_low", "acc_gain_vs_cycle_ci_high",
+               "bal_gain_vs_cycle", "bal_gain_vs_cycle_ci_low", "bal_gain_vs_cycle_ci_high",
+               "detection_auc", "detection_auc_per_seed", "detection_source", "ood_auc",
+               "ood_auc_broad", "val_acc_fer2013", "wall_s", "logging_s", "cost_ratio")
+
+
+def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, plus_train,
+                  fer_val, ood: dict) -> dict:
+    """One entry per trained configuration with done runs (base configs and VARIANTS):
+    reported-half accuracy / balanced accuracy vs FERPlus (seed mean), paired-bootstrap gains
+    vs CE and vs the current cycle (`cycle_ce`), detection (and OOD) ROC-AUC, accuracy on the
+    validation half vs FER2013 labels (the trust-free winner's signal), wall seconds net of
+    the per-epoch logging, and cost ratio vs CE. The issue-11 methods without runs get null
+    values and status "no runs"."""
+    walls = {}
+    for config, by_seed in runs.items():
+        w = [r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0)
+             for r in by_seed.values()]
+        walls[config] = (float(np.mean(w)), float(np.mean(
+            [r["done"].get("ferplus_by_epoch_s") or 0.0 for r in by_seed.values()])))
+    out = {}
+    for config in sorted(runs):
+        by_seed = runs[config]
+        s = [scores(y, np.eye(K)[preds[config][seed]]) for seed in sorted(by_seed)]
+        m = {**method_info(config, by_seed), "status": "ok", "n_seeds": len(by_seed),
+             "seeds": sorted(by_seed), "not_a_result": len(by_seed) < MIN_SEEDS,
+             "accuracy": float(np.mean([x["accuracy"] for x in s])),
+             "balanced_accuracy": float(np.mean([x["balanced_accuracy"] for x in s]))}
+        c_ce = compare_seeds(y, preds[config], preds.get("ce", {})) if config != "ce" else None
+        g = _gain_keys("vs_ce", c_ce)
+        m.update({"acc_gain_vs_ce": g["acc_gain_vs_ce"],
+                  "acc_gain_ci_low": g["acc_gain_vs_ce_ci_low"],
+                  "acc_gain_ci_high": g["acc_gain_vs_ce_ci_high"],
+                  "bal_gain_vs_ce": g["bal_gain_vs_ce"],
+                  "bal_gain_ci_low": g["bal_gain_vs_ce_ci_low"],
+                  "bal_gain_ci_high": g["bal_gain_vs_ce_ci_high"],
+                  "vs_ce_paired_by_seed": c_ce["paired_by_seed"] if c_ce else None})
+        c_cy = (compare_seeds(y, preds[config], preds.get(CYCLE, {}))
+                if config != CYCLE else None)
+        m.update(_gain_keys("vs_cycle", c_cy))
+        m.update(method_detection(by_seed, work, fer_train=fer_train, plus_train=plus_train,
+                                  ood=ood))
+        m["val_acc_fer2013"] = float(np.mean([(r["probs"]["val"].argmax(1) == fer_val).mean()
+                                              for r in by_seed.values()]))
+        m["wall_s"], m["logging_s"] = walls[config]
+        m["cost_ratio"] = walls[config][0] / walls["ce"][0] if "ce" in walls else None
+        out[config] = {k: m.get(k) for k in ("status",) + METHOD_KEYS}
+    for name in ISSUE11_METHODS:
+        if name not in out:
+            out[name] = {"status": "no runs", **{k: None for k in METHOD_KEYS}}
+    return out
+
+
+def trust_free_choice(methods: dict, runs: dict, *, fer_train, fer_val,
+                      min_seeds: int = MIN_SEEDS) -> dict:
+    """The trust-free winner, by a protocol fixed before the trained variants' results were
+    seen: among the trust-free candidates (every trained configuration that reads no trusted
+    rows, except CE itself and the oracle, plus the post-hoc `ce+prior_tf`) with at least
+    MIN_SEEDS seeds, the one with the highest seed-mean accuracy on the VALIDATION half
+    against the FER2013 (noisy) labels, the only signal the trust-free track has. Ties go to
+    the name first in sorted order. The reported half is never read."""
+    from ferkeras import transition as tr
+
+    cand = {name: {"val_acc_fer2013": m["val_acc_fer2013"], "n_seeds": m["n_seeds"]}
+            for name, m in methods.items()
+            if m["status"] == "ok" and not m["trusted"] and name != "ce"}
+    ce = runs.get("ce", {})
+    if ce:
+        rho = np.bincount(fer_train, minlength=K) / len(fer_train)
+        accs = []
+        for r in ce.values():
+            pi = tr.clean_prior_from_transition(rho, tr.estimate_transition_anchors(
+                r["probs"]["train"]))
+            p = tr.shift_prior(r["probs"]["val"], source_prior=rho, target_prior=pi)
+            accs.append(float((p.argmax(1) == fer_val).mean()))
+        cand["ce+prior_tf"] = {"val_acc_fer2013": float(np.mean(accs)), "n_seeds": len(ce)}
+    eligible = sorted(n for n, c in cand.items() if c["n_seeds"] >= min_seeds)
+    for n, c in cand.items():
+        c["eligible"] = n in eligible
+    winner = max(eligible, key=lambda n: cand[n]["val_acc_fer2013"]) if eligible else None
+    return {"winner": winner, "candidates": dict(sorted(cand.items())),
+            "chosen_by": TRUST_FREE_PROTOCOL}
+
+
+def curves(runs_by_work: dict) -> dict:
+    """Per-epoch curves, seed means per config: `reported_acc_ferplus` from done.json's
+    `ferplus_by_epoch` (logged by noisy_grid, never used for selection) where the runs have
+    it, and `val_accuracy` of history.csv (validation half vs the labels that select the
+    epoch: FER2013, FERPlus for oracle/ce_trusted) for every run."""
+    import csv
+    import io
+
+    out = {}
+    for label, runs in runs_by_work.items():
+        for config, by_seed in sorted(runs.items()):
+            fp, hv = [], []
+            for r in by_seed.values():
+                d = r["done"]
+                if d.get("ferplus_by_epoch"):
+                    fp.append({e["epoch"]: e["reported_acc_ferplus"]
+                               for e in d["ferplus_by_epoch"]})
+                hist = d.get("history_csv") or []
+                if hist:
+                    rows = list(csv.DictReader(io.StringIO("\n".join(hist))))
+                    hv.append({int(float(x["epoch"])): float(x["val_accuracy"]) for x in rows
+                               if x.get("val_accuracy")})
+
+            def mean_curve(curves_):
+                if not curves_:
+                    return None
+                epochs = sorted(set.intersection(*(set(c) for c in curves_)))
+                return {"epoch": epochs,
+                        "value": [float(np.mean([c[e] for c in curves_])) for e in epochs],
+                        "n_seeds": len(curves_)}
+
+            out.setdefault(label, {})[config] = {
+                "reported_acc_ferplus": mean_curve(fp), "val_accuracy": mean_curve(hv)}
+    return out
+
+
+def plot_curves(curve_data: dict, path: pathlib.Path, *, highlight=()) -> bool:
+    """One panel per run folder (proxy, full size): solid = reported half vs FERPlus per
+    epoch (logged runs), dashed = validation half vs the selection labels (history.csv)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ferkeras.io import atomic_savefig
+
+    labels = [k for k, v in curve_data.items() if v]
+    if not labels:
+        return False
+    fig, axes = plt.subplots(1, len(labels), figsize=(6.5 * len(labels), 4.2), squeeze=False)
+    colours = plt.get_cmap("tab20")
+    for ax, label in zip(axes[0], labels, strict=True):
+        for i, (config, c) in enumerate(sorted(curve_data[label].items())):
+            lw = 2.4 if config in highlight else 1.0
+            col = colours((2 * i + i // 10) % 20)  # the dark shades first
+            if c["reported_acc_ferplus"]:
+                r = c["reported_acc_ferplus"]
+                ax.plot(r["epoch"], 100 * np.array(r["value"]), "-", color=col, lw=lw,
+                        label=f"{config} vs FERPlus (reported, n={r['n_seeds']})")
+            if c["val_accuracy"]:
+                r = c["val_accuracy"]
+                ax.plot(r["epoch"], 100 * np.array(r["value"]), "--", color=col, lw=lw,
+                        label=f"{config} val (selection labels, n={r['n_seeds']})")
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_savefig(lambda p: fig.savefig(p, dpi=110), path)
+    plt.close(fig)
+    return True
+
+
 # ----------------------------------------------------------------------------- report
 def assemble(args) -> dict:
     import common
@@ -316,11 +604,22 @@ def assemble(args) -> dict:
                     full.setdefault(name, {})[seed] = scores(y, probs[scored])
     wall = {c: float(np.mean([r["done"]["wall_s"] for r in by.values()]))
             for c, by in runs.items()}
+    from noisy_data import ood_truth
+
+    ood = {k: v[rows["train"]] for k, v in ood_truth(t.votes).items()}
+    methods = methods_table(runs, {c: variants[c] for c in runs}, y, work, fer_train=fer_train,
+                            plus_train=t.plus[rows["train"]], fer_val=fer_val, ood=ood)
+    # --smoke has one seed: it lets one-seed candidates compete so the winner path runs
+    tf = trust_free_choice(methods, runs, fer_train=fer_train, fer_val=fer_val,
+                           min_seeds=1 if args.smoke else MIN_SEEDS)
+    if tf["winner"]:
+        tf["vs_ce"] = compare_seeds(y, variants.get(tf["winner"], {}), variants.get("ce", {}))
+    curve_data = curves({"proxy": runs, **({"full size": fr} if full_work.is_dir() else {})})
     out = {
         "setup": {"proxy": "small_cnn width 16, 10 epochs, batch 128, AdamW 2e-3, weak aug, "
                   "float32; epoch picked by accuracy on the validation half (FER2013 labels; "
                   "FERPlus labels for oracle)", "work": str(work), "bootstrap_draws": BOOT,
-                  "trust_free_winner_fixed_in_advance": TRUST_FREE_WINNER,
+                  "trust_free_winner_chosen_by": TRUST_FREE_PROTOCOL,
                   "trusted_winner_chosen_by": "5-fold CV accuracy on the trusted rows",
                   "trusted_rows": int((plus_val >= 0).sum())},
         "data": {"n_train": int(len(rows["train"])), "n_reported_scored": int(len(y)),
@@ -328,6 +627,10 @@ def assemble(args) -> dict:
         "variants": table, "comparisons": comparisons, "trusted_cv": cv,
         "trusted_winner": trusted_winner, "detection": det, "full_size": full,
         "wall_s_mean": wall, "transition_diagnosis": diag,
+        "methods": methods, "trust_free": tf, "curves": curve_data,
+        "ood_truth": {"rows": "Training", **{k: int(v.sum()) for k, v in ood.items()},
+                      "definition": "noisy_data.ood_truth: strict = unknown + NF votes are "
+                      "the majority; broad = strict, or no majority only because of them"},
     }
     out["cost"] = cost_of_winner(runs, fer_train=fer_train, fer_val=fer_val,
                                  plus_val=plus_val)
@@ -351,14 +654,15 @@ def cost_of_winner(runs, **labels) -> dict:
     ce_s = float(np.mean([r["done"]["wall_s"] for r in timed]))
     extra = float(np.mean([r["done"]["train_pass_s"] for r in timed]) + np.mean(rule_s))
     return {"ce_s": ce_s, "winner_s": ce_s + extra, "extra_s": extra, "seeds": len(timed),
-            "note": "the winner is a post-hoc rule on CE's model: its cost is CE's training "
-                    "plus the extra seconds (all rules are computed in that time)"}
+            "note": "the post-hoc candidate ce+prior_tf on CE's model: its cost is CE's "
+                    "training plus the extra seconds (all rules are computed in that time)"}
 
 
 def targets(out) -> dict:
-    v, c, det, full = out["variants"], out["comparisons"], out["detection"], out["full_size"]
+    v, det, full = out["variants"], out["detection"], out["full_size"]
     tg = {}
-    cmp = c.get(f"{TRUST_FREE_WINNER} vs ce")
+    tf = out.get("trust_free") or {}
+    cmp = tf.get("vs_ce")
     if cmp:
         tg["trust_free_acc_gain"] = cmp["acc_diff"]
         tg["trust_free_acc_gain_ci_low"] = cmp["acc_ci"][0]
@@ -380,9 +684,79 @@ def targets(out) -> dict:
         tg["detection_auc_trusted"] = det["trusted"]["auc"]
         tg["cleanlab_auc"] = (det["cleanlab"] or det["cleanlab_style"])["auc"]
     cost = out.get("cost") or {}
-    if cost.get("winner_s") and cost.get("ce_s"):
-        tg["cost_ratio"] = cost["winner_s"] / cost["ce_s"]
+    if tf.get("winner") == TRUST_FREE_BASELINE:
+        if cost.get("winner_s") and cost.get("ce_s"):
+            tg["cost_ratio"] = cost["winner_s"] / cost["ce_s"]
+    elif tf.get("winner") and out["methods"][tf["winner"]].get("cost_ratio") is not None:
+        tg["cost_ratio"] = out["methods"][tf["winner"]]["cost_ratio"]
     return tg
+
+
+def _ci(d, low, high) -> str:
+    if d is None:
+        return ""
+    return f"{100 * d:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+
+
+def methods_markdown(out) -> list[str]:
+    """The methods table, the trust-free winner's protocol and the OOD lines."""
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    ms = out.get("methods") or {}
+    lines = ["## Methods: one line per trained configuration (reported half vs FERPlus, %)", "",
+             "Seed means; Δ = paired bootstrap over the same reported rows (seeds paired by "
+             f"number where both have them, else the mean over each one's seeds), vs CE and vs "
+             f"the current cycle `{CYCLE}`. Detection: ROC-AUC on Training rows with a FERPlus "
+             "majority, truth = FER2013 label == FERPlus majority; score = the last split's "
+             "clean_prob (split methods) or the model's probability of the given label. Wall: "
+             "mean seconds, per-epoch FERPlus logging taken out; cost = wall / CE's wall "
+             "(same machine, not a quiet one).", "",
+             "| method | base | trusted rows | seeds | accuracy | balanced acc. | Δacc vs CE "
+             f"[95% CI] | Δbal vs CE [95% CI] | Δacc vs {CYCLE} [95% CI] | detection AUC | "
+             "wall (s) | cost × CE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in ms.items():
+        if m["status"] != "ok":
+            continue
+        mark = f" (n seeds < {MIN_SEEDS}: not a result)" if m["not_a_result"] else ""
+        cost = "" if m["cost_ratio"] is None else f"{m['cost_ratio']:.2f}"
+        lines.append(
+            f"| {name}{mark} | {m['base']} | {'yes' if m['trusted'] else 'no'} | "
+            f"{m['n_seeds']} | {pct(m['accuracy'])} | {pct(m['balanced_accuracy'])} | "
+            f"{_ci(m['acc_gain_vs_ce'], m['acc_gain_ci_low'], m['acc_gain_ci_high'])} | "
+            f"{_ci(m['bal_gain_vs_ce'], m['bal_gain_ci_low'], m['bal_gain_ci_high'])} | "
+            f"{_ci(m['acc_gain_vs_cycle'], m['acc_gain_vs_cycle_ci_low'], m['acc_gain_vs_cycle_ci_high'])} | "  # noqa: E501
+            f"{m['detection_auc']:.3f} | {m['wall_s']:.0f} | {cost} |")
+    missing = [n for n, m in ms.items() if m["status"] != "ok"]
+    if missing:
+        lines += ["", "No runs yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
+    ood = {n: m for n, m in ms.items() if m["status"] == "ok" and m.get("ood_auc") is not None}
+    if ood:
+        g = out.get("ood_truth", {})
+        lines += ["", "OOD detection (the split's `p_ood` vs FERPlus's not-a-face / unknown "
+                  f"rows, all Training rows; strict: unknown + NF votes are the majority, "
+                  f"{g.get('strict')} rows; broad: also rows with no majority only because of "
+                  f"them, {g.get('broad')} rows):", "", "| method | ROC-AUC strict | ROC-AUC "
+                  "broad |", "|---|---|---|"]
+        for n, m in ood.items():
+            broad = "—" if m["ood_auc_broad"] is None else f"{m['ood_auc_broad']:.3f}"
+            lines.append(f"| {n} | {m['ood_auc']:.3f} | {broad} |")
+    tf = out.get("trust_free") or {}
+    lines += ["", "## Trust-free winner (protocol fixed before the trained variants' results)",
+              "", f"Rule: {TRUST_FREE_PROTOCOL}. The noisy validation labels are the only "
+              "trust-free signal; they favour methods that agree with FER2013's labels, so "
+              "this protocol can pass over a method that would win against FERPlus. The "
+              "reported half is never read.", "",
+              "| candidate | seeds | accuracy on the validation half vs FER2013 | eligible |",
+              "|---|---|---|---|"]
+    for n, c in (tf.get("candidates") or {}).items():
+        lines.append(f"| {n} | {c['n_seeds']} | {pct(c['val_acc_fer2013'])} | "
+                     f"{'yes' if c['eligible'] else 'no'} |")
+    lines += ["", f"Winner: `{tf.get('winner')}`.", ""]
+    if any(v for v in (out.get("curves") or {}).values()):
+        lines += ["Per-epoch curves (reported half vs FERPlus where logged, validation half "
+                  f"vs the selection labels from history.csv): `{out.get('curves_png')}`.", ""]
+    return lines
 
 
 def markdown(out) -> str:
@@ -412,8 +786,9 @@ def markdown(out) -> str:
               "= target prior counted on trusted rows; `glc_trusted` = GLC's T from trusted "
               "rows, backward-corrected; `counts_trusted` = T counted on trusted rows (their "
               "FER2013 vs FERPlus labels); `recal_trusted` = logistic recalibration fitted on "
-              "trusted rows.", "",
-              "## Trusted winner, chosen by 5-fold CV on the trusted rows", "",
+              "trusted rows.", ""]
+    lines += methods_markdown(out)
+    lines += ["## Trusted winner, chosen by 5-fold CV on the trusted rows", "",
               "| rule | CV accuracy on trusted rows |", "|---|---|"]
     for r, a in out["trusted_cv"].items():
         lines.append(f"| {r} | {pct(a)} |")
@@ -487,6 +862,7 @@ def main(argv=None) -> int:
         import noisy_grid
 
         noisy_grid.main(["--smoke"])
+        noisy_grid.main(["--smoke", "--configs", CYCLE])  # a split method: clean_prob path
         args.work = str(common.WORK / "noisy_grid_smoke")
         args.full_work = str(common.WORK / "noisy_grid_smoke_full_absent")
     args.work = args.work or str(common.WORK / "noisy_grid")
@@ -494,12 +870,17 @@ def main(argv=None) -> int:
     t0 = time.time()
     out = assemble(args)
     out["report_s"] = round(time.time() - t0, 1)
+    name = "noisy_fer2013_smoke" if args.smoke else "noisy_fer2013"
+    png = common.RESULTS / f"{name}_curves.png"
+    winner = (out["trust_free"].get("winner") or "").split("+")[0]
+    if plot_curves(out["curves"], png, highlight={"ce", "oracle", CYCLE, winner}):
+        out["curves_png"] = (str(png.relative_to(ROOT)) if png.is_relative_to(ROOT)
+                             else png.name)
     settings = {"work": args.work, "full_work": args.full_work, "bootstrap_draws": BOOT,
-                "trust_free_winner": TRUST_FREE_WINNER, "smoke": args.smoke,
+                "trust_free_winner_chosen_by": TRUST_FREE_PROTOCOL, "smoke": args.smoke,
                 "runs": {name: by for name, by in
                          ((n, sorted(v["seeds"])) for n, v in out["variants"].items())}}
-    common.write_results("noisy_fer2013_smoke" if args.smoke else "noisy_fer2013", out,
-                         markdown(out), settings)
+    common.write_results(name, out, markdown(out), settings)
     print(markdown(out))
     return 0
 
