@@ -470,9 +470,11 @@ def curves(runs_by_work: dict) -> dict:
             fp, hv = [], []
             for r in by_seed.values():
                 d = r["done"]
-                if d.get("ferplus_by_epoch"):
-                    fp.append({e["epoch"]: e["reported_acc_ferplus"]
-                               for e in d["ferplus_by_epoch"]})
+                logged = {e["epoch"]: e["reported_acc_ferplus"]
+                          for e in d.get("ferplus_by_epoch") or ()
+                          if e.get("reported_acc_ferplus") is not None}  # skip error records
+                if logged:
+                    fp.append(logged)
                 hist = d.get("history_csv") or []
                 if hist:
                     rows = list(csv.DictReader(io.StringIO("\n".join(hist))))
@@ -483,6 +485,8 @@ def curves(runs_by_work: dict) -> dict:
                 if not curves_:
                     return None
                 epochs = sorted(set.intersection(*(set(c) for c in curves_)))
+                if not epochs:
+                    return None
                 return {"epoch": epochs,
                         "value": [float(np.mean([c[e] for c in curves_])) for e in epochs],
                         "n_seeds": len(curves_)}

@@ -218,9 +218,12 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
         def on_epoch_end(self, epoch, logs=None):
             t0 = time.time()
             net = getattr(self.model, "eval_network", self.model)
-            rec = {"epoch": epoch + 1,
-                   "reported_acc_ferplus": float((predict(net, rep_x).argmax(1) == rep_y).mean()),
-                   "val_acc_fer2013": float((predict(net, val_x).argmax(1) == val_y).mean())}
+            try:  # a logging failure must not end an hour of training
+                rec = {"epoch": epoch + 1, "reported_acc_ferplus": float(
+                    (predict(net, rep_x).argmax(1) == rep_y).mean()), "val_acc_fer2013": float(
+                    (predict(net, val_x).argmax(1) == val_y).mean())}
+            except Exception as err:  # noqa: BLE001
+                rec = {"epoch": epoch + 1, "error": f"{type(err).__name__}: {err}"[:300]}
             self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [rec]
             self.seconds += time.time() - t0
             tmp = path.with_suffix(".tmp")
