@@ -144,37 +144,6 @@ class NoiseSplit(keras.callbacks.Callback):
         self.echo(msg)
         return dataclasses.replace(result, labelled=result.labelled | picked)
 
-    def _crest(self, result, probs, epoch: int):
-        """CReST (`ferkeras.crest`): this split is generation g = the cycle's index; the
-        unlabelled rows predicted as class l join the labelled set with that pseudo-label at
-        rate mu_l (from the labelled class counts), and the trainer gets CReST+'s alignment
-        temperature (1 at the first cycle, cycle.crest_t_min at the last)."""
-        from ferkeras import crest
-
-        c, k = self.cfg, len(self.class_names)
-        rates = crest.crest_sampling_rates(np.maximum(result.clean_counts, 0), alpha=c.crest_alpha)
-        pseudo, conf = probs.argmax(axis=1), probs.max(axis=1)
-        picked = crest.crest_select(pseudo, conf, rates, candidates=~result.labelled,
-                                    rng=np.random.default_rng([self.seed, epoch]))
-        table = np.where(picked, pseudo, -1).astype(np.float64)
-        if self.strategy is not None:  # the chief's picks on every worker
-            from ferkeras.strategy import broadcast_from_chief
-
-            (table,) = broadcast_from_chief(self.strategy, [table])
-            picked = table >= 0
-        generations = max(c.cycles - 1, 1)
-        g = min(max((epoch - c.warmup_epochs) // c.epochs_per_cycle, 0), generations)
-        t = crest.progressive_alignment_temperature(g, generations, t_min=c.crest_t_min)
-        self.trainer.set_crest(table, temperature=t)
-        added = np.bincount(pseudo[picked], minlength=k)
-        msg = (f"CReST generation {g}: added {int(picked.sum())} pseudo-labelled rows "
-               f"(per class {added.tolist()}), alignment temperature {t:.3f}")
-        if self.true is not None and (picked & (self.true >= 0)).any():
-            known = picked & (self.true >= 0)
-            msg += f", {int((pseudo[known] == self.true[known]).sum())}/{int(known.sum())} correct"
-        self.echo(msg)
-        return dataclasses.replace(result, labelled=result.labelled | picked)
-
     # ------------------------------------------------------------------ the split
     def run_split(self, epoch: int) -> selection.SplitResult:
         self.last_split_epoch = epoch
@@ -199,8 +168,6 @@ class NoiseSplit(keras.callbacks.Callback):
         if self.true is not None:
             result.scores = selection.score_split_result(result, self.labels, self.true,
                                                          num_classes=k, p_clean=c.p_clean)
-        if getattr(c, "crest", False):  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
-            result = self._crest(result, probs, epoch)
         if getattr(c, "crest", False):  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
             result = self._crest(result, probs, epoch)
         if getattr(self.trainer, "noisy_mode", "fixmatch") == "relabel":
