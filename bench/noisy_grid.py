@@ -60,6 +60,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # (from the warmed-up student) at the student's learning rate, as in the paper's CIFAR
     # setting; its FixMatch consistency uses cycle.threshold 0.95, fixed.
     "mpl": ("cycle_ce", {"cycle.mpl": True, "cycle.mpl_teacher_lr_scale": 1.0}),
+    # H2E (Yi et al., ECCV 2022): the split's noise identifier on penultimate features,
+    # invariant across original / balanced / reversed class environments (IRM penalty 1),
+    # two fits per split (the second without the rows the first flagged).
+    "h2e": ("cycle_ce", {"cycle.selector": "h2e", "cycle.h2e_rounds": 2,
+                         "cycle.h2e_penalty": 1.0}),
 }
 
 CONFIGS = BASE_CONFIGS + tuple(VARIANTS)

@@ -66,3 +66,33 @@ def mask_digest(labelled) -> str:
     """Short digest of a boolean (N,) split mask: equal digests, equal splits."""
     bits = np.packbits(np.asarray(labelled, dtype=bool))
     return hashlib.sha1(bits.tobytes()).hexdigest()[:12]
+
+
+def per_sample_features(network, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+    """(features (N, D), probs (N, K), kernel (D, K), bias (K,)) of `network`, by sample index.
+
+    features: the input of the network's `logits` layer (its penultimate features, inference
+    mode), float32; kernel and bias: that layer's weights. `dataset` must cover every sample
+    once, as `(image, label, index)` batches. Used by the H2E selector (`ferkeras.h2e`).
+    """
+    import keras
+    import tensorflow as tf
+
+    layer = network.get_layer("logits")
+    model = keras.Model(network.inputs, [layer.input, network.outputs[0]])
+
+    @tf.function(reduce_retracing=True)
+    def _pass(x):
+        feats, logits = model(x, training=False)
+        return tf.cast(feats, tf.float32), tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+    feats, probs, index = [], [], []
+    for images, _, idx in dataset:
+        f, p = _pass(images)
+        feats.append(f.numpy())
+        probs.append(p.numpy())
+        index.append(np.asarray(idx))
+    order = np.argsort(np.concatenate(index))
+    kernel, bias = (np.asarray(w, np.float32) for w in layer.get_weights()[:2])
+    return np.concatenate(feats)[order], np.concatenate(probs)[order], kernel, bias

@@ -292,8 +292,20 @@ class CycleConfig:
     resplit_every_epoch: bool = _field(False, "Also re-split at every epoch within a cycle.")
     selector: str = _field(
         "gmm", "Selector (ferkeras.selection.SELECTORS): gmm (DivideMix) or small_loss "
-        "(Co-teaching).", choices=_selectors
+        "(Co-teaching); h2e (Yi et al., 'Identifying Hard Noise in Long-Tailed Sample "
+        "Distribution', ECCV 2022: a noise identifier on the network's penultimate features, "
+        "trained across original / class-balanced / reversed class environments with the IRM "
+        "penalty; a row is clean when its class-balanced prediction is its label; "
+        "ferkeras.h2e).", choices=_selectors
     )
+    h2e_rounds: int = _field(
+        2, "cycle.selector h2e (Yi et al., ECCV 2022): fits of the noise identifier per split; "
+        "each later fit leaves out the rows the previous one flagged (hard noise made easy).",
+        min=1, max=10)
+    h2e_penalty: float = _field(
+        1.0, "cycle.selector h2e (Yi et al., ECCV 2022): weight of the IRM penalty (per-class "
+        "dummy scale, IRMv1) across the class environments; 0 is multi-environment ERM.",
+        min=0.0, max=1e4)
     normalize: str = _field(
         "per_class", "Loss normalisation: global or per_class.", choices=_normalize_modes
     )

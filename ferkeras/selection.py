@@ -469,6 +469,8 @@ class SplitResult:
             (per class; None = rank rule or nothing to fit); None for non-GMM selectors.
         selector: the selector's name.
         scores: `score_noise_detection` of this split against known true labels, or None.
+        p_ood: (N,) float, probability that each sample is out-of-distribution noise (PNP's
+            noise-type head, `ferkeras.pnp`), or None for selectors without one.
     """
 
     labelled: np.ndarray
@@ -480,6 +482,7 @@ class SplitResult:
     gmm: dict | None
     selector: str
     scores: dict | None = None
+    p_ood: np.ndarray | None = None
 
 
 def _select_gmm(losses, normalized, labels, *, num_classes, seed, p_clean=0.5,
@@ -496,9 +499,25 @@ def _select_small_loss(losses, normalized, labels, *, num_classes, seed, keep_ra
     return labelled, 1.0 - normalized, None
 
 
+def _select_h2e(losses, normalized, labels, *, num_classes, seed, features=None, init=None,
+                p_clean=0.5, h2e_rounds=2, h2e_penalty=1.0, **_):
+    """H2E (Yi et al., ECCV 2022; `ferkeras.h2e`): needs `features` (N, D), the network's
+    penultimate features; `init` optionally the network's (kernel, bias) of its logits layer."""
+    from ferkeras import h2e
+
+    if features is None:
+        raise ValueError("The h2e selector needs per-sample `features` (N, D), the network's "
+                         "penultimate features. Received: features=None")
+    found = h2e.identify_noise(features, labels, num_classes=num_classes, rounds=h2e_rounds,
+                               penalty_weight=h2e_penalty, init=init)
+    labelled = split_by_threshold(found.clean_prob, labels, p_clean=p_clean,
+                                  num_classes=num_classes)
+    return labelled, found.clean_prob, None
+
+
 # name -> fn(losses, normalized, labels, *, num_classes, seed, **options)
 #         -> (labelled (N,) bool, clean_prob (N,) float, fitted GMMs or None)
-SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss}
+SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss, "h2e": _select_h2e}
 
 
 def list_selectors() -> list[str]:
@@ -533,7 +552,8 @@ def split_training_set(
             (precision and recall of the mask the split returns).
         seed: GMM random state.
         **options: the selector's options: p_clean, gmm_scope, min_class_samples (gmm);
-            keep_ratio (small_loss).
+            keep_ratio (small_loss); features (N, D), init, h2e_rounds, h2e_penalty, p_clean
+            (h2e).
 
     Returns:
         `SplitResult`.

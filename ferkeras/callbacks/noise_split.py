@@ -144,6 +144,17 @@ class NoiseSplit(keras.callbacks.Callback):
         self.echo(msg)
         return dataclasses.replace(result, labelled=result.labelled | picked)
 
+    def _selector_inputs(self, c) -> dict:
+        """What a selector needs beyond the losses: H2E (`ferkeras.h2e`) the network's
+        penultimate features and its logits layer (the identifier starts from it)."""
+        if c.selector != "h2e":
+            return {}
+        from ferkeras.passes import per_sample_features
+
+        features, _, kernel, bias = per_sample_features(self.trainer.eval_network, self.dataset)
+        return {"features": features, "init": (kernel, bias), "h2e_rounds": c.h2e_rounds,
+                "h2e_penalty": c.h2e_penalty}
+
     # ------------------------------------------------------------------ the split
     def run_split(self, epoch: int) -> selection.SplitResult:
         self.last_split_epoch = epoch
@@ -155,7 +166,8 @@ class NoiseSplit(keras.callbacks.Callback):
             np.stack(self.history), self.labels, num_classes=k, selector=c.selector,
             window=c.loss_window, normalize=c.normalize, pred_probs=probs,
             seed=self.seed + epoch, p_clean=c.p_clean, gmm_scope=c.gmm_scope,
-            min_class_samples=c.min_class_samples, keep_ratio=c.keep_ratio)
+            min_class_samples=c.min_class_samples, keep_ratio=c.keep_ratio,
+            **self._selector_inputs(c))
         if self.strategy is not None:
             # Every worker computed its own split; all of them use the chief's.
             from ferkeras.strategy import broadcast_from_chief
