@@ -275,3 +275,49 @@ def _datasets(fh):
     out = []
     fh.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset) else None)
     return out
+
+
+class _Crash(keras.callbacks.Callback):
+    """Stops the run with an error right after `epoch` (1-based) is saved (RunState runs
+    before the caller's callbacks)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise RuntimeError("simulated kill")
+
+
+@pytest.mark.slow
+def test_recipe_run_resumed_mid_cycle_equals_the_uninterrupted_run(tmp_path):
+    """Warm-up, then a 2-epoch MPL cycle; the run dies after the cycle's first epoch (the
+    teacher has trained) and is resumed from its run state: the last epoch and final scores
+    equal those of the uninterrupted run, so the teacher and its optimizer came back (the
+    flag that stops a later split from re-copying the student is checked above)."""
+    from conftest import make_toy_bundle
+    from tiny_recipe import read_history
+
+    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.training import train
+
+    recipe = recipe_from_dict({
+        "name": "mpl-resume", "seed": 1,
+        "data": {"source": "synthetic", "image_size": 16},
+        "model": {"backbone": "small_cnn", "width": 4, "dropout": 0.2},
+        "train": {"batch_size": 32, "loss": "ce", "steps_per_epoch": 3},
+        "cycle": {"enabled": True, "warmup_epochs": 1, "cycles": 1, "epochs_per_cycle": 2,
+                  "min_class_samples": 4, "mpl": True},
+    })
+    bundle, _ = make_toy_bundle(n_train=128, n_val=32, noise=0.3)
+    quiet = dict(verbose=0, echo=lambda *_: None)
+    full = train(recipe, bundle, run_dir=tmp_path / "full", **quiet)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        train(recipe, bundle, run_dir=tmp_path / "cut", callbacks=[_Crash(2)], **quiet)
+    resumed = train(recipe, bundle, run_dir=tmp_path / "cut", resume=True, **quiet)
+    h_full, h_cut = read_history(tmp_path / "full"), read_history(tmp_path / "cut")
+    assert len(h_full) == len(h_cut) == 3 and h_full[2]["mpl_h"] != 0.0
+    for key in ("loss", "teacher_loss", "mpl_h", "unsup_loss", "val_accuracy"):
+        assert h_cut[2][key] == pytest.approx(h_full[2][key], rel=1e-5, abs=1e-7), key
+    assert resumed["val"]["last"]["accuracy"] == full["val"]["last"]["accuracy"]
