@@ -175,21 +175,43 @@ def _tiny(**sections):
     return recipe_from_dict(values)
 
 
-def test_forward_recipe_trains_writes_T_and_resume_keeps_it(tmp_path):
+class _Killed(Exception):
+    pass
+
+
+def test_forward_recipe_trains_writes_T_and_resume_keeps_it(tmp_path, monkeypatch):
+    from ferkeras.callbacks.state import RunState
     from ferkeras.training import train_recipe
 
-    recipe = _tiny(train={"forward_correction": "anchors", "forward_warmup_epochs": 1})
+    recipe = _tiny(train={"epochs": 3, "forward_correction": "anchors",
+                          "forward_warmup_epochs": 1})
     run = tmp_path / "run"
-    metrics = train_recipe(recipe, run_dir=run, verbose=0, echo=lambda *_: None)
-    block = metrics["forward_correction"]
-    assert block["on"] and np.allclose(np.sum(block["transition"], 1), 1.0, atol=1e-3)
-    assert (run / "forward_transition.csv").is_file()
-    assert (run / "forward_transition.png").is_file()
+    save = RunState.on_epoch_end
+
+    def killed_after_epoch_2(self, epoch, logs=None):
+        save(self, epoch, logs)
+        if epoch == 1:
+            raise _Killed
+
+    monkeypatch.setattr(RunState, "on_epoch_end", killed_after_epoch_2)
+    said = []
+    with pytest.raises(_Killed):
+        train_recipe(recipe, run_dir=run, verbose=0, echo=said.append)
+    assert sum("T estimated after epoch 1" in m for m in said) == 1
     csv = (run / "forward_transition.csv").read_text().splitlines()
     assert csv[1].startswith("estimated,") and any(r.startswith("true,") for r in csv)
-    # Resume of the finished run: a fresh trainer (T identity, off) gets T from the state.
-    again = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=lambda *_: None)
-    assert again["forward_correction"] == block
+    assert (run / "forward_transition.png").is_file()
+    T_file = np.array([[float(v) for v in r.split(",")[2:]] for r in csv[1:]
+                       if r.startswith("estimated,")])
+    monkeypatch.setattr(RunState, "on_epoch_end", save)
+    said = []
+    metrics = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=said.append)
+    # the resumed trainer (fresh: identity T, off) got T from the saved state, and did not
+    # estimate it again
+    assert any("continuing" in m and "epoch 3/3" in m for m in said)
+    assert not any("T estimated" in m for m in said)
+    block = metrics["forward_correction"]
+    assert block["on"] and np.allclose(block["transition"], T_file, atol=1e-3)
     assert json.loads((run / "metrics.json").read_text())["forward_correction"]["on"]
 
 
@@ -306,3 +328,37 @@ def test_relabel_recipe_trains_reports_and_resumes(tmp_path):
     assert sum(r["relabel"] != r["given_label"] for r in marked) == block["changed"]
     again = train_recipe(recipe, run_dir=run, resume=True, verbose=0, echo=lambda *_: None)
     assert again["relabel"] == block
+
+
+def test_forward_and_relabel_steps_two_replicas_match_one(two_cpu_devices):
+    from ferkeras.trainers.cycle import CycleTrainer
+    from ferkeras.trainers.forward import ForwardCorrectedTrainer
+
+    x, y, _ = _blobs(64, 4)
+    keep = np.arange(64) % 4 != 0
+    relabels = np.where(np.arange(64) % 8 == 1, 2.0, -1.0)
+    keep |= relabels >= 0
+
+    def run(strategy, relabel):
+        with strategy.scope():
+            if relabel:
+                t = CycleTrainer(_linear_net(), num_classes=K, num_samples=64,
+                                 noisy_mode="relabel")
+            else:
+                t = ForwardCorrectedTrainer(_linear_net(), num_classes=K)
+            t.compile(optimizer=keras.optimizers.SGD(0.1))
+            t.build_state((S, S, 1))
+        if relabel:
+            t.set_split(keep, keep.astype("float32"), np.full(K, 1 / K), relabels=relabels)
+            data = ((x, x[:, ::-1].copy()), y.astype("int32"), np.arange(64, dtype="int32"))
+        else:
+            t.set_transition(T_TRUE * 0.9 + 0.1 / K)
+            data = (x, y.astype("int32"), np.arange(64, dtype="int32"))
+        t.fit(tf.data.Dataset.from_tensor_slices(data).batch(16), epochs=2, verbose=0,
+              shuffle=False)
+        return np.concatenate([w.numpy().ravel() for w in t.network.trainable_weights])
+
+    for relabel in (False, True):
+        one = run(tf.distribute.get_strategy(), relabel)
+        two = run(tf.distribute.MirroredStrategy(two_cpu_devices), relabel)
+        np.testing.assert_allclose(one, two, atol=1e-5)

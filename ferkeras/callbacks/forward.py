@@ -21,6 +21,9 @@ import numpy as np
 
 CSV_FILE = "forward_transition.csv"
 PNG_FILE = "forward_transition.png"
+# Above this condition number the estimated T is reported as nearly singular (a warning
+# only: T is used as estimated, as in the paper).
+MAX_CONDITION = 100.0
 
 
 class ForwardCorrection(keras.callbacks.Callback):
@@ -93,6 +96,12 @@ class ForwardCorrection(keras.callbacks.Callback):
         diag = ", ".join(f"{v:.2f}" for v in np.diag(T))
         self.echo(f"forward correction: T estimated after epoch {epoch + 1} (anchors, "
                   f"diagonal {diag}); the loss is corrected from epoch {epoch + 2}")
+        cond = float(np.linalg.cond(T))
+        if not cond < MAX_CONDITION:
+            self.echo(f"warning: the estimated T is nearly singular (condition number "
+                      f"{cond:.3g}): the corrected loss hardly depends on the prediction. The "
+                      "warm-up model is probably too weak; train longer before estimating "
+                      "(train.forward_warmup_epochs).")
         return T
 
     def _write(self, T) -> None:
@@ -122,7 +131,8 @@ class ForwardCorrection(keras.callbacks.Callback):
         T = keras.ops.convert_to_numpy(self.trainer.transition)
         return {"forward_correction": {
             "estimator": "anchors", "warmup_epochs": self.warmup_epochs, "on": on,
-            "transition": np.round(T, 4).tolist() if on else None}}
+            "transition": np.round(T, 4).tolist() if on else None,
+            "condition_number": round(float(np.linalg.cond(T)), 3) if on else None}}
 
 
 def method_callbacks(recipe, *, trainer, bundle, run_dir, write, strategy, echo) -> list:
