@@ -204,3 +204,51 @@ def test_grid_variant_ada_cm_trains_end_to_end(tmp_path):
     recipe, metrics = train_grid_variant("ada_cm", tmp_path / "run")
     assert recipe.cycle.threshold_mode == "ada_cm" and metrics["epochs"] == 3
     assert "contrastive_loss" in (tmp_path / "run" / "history.csv").read_text()
+
+
+def test_margins_are_gathered_from_the_global_batch_under_two_replicas(two_cpu_devices):
+    """The per-class statistics (and so the margins) of 2 replicas equal 1 replica's. With
+    the contrastive weight 0 the whole step matches too (its NT-Xent negatives are
+    per-replica, as in any data-parallel SimCLR without a feature all-gather)."""
+    from ferkeras.trainers.adacm import AdaCMTrainer
+
+    n = 48
+    r = np.random.default_rng(0)
+    labels = (np.arange(n) % K).astype(np.int32)
+    images = r.uniform(0, 255, (n, 12, 12, 1)).astype(np.float32)
+    images[np.arange(n), labels * 3, :, 0] = 255.0
+    data = tf.data.Dataset.from_tensor_slices(
+        ((images, images[:, :, ::-1].copy()), labels, np.arange(n, dtype=np.int32))).batch(16)
+
+    def run(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(3)
+            inputs = keras.Input((12, 12, 1))
+            x = keras.layers.Rescaling(1 / 255.0)(inputs)
+            x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+            x = keras.layers.Dropout(0.0, name="head_dropout")(x)
+            net = keras.Model(inputs, keras.layers.Dense(K)(x))
+            trainer = AdaCMTrainer(net, num_classes=K, num_samples=n, min_threshold=0.0,
+                                   contrastive_weight=0.0)
+            trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+            trainer.build_state((12, 12, 1))
+        mask = np.arange(n) % 3 != 0
+        trainer.set_split(mask, mask.astype(float), np.full(K, 1 / K))
+        counts, update = [], trainer.update_margins
+
+        def recording_update(epoch):  # the epoch's statistics, before they are reset
+            counts.append(trainer.margin_counts.numpy().copy())
+            return update(epoch)
+
+        trainer.update_margins = recording_update
+        trainer.fit(data, epochs=2, verbose=0, shuffle=False)
+        trainer.epoch_counts = np.array(counts)
+        return trainer
+
+    one = run(tf.distribute.get_strategy())
+    two = run(tf.distribute.MirroredStrategy(two_cpu_devices))
+    assert one.margins.numpy().max() > 0  # set from correct predictions, not the floor
+    np.testing.assert_allclose(one.margins.numpy(), two.margins.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(one.epoch_counts, two.epoch_counts)
+    assert one.epoch_counts.sum() > 0
+    np.testing.assert_allclose(_weights(one), _weights(two), atol=1e-5)
