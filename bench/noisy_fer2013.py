@@ -352,7 +352,8 @@ def method_detection(by_seed: dict, work: pathlib.Path, *, fer_train, plus_train
 
 def compare_seeds(y, a: dict, b: dict) -> dict | None:
     """Paired bootstrap of a vs b ({seed: (R,) predictions}) on the same reported rows:
-    over the seeds both have (paired by seed number), else over all seeds of each (means)."""
+    over the seeds both have (paired by seed number; `seeds` lists them), else over all
+    seeds of each (means; `seeds` is None)."""
     if not a or not b:
         return None
     common = sorted(set(a) & set(b))
@@ -371,9 +372,10 @@ def _gain_keys(prefix: str, c: dict | None) -> dict:
 
 METHOD_KEYS = ("base", "overrides", "trusted", "n_seeds", "seeds", "not_a_result", "accuracy",
                "balanced_accuracy", "acc_gain_vs_ce", "acc_gain_ci_low", "acc_gain_ci_high",
-               "bal_gain_vs_ce", "bal_gain_ci_low", "bal_gain_ci_high", "vs_ce_paired_by_seed",
+               "bal_gain_vs_ce", "bal_gain_ci_low", "bal_gain_ci_high", "vs_ce_seeds",
                "acc_gain_vs_cycle", "acc_gain_vs_cycle_ci_low", "acc_gain_vs_cycle_ci_high",
                "bal_gain_vs_cycle", "bal_gain_vs_cycle_ci_low", "bal_gain_vs_cycle_ci_high",
+               "vs_cycle_seeds",
                "detection_auc", "detection_auc_per_seed", "detection_source", "ood_auc",
                "ood_auc_broad", "val_acc_fer2013", "wall_s", "logging_s", "cost_ratio")
 
@@ -408,10 +410,11 @@ def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, 
                   "bal_gain_vs_ce": g["bal_gain_vs_ce"],
                   "bal_gain_ci_low": g["bal_gain_vs_ce_ci_low"],
                   "bal_gain_ci_high": g["bal_gain_vs_ce_ci_high"],
-                  "vs_ce_paired_by_seed": c_ce["paired_by_seed"] if c_ce else None})
+                  "vs_ce_seeds": c_ce["seeds"] if c_ce else None})
         c_cy = (compare_seeds(y, preds[config], preds.get(CYCLE, {}))
                 if config != CYCLE else None)
         m.update(_gain_keys("vs_cycle", c_cy))
+        m["vs_cycle_seeds"] = c_cy["seeds"] if c_cy else None
         m.update(method_detection(by_seed, work, fer_train=fer_train, plus_train=plus_train,
                                   ood=ood))
         m["val_acc_fer2013"] = float(np.mean([(r["probs"]["val"].argmax(1) == fer_val).mean()
@@ -724,12 +727,19 @@ def methods_markdown(out) -> list[str]:
             continue
         mark = f" (n seeds < {MIN_SEEDS}: not a result)" if m["not_a_result"] else ""
         cost = "" if m["cost_ratio"] is None else f"{m['cost_ratio']:.2f}"
+
+        def on(seeds, m=m):  # name the seeds when the comparison used fewer than the line
+            return f" (seeds {','.join(map(str, seeds))})" if seeds and len(
+                seeds) < m["n_seeds"] else ""
+
         lines.append(
             f"| {name}{mark} | {m['base']} | {'yes' if m['trusted'] else 'no'} | "
             f"{m['n_seeds']} | {pct(m['accuracy'])} | {pct(m['balanced_accuracy'])} | "
-            f"{_ci(m['acc_gain_vs_ce'], m['acc_gain_ci_low'], m['acc_gain_ci_high'])} | "
+            f"{_ci(m['acc_gain_vs_ce'], m['acc_gain_ci_low'], m['acc_gain_ci_high'])}"
+            f"{on(m['vs_ce_seeds'])} | "
             f"{_ci(m['bal_gain_vs_ce'], m['bal_gain_ci_low'], m['bal_gain_ci_high'])} | "
-            f"{_ci(m['acc_gain_vs_cycle'], m['acc_gain_vs_cycle_ci_low'], m['acc_gain_vs_cycle_ci_high'])} | "  # noqa: E501
+            f"{_ci(m['acc_gain_vs_cycle'], m['acc_gain_vs_cycle_ci_low'], m['acc_gain_vs_cycle_ci_high'])}"  # noqa: E501
+            f"{on(m['vs_cycle_seeds'])} | "
             f"{m['detection_auc']:.3f} | {m['wall_s']:.0f} | {cost} |")
     missing = [n for n, m in ms.items() if m["status"] != "ok"]
     if missing:
