@@ -13,6 +13,10 @@ Two networks A and B (same backbone, different seeds) are trained side by side:
   *other* network's losses gave it.
 - **Co-guessing** (`co_guess`), for an unlabelled sample: the sharpened mean of BOTH
   networks' predictions over the sample's views.
+- **MixMatch** (`mixmatch_mix`, `mixmatch_row_losses`, `prior_penalty`), optional in
+  ferkeras (`cycle.co_divide_mixup_alpha` > 0): labelled and unlabelled rows with their
+  targets are mixed with a Beta(alpha, alpha) weight, then L_x (soft cross-entropy) +
+  lambda_u * L_u (squared error) + the prior penalty.
 - **Prediction** uses both networks: `ensemble_network` averages their logits (the paper
   sums them; the argmax is the same, and the mean keeps the softmax's scale).
 
@@ -147,6 +151,61 @@ def co_guess(probs_a, probs_b, *, temperature: float = 0.5):
     return sharpen(ops.stop_gradient(mean), temperature=temperature)
 
 
+# ----------------------------------------------------------------------------- MixMatch
+def mixmatch_mix(inputs, targets, *, lam, perm):
+    """MixMatch's mixup as DivideMix uses it: l = max(lam, 1 - lam), then
+    x' = l * x + (1 - l) * x[perm] and t' = l * t + (1 - l) * t[perm].
+
+    Args:
+      inputs: (M, ...) float rows (images of the labelled rows, then the unlabelled rows).
+      targets: (M, K) float targets of those rows.
+      lam: scalar draw from Beta(alpha, alpha).
+      perm: (M,) int permutation of the rows.
+    Returns:
+      mixed inputs (M, ...) and mixed targets (M, K), float32. Taking max(lam, 1 - lam)
+      keeps each mixed row closer to its own row, so the first rows stay "labelled".
+    """
+    lam = ops.cast(lam, "float32")
+    lam = ops.maximum(lam, 1.0 - lam)
+    inputs = ops.cast(ops.convert_to_tensor(inputs), "float32")
+    targets = ops.cast(ops.convert_to_tensor(targets), "float32")
+    return (lam * inputs + (1.0 - lam) * ops.take(inputs, perm, axis=0),
+            lam * targets + (1.0 - lam) * ops.take(targets, perm, axis=0))
+
+
+def mixmatch_row_losses(logits, targets, is_labelled):
+    """DivideMix's per-row losses on mixed rows: soft cross-entropy on the labelled rows
+    (L_x) and the mean squared error between probabilities and targets over the K classes
+    on the unlabelled rows (L_u).
+
+    Args:
+      logits: (M, K) float; targets: (M, K) mixed targets; is_labelled: (M,) 0/1.
+    Returns:
+      (lx (M,), lu (M,)) float32, zero on the rows of the other kind.
+    """
+    logits = ops.cast(logits, "float32")
+    targets = ops.cast(targets, "float32")
+    lab = ops.cast(is_labelled, "float32")
+    lx = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1) * lab
+    lu = ops.mean(ops.square(ops.softmax(logits, axis=-1) - targets), axis=-1) * (1.0 - lab)
+    return lx, lu
+
+
+def prior_penalty(probs, prior):
+    """DivideMix's regulariser sum_k prior_k * log(prior_k / mean_i probs_ik): keeps the
+    mean prediction near `prior` (the paper: uniform on balanced CIFAR).
+
+    Args:
+      probs: (M, K) probabilities; prior: (K,) class prior.
+    Returns:
+      scalar float32 (0 when the mean prediction equals the prior).
+    """
+    prior = ops.cast(prior, "float32")
+    mean = ops.mean(ops.cast(probs, "float32"), axis=0)
+    return ops.sum(prior * (ops.log(ops.maximum(prior, 1e-12))
+                            - ops.log(ops.maximum(mean, 1e-12))))
+
+
 # ----------------------------------------------------------------------------- networks
 def ensemble_network(network_a, network_b, *, name: str = "co_divide_ensemble"):
     """A functional `keras.Model`: pixels -> the mean of both networks' logits (B, K).
@@ -156,6 +215,10 @@ def ensemble_network(network_a, network_b, *, name: str = "co_divide_ensemble"):
     """
     import keras
 
+    for net in (network_a, network_b):
+        if not hasattr(net, "_run_through_graph"):  # keras's Functional models only
+            raise ValueError("ensemble_network needs functional keras.Models (as "
+                             f"ferkeras.models.build_network returns). Received: {net!r}")
     a = keras.Model(network_a.input, network_a.output, name="net_a")
     b = keras.Model(network_b.input, network_b.output, name="net_b")
     image = keras.Input(shape=tuple(network_a.input_shape[1:]), name="image")

@@ -382,6 +382,12 @@ class CycleConfig:
     co_divide_temperature: float = _field(
         0.5, "DivideMix (Li et al., ICLR 2020): sharpening temperature T of label "
         "co-refinement and co-guessing (paper: 0.5).", min=0.05, max=1.0)
+    co_divide_mixup_alpha: float = _field(
+        0.0, "DivideMix (Li et al., ICLR 2020): > 0 trains with the paper's MixMatch (labelled "
+        "and unlabelled rows mixed with a Beta(alpha, alpha) weight; L_x + lambda_u * squared "
+        "error + a penalty toward the clean prior; paper: alpha 4 on CIFAR-10, 0.5 on "
+        "Clothing1M, lambda_u up to 150); 0 uses ferkeras's FixMatch-style consistency "
+        "(co-guessed targets on the strong views).", min=0.0, max=100.0)
     co_divide_export: str = _field(
         "ensemble", "DivideMix (Li et al., ICLR 2020): the network a finished co-divide run is "
         "evaluated and exported with: 'ensemble' (mean of both networks' logits, as trained "

@@ -3,6 +3,8 @@ comes from the other network's losses; label co-refinement and co-guessing on ha
 arrays; the trainer under 2 replicas vs 1; resume with both networks; the recipe path; the
 exported ensemble."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,30 @@ def test_co_guess_sharpens_the_mean_of_both_networks():
         sharpen(mean, temperature=0)
 
 
+def test_mixmatch_mix_keeps_each_row_closer_to_itself():
+    from ferkeras.codivide import mixmatch_mix, mixmatch_row_losses, prior_penalty
+
+    x = np.arange(6, dtype="float32").reshape(3, 2)
+    t = np.eye(3, dtype="float32")
+    perm = np.array([2, 0, 1])
+    for lam in (0.3, 0.7):  # max(lam, 1 - lam) = 0.7 either way
+        xm, tm = mixmatch_mix(x, t, lam=lam, perm=perm)
+        np.testing.assert_allclose(np.asarray(xm), 0.7 * x + 0.3 * x[perm], atol=1e-6)
+        np.testing.assert_allclose(np.asarray(tm), 0.7 * t + 0.3 * t[perm], atol=1e-6)
+    logits = np.log(np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]], "float32"))
+    targets = np.array([[1.0, 0, 0], [0, 1.0, 0]], "float32")
+    lx, lu = mixmatch_row_losses(logits, targets, np.array([1.0, 0.0]))
+    np.testing.assert_allclose(np.asarray(lx), [-np.log(0.7), 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(lu), [0.0, (0.04 + 0.25 + 0.09) / 3], atol=1e-6)
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.5, 0.4]], "float32")
+    prior = probs.mean(0)
+    assert float(prior_penalty(probs, prior)) == pytest.approx(0.0, abs=1e-6)
+    uniform = np.full(3, 1 / 3)  # the paper's prior: KL(uniform || mean prediction)
+    want = float(np.sum(uniform * np.log(uniform / prior)))
+    assert float(prior_penalty(probs, uniform)) == pytest.approx(want, rel=1e-5)
+    assert want > 0
+
+
 # ----------------------------------------------------------------------------- trainer
 N, S = 48, 12
 
@@ -110,11 +136,10 @@ def _plain_network(seed):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((S, S, 1)), keras.layers.Rescaling(1 / 255.0),
-        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(),
-        keras.layers.Dense(K),
-    ])
+    image = keras.Input((S, S, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(image)
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+    return keras.Model(image, keras.layers.Dense(K)(x))
 
 
 def _split():
@@ -165,7 +190,7 @@ def test_co_divide_two_replicas_match_one(two_cpu_devices):
     assert h1["labelled_share"][-1] == pytest.approx((2 / 3 + 3 / 4) / 2, abs=0.02)
 
 
-def _one_step(labels):
+def _one_step(labels, mixup_alpha=0.0):
     """Both networks' weights after one SGD step on one batch of all N samples."""
     import keras
     import tensorflow as tf
@@ -173,7 +198,7 @@ def _one_step(labels):
     from ferkeras.trainers.codivide import CoDivideTrainer
 
     trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
-                              num_samples=N)
+                              num_samples=N, mixup_alpha=mixup_alpha)
     trainer.compile(optimizer=keras.optimizers.SGD(0.1))
     trainer.build_state((S, S, 1))
     trainer.set_co_split(*_split(), np.full(K, 1.0 / K))
@@ -183,19 +208,36 @@ def _one_step(labels):
     return _weights(trainer.network), _weights(trainer.network_b)
 
 
-def test_each_network_trains_on_the_labels_of_its_own_split_only():
+@pytest.mark.parametrize("mixup_alpha", [0.0, 4.0], ids=["fixmatch", "mixmatch"])
+def test_each_network_trains_on_the_labels_of_its_own_split_only(mixup_alpha):
     """A given label reaches network A's loss only where A's split (from B's losses) calls
-    the sample labelled, and likewise for B."""
+    the sample labelled, and likewise for B (with MixMatch too: mixed rows carry the other
+    row's target, and an unlabelled row's target is co-guessed, never its label)."""
     lab_a, _, lab_b, _ = _split()
     labels = np.arange(N) % K
-    a_ref, b_ref = _one_step(labels)
+    a_ref, b_ref = _one_step(labels, mixup_alpha)
     wrong = (labels + 1) % K
-    a, b = _one_step(np.where(~lab_a & lab_b, wrong, labels))  # A: unlabelled, B: labelled
+    a, b = _one_step(np.where(~lab_a & lab_b, wrong, labels), mixup_alpha)  # A: unlab., B: lab.
     np.testing.assert_array_equal(a, a_ref)
     assert np.abs(b - b_ref).max() > 1e-6
-    a, b = _one_step(np.where(lab_a & ~lab_b, wrong, labels))  # the reverse
+    a, b = _one_step(np.where(lab_a & ~lab_b, wrong, labels), mixup_alpha)  # the reverse
     np.testing.assert_array_equal(b, b_ref)
     assert np.abs(a - a_ref).max() > 1e-6
+
+
+def test_mixmatch_co_divide_learns_under_two_replicas(two_cpu_devices):
+    """MixMatch mode runs under MirroredStrategy (its mix is per replica, so the replicas
+    are not compared with one device) and fits the clean signal."""
+    import tensorflow as tf
+
+    trainer = _co_trainer(tf.distribute.MirroredStrategy(two_cpu_devices), mixup_alpha=4.0,
+                          lambda_u=1.0)
+    hist = trainer.fit(_stream(), epochs=8, verbose=0, shuffle=False).history
+    assert np.all(np.isfinite(hist["loss"])) and hist["loss"][-1] < hist["loss"][0]
+    images = np.concatenate([b[0][0].numpy() for b in _stream()])
+    labels = np.concatenate([b[1].numpy() for b in _stream()])
+    pred = trainer.predict(images, verbose=0).argmax(-1)
+    assert (pred == labels).mean() >= 0.75, (pred == labels).mean()
 
 
 # ----------------------------------------------------------------------------- recipe path
@@ -303,12 +345,14 @@ def _values(trainer):
 def test_resume_restores_both_networks_optimizer_and_tables(tmp_path, monkeypatch):
     """Kill a co-divide run mid-cycle (after epoch 2 of 3, its state saved), resume it: every
     variable (both networks, both networks' optimizer slots, both split tables) and both loss
-    histories come back as they were, and the run ends as an uninterrupted one."""
+    histories come back as they were, and the run ends as an uninterrupted one (MixMatch
+    mode, through the recipe)."""
     from ferkeras.callbacks.co_divide_split import CoDivideSplit
     from ferkeras.callbacks.state import RunState
     from ferkeras.training import train_recipe
 
-    recipe = _recipe(epochs_per_cycle=2)
+    # MixMatch mode: its mixing RNG (a SeedGenerator) must come back too
+    recipe = _recipe(epochs_per_cycle=2, co_divide_mixup_alpha=4.0)
     quiet = dict(verbose=0, echo=lambda *_: None)
     whole = train_recipe(recipe, run_dir=tmp_path / "whole", **quiet)
 
@@ -339,6 +383,8 @@ def test_resume_restores_both_networks_optimizer_and_tables(tmp_path, monkeypatc
 
     monkeypatch.setattr(RunState, "restore", spy)
     resumed = train_recipe(recipe, run_dir=run, resume=True, **quiet)
+    state = json.loads((run / "checkpoints" / "state.json").read_text())
+    assert any("mix_seed" in path for path, _ in state["seed_states"])
     assert len(saved["values"]) == len(restored["values"])
     for i, (a, b) in enumerate(zip(saved["values"], restored["values"], strict=True)):
         np.testing.assert_array_equal(a, b, err_msg=str(i))
