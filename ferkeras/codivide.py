@@ -38,6 +38,7 @@ SEED_OFFSET_B = 7919  # network B's initialiser seed: recipe.seed + this
 # ----------------------------------------------------------------------------- co-divide
 def co_divide_splits(loss_history_a, loss_history_b, labels, *, num_classes: int,
                      pred_probs_a=None, pred_probs_b=None, true_labels=None, seed: int = 0,
+                     selector_inputs_a=None, selector_inputs_b=None,
                      **split_options) -> tuple[selection.SplitResult, selection.SplitResult]:
     """The two splits of co-divide: (split for A from B's losses, split for B from A's).
 
@@ -51,6 +52,9 @@ def co_divide_splits(loss_history_a, loss_history_b, labels, *, num_classes: int
         whose losses made it.
       true_labels: optional (N,) int true labels (-1 unknown): adds detection `scores`.
       seed: GMM random state (the same for both fits).
+      selector_inputs_a, selector_inputs_b: optional dicts of what the selector needs beyond
+        the losses, computed from network A / B (H2E's `features` and `init`); like the
+        losses, B's go into A's split and A's into B's.
       **split_options: `selection.split_training_set`'s options (selector, window, normalize,
         p_clean, gmm_scope, min_class_samples, keep_ratio).
     Returns:
@@ -59,9 +63,9 @@ def co_divide_splits(loss_history_a, loss_history_b, labels, *, num_classes: int
     """
     common = dict(num_classes=num_classes, true_labels=true_labels, seed=seed, **split_options)
     for_a = selection.split_training_set(loss_history_b, labels, pred_probs=pred_probs_b,
-                                         **common)
+                                         **common, **(selector_inputs_b or {}))
     for_b = selection.split_training_set(loss_history_a, labels, pred_probs=pred_probs_a,
-                                         **common)
+                                         **common, **(selector_inputs_a or {}))
     return for_a, for_b
 
 

@@ -62,6 +62,25 @@ def test_co_divide_splits_scores_and_priors_come_from_the_deciding_network():
     assert for_b.scores["auc"] > 0.99  # A's losses separate the injected noise
 
 
+def test_selector_inputs_are_swapped_with_the_losses(monkeypatch):
+    """A selector that needs more than the losses (H2E: a network's features) gets, for A's
+    split, network B's inputs, as it gets B's losses."""
+    labels, _, losses_a, losses_b, _, _ = _noisy_losses(n=40)
+    seen = []
+
+    def spy(losses, normalized, labels, *, num_classes, seed, features=None, **_):
+        seen.append((losses.copy(), features))
+        return np.ones(len(losses), bool), np.ones(len(losses)), None
+
+    monkeypatch.setitem(selection.SELECTORS, "spy", spy)
+    co_divide_splits(losses_a, losses_b, labels, num_classes=K, selector="spy",
+                     selector_inputs_a={"features": "A"}, selector_inputs_b={"features": "B"})
+    (first_losses, first_features), (second_losses, second_features) = seen
+    np.testing.assert_allclose(first_losses, losses_b)  # A's split: B's losses, B's features
+    assert first_features == "B" and second_features == "A"
+    np.testing.assert_allclose(second_losses, losses_a)
+
+
 def test_co_refine_mixes_label_and_own_prediction_by_the_other_networks_clean_prob():
     labels = np.array([0, 1, 2])
     views = np.array([[[0.1, 0.7, 0.1, 0.1], [0.2, 0.2, 0.2, 0.4], [0.25] * 4],

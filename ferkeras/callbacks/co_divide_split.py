@@ -36,6 +36,17 @@ class CoDivideSplit(NoiseSplit):
         """The trainer's (N,) `view_mask`: 0 where either network needs a strong view."""
         return self.trainer.view_mask
 
+    def _inputs_of(self, c, network) -> dict:
+        """`NoiseSplit._selector_inputs` for one network (H2E: its features and logits
+        layer); B's go into A's split and A's into B's."""
+        if c.selector != "h2e":
+            return {}
+        from ferkeras.passes import per_sample_features
+
+        features, _, kernel, bias = per_sample_features(network, self.dataset)
+        return {"features": features, "init": (kernel, bias), "h2e_rounds": c.h2e_rounds,
+                "h2e_penalty": c.h2e_penalty}
+
     def run_split(self, epoch: int):
         self.last_split_epoch = epoch
         t0 = time.time()
@@ -49,7 +60,8 @@ class CoDivideSplit(NoiseSplit):
             pred_probs_a=probs_a, pred_probs_b=probs_b, seed=self.seed + epoch,
             selector=c.selector, window=c.loss_window, normalize=c.normalize,
             p_clean=c.p_clean, gmm_scope=c.gmm_scope, min_class_samples=c.min_class_samples,
-            keep_ratio=c.keep_ratio)
+            keep_ratio=c.keep_ratio, selector_inputs_a=self._inputs_of(c, self.trainer.network),
+            selector_inputs_b=self._inputs_of(c, self.trainer.network_b))
         if self.strategy is not None:
             from ferkeras.strategy import broadcast_from_chief
 
