@@ -209,6 +209,22 @@ def test_co_divide_two_replicas_match_one(two_cpu_devices):
     assert h1["labelled_share"][-1] == pytest.approx((2 / 3 + 3 / 4) / 2, abs=0.02)
 
 
+def test_co_divide_trainer_rebuilds_from_its_config():
+    from ferkeras.trainers.codivide import CoDivideTrainer
+
+    trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
+                              num_samples=N, temperature=0.4, mixup_alpha=2.0, lambda_u=3.0)
+    again = CoDivideTrainer.from_config(trainer.get_config())
+    assert (again.temperature, again.mixup_alpha, again.lambda_u) == (0.4, 2.0, 3.0)
+    assert again.network_b is not again.network and again.num_samples == N
+    with pytest.raises(ValueError, match="Received: ema_decay=0.9"):
+        CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
+                        ema_decay=0.9)
+    with pytest.raises(ValueError, match="Received: mixup_alpha=-1"):
+        CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
+                        mixup_alpha=-1)
+
+
 def _one_step(labels, mixup_alpha=0.0):
     """Both networks' weights after one SGD step on one batch of all N samples."""
     import keras
