@@ -8,6 +8,8 @@ right gets h > 0 and is pushed toward its labels, one whose labels are a derange
 truth gets h < 0 and is pushed away from them. 2 replicas match 1; resume keeps the teacher.
 """
 
+import pathlib
+
 import h5py
 import keras
 import numpy as np
@@ -161,8 +163,29 @@ def test_pseudo_labels_come_from_the_teacher():
     assert (t_pred != labels[UNLAB]).all()
 
 
-def test_mpl_two_replicas_match_one(two_cpu_devices):
-    one, two = _strategies(two_cpu_devices)
+def test_mpl_two_replicas_match_one(tmp_path):
+    """In its own process: a MirroredStrategy built in this one would share collective
+    instance keys with the other tests' strategies, and TF then mixes up the MPL step's
+    extra all-reduces with theirs ("Shape mismatch in the collective instance")."""
+    import subprocess
+    import sys
+
+    from tiny_recipe import cli_env
+
+    code = ("import sys; sys.path.insert(0, {tests!r}); import tensorflow as tf; "
+            "cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration("
+            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "import test_mpl; test_mpl._check_two_replicas_match_one("
+            "[d.name for d in tf.config.list_logical_devices('CPU')][:2]); print('REPLICAS OK')")
+    tests = str(pathlib.Path(__file__).parent)
+    proc = subprocess.run([sys.executable, "-c", code.format(tests=tests)],
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert "REPLICAS OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _check_two_replicas_match_one(devices):
+    one, two = _strategies(devices)
     kw = dict(num_samples=N, threshold=0.5, threshold_mode="fixed")
     t1, h1 = _train(one, MPLTrainer, True, **kw)
     t2, h2 = _train(two, MPLTrainer, True, **kw)
