@@ -65,6 +65,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # two fits per split (the second without the rows the first flagged).
     "h2e": ("cycle_ce", {"cycle.selector": "h2e", "cycle.h2e_rounds": 2,
                          "cycle.h2e_penalty": 1.0}),
+    # PNP (Sun et al., CVPR 2022) at the authors' settings: label smoothing 0.6, T 0.1,
+    # eta 0.5, beta (OOD) 1, gamma (head) 1, omega (consistency) 1; samples.csv gets p_ood.
+    "pnp": ("cycle_ce", {"cycle.selector": "pnp", "cycle.pnp_label_smoothing": 0.6,
+                         "cycle.pnp_temperature": 0.1, "cycle.pnp_eta": 0.5,
+                         "cycle.pnp_ood_weight": 1.0, "cycle.pnp_aux_weight": 1.0,
+                         "cycle.pnp_consistency_weight": 1.0}),
 }
 
 CONFIGS = BASE_CONFIGS + tuple(VARIANTS)

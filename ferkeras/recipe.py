@@ -296,8 +296,35 @@ class CycleConfig:
         "Distribution', ECCV 2022: a noise identifier on the network's penultimate features, "
         "trained across original / class-balanced / reversed class environments with the IRM "
         "penalty; a row is clean when its class-balanced prediction is its label; "
-        "ferkeras.h2e).", choices=_selectors
+        "ferkeras.h2e); pnp (Sun et al., 'PNP: Robust Learning From Noisy Labels by "
+        "Probabilistic Noise Prediction', CVPR 2022: a noise-type head predicts p(clean), "
+        "p(ID noise), p(OOD noise) per row; clean rows train on the label, ID rows on the "
+        "model's sharpened prediction, OOD rows on a flat target; ferkeras.pnp, "
+        "trainers/pnp.py; samples.csv gets p_ood).", choices=_selectors
     )
+    pnp_label_smoothing: float = _field(
+        0.6, "cycle.selector pnp (Sun et al., CVPR 2022): label smoothing epsilon of the given "
+        "labels in PNP's losses and head targets (the authors' scripts: 0.6).", min=0.0,
+        max=0.95)
+    pnp_temperature: float = _field(
+        0.1, "cycle.selector pnp (Sun et al., CVPR 2022): T of the ID target softmax(m / T) "
+        "(relabel) and the OOD target softmax(m * T) (flattened), m the mean of two weak "
+        "views' predictions and the smoothed label (authors: 0.1).", min=0.01, max=1.0)
+    pnp_eta: float = _field(
+        0.5, "cycle.selector pnp (Sun et al., CVPR 2022): the OOD pseudo-target is eta * "
+        "JS(predictions of two weak views) + (1 - eta) * normalised entropy (authors: 0.5).",
+        min=0.0, max=1.0)
+    pnp_ood_weight: float = _field(
+        1.0, "cycle.selector pnp (Sun et al., CVPR 2022): beta, weight of the OOD type's "
+        "flattened-target loss; 0 drops the rows judged OOD (authors: 1.0).", min=0.0,
+        max=100.0)
+    pnp_aux_weight: float = _field(
+        1.0, "cycle.selector pnp (Sun et al., CVPR 2022): gamma, weight of the noise-type "
+        "head's MAE loss to its pseudo-targets (authors: 1.0).", min=0.0, max=100.0)
+    pnp_consistency_weight: float = _field(
+        1.0, "cycle.selector pnp (Sun et al., CVPR 2022): omega, weight of the symmetric-KL "
+        "consistency of the two views for clean and ID rows (authors: 1.0).", min=0.0,
+        max=100.0)
     h2e_rounds: int = _field(
         2, "cycle.selector h2e (Yi et al., ECCV 2022): fits of the noise identifier per split; "
         "each later fit leaves out the rows the previous one flagged (hard noise made easy).",
@@ -641,7 +668,25 @@ def _check_crest(recipe: Recipe) -> None:
                               f"{getattr(c, key)!r}. Received: cycle.crest=True")
 
 
+def _check_pnp(recipe: Recipe) -> None:
+    """PNP (ferkeras.trainers.pnp) replaces the cycle's FixMatch step with its own."""
+    c = recipe.cycle
+    if c.selector != "pnp":
+        return
+    clashes = {"enabled": not c.enabled, "threshold_mode": c.threshold_mode == "ada_cm",
+               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
+               "co_divide": bool(getattr(c, "co_divide", False)),
+               "crest": bool(getattr(c, "crest", False)), "mpl": bool(getattr(c, "mpl", False))}
+    for key, clash in clashes.items():
+        if clash:
+            raise RecipeError(
+                "Recipe key 'cycle.selector' pnp (PNP's own step, trainers/pnp.py) needs "
+                f"cycle.enabled and none of the other cycle methods. Received: cycle.{key}="
+                f"{getattr(c, key)!r}")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
+    _check_pnp(recipe)
     _check_crest(recipe)
     _check_mpl(recipe)
     _check_corrections(recipe)

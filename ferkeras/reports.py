@@ -43,6 +43,9 @@ def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_pr
     if relabels is not None:
         header.append("relabel")
         relabels = np.asarray(relabels).astype(np.int64)
+    p_ood = getattr(result, "p_ood", None)  # PNP's noise-type head (ferkeras.pnp)
+    if p_ood is not None:
+        header.append("p_ood")
     writer.writerow(header)
     for i in range(len(labels)):
         row = [i, class_names[labels[i]], class_names[preds[i]], f"{clean_prob[i]:.5f}",
@@ -51,6 +54,8 @@ def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_pr
             row.append(class_names[truth[i]] if truth[i] >= 0 else "")
         if relabels is not None:
             row.append(class_names[relabels[i]] if relabels[i] >= 0 else "")
+        if p_ood is not None:
+            row.append(f"{p_ood[i]:.5f}")
         writer.writerow(row)
     io.atomic_write_text(out / "samples.csv", buf.getvalue())
     if result.scores is not None:

@@ -515,9 +515,23 @@ def _select_h2e(losses, normalized, labels, *, num_classes, seed, features=None,
     return labelled, found.clean_prob, None
 
 
+def _select_pnp(losses, normalized, labels, *, num_classes, seed, type_probs=None, **_):
+    """PNP (Sun et al., CVPR 2022; `ferkeras.pnp`): the split of the trainer's noise-type
+    head, `type_probs` (N, 3): labelled where its most probable type is clean."""
+    from ferkeras import pnp
+
+    if type_probs is None:
+        raise ValueError("The pnp selector needs `type_probs` (N, 3), the noise-type head's "
+                         "probabilities (PNPTrainer). Received: type_probs=None")
+    labelled, clean_prob = pnp.split_from_noise_types(type_probs, labels,
+                                                      num_classes=num_classes)
+    return labelled, clean_prob, None
+
+
 # name -> fn(losses, normalized, labels, *, num_classes, seed, **options)
 #         -> (labelled (N,) bool, clean_prob (N,) float, fitted GMMs or None)
-SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss, "h2e": _select_h2e}
+SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss, "h2e": _select_h2e,
+             "pnp": _select_pnp}
 
 
 def list_selectors() -> list[str]:
@@ -553,7 +567,7 @@ def split_training_set(
         seed: GMM random state.
         **options: the selector's options: p_clean, gmm_scope, min_class_samples (gmm);
             keep_ratio (small_loss); features (N, D), init, h2e_rounds, h2e_penalty, p_clean
-            (h2e).
+            (h2e); type_probs (N, 3) (pnp).
 
     Returns:
         `SplitResult`.

@@ -378,6 +378,10 @@ def compare_runs(ce_metrics: dict, cycle_metrics: dict) -> dict:
 
 
 def _make_trainer(recipe, network, bundle):
+    if recipe.cycle.enabled and recipe.cycle.selector == "pnp":  # Sun et al. 2022
+        from ferkeras.trainers.pnp import PNPTrainer
+
+        return PNPTrainer.from_recipe(recipe, network, bundle)
     if recipe.cycle.enabled and recipe.cycle.co_divide:  # DivideMix (Li et al. 2020)
         from ferkeras.trainers.codivide import CoDivideTrainer
 

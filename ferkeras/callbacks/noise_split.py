@@ -146,7 +146,10 @@ class NoiseSplit(keras.callbacks.Callback):
 
     def _selector_inputs(self, c) -> dict:
         """What a selector needs beyond the losses: H2E (`ferkeras.h2e`) the network's
-        penultimate features and its logits layer (the identifier starts from it)."""
+        penultimate features and its logits layer (the identifier starts from it); PNP
+        (`ferkeras.pnp`) the trainer's noise-type probabilities."""
+        if c.selector == "pnp":
+            return {"type_probs": self.trainer.noise_type_probs(self.dataset)}
         if c.selector != "h2e":
             return {}
         from ferkeras.passes import per_sample_features
@@ -162,12 +165,14 @@ class NoiseSplit(keras.callbacks.Callback):
         k, c = len(self.class_names), self.cfg
         losses, probs = per_sample_losses(self.trainer.eval_network, self.dataset, self.labels)
         self.history = (self.history + [losses])[-c.loss_window:]
+        inputs = self._selector_inputs(c)
         result = selection.split_training_set(
             np.stack(self.history), self.labels, num_classes=k, selector=c.selector,
             window=c.loss_window, normalize=c.normalize, pred_probs=probs,
             seed=self.seed + epoch, p_clean=c.p_clean, gmm_scope=c.gmm_scope,
-            min_class_samples=c.min_class_samples, keep_ratio=c.keep_ratio,
-            **self._selector_inputs(c))
+            min_class_samples=c.min_class_samples, keep_ratio=c.keep_ratio, **inputs)
+        if "type_probs" in inputs:  # PNP: p(OOD) per sample, for the report
+            result.p_ood = np.asarray(inputs["type_probs"][:, 2], np.float64)
         if self.strategy is not None:
             # Every worker computed its own split; all of them use the chief's.
             from ferkeras.strategy import broadcast_from_chief
