@@ -44,9 +44,7 @@ def pytest_report_header(config):
     return f"logical CPU devices: {_device_setup_error or f'{LOGICAL_CPUS}, set up'}"
 
 
-@pytest.fixture
-def two_cpu_devices() -> list[str]:
-    """Names of the 2 logical CPU devices; fails the test, with the reason, without them."""
+def _two_device_names() -> list[str]:
     import tensorflow as tf
 
     if _device_setup_error:
@@ -55,6 +53,33 @@ def two_cpu_devices() -> list[str]:
     if len(names) < LOGICAL_CPUS:
         pytest.fail(f"expected {LOGICAL_CPUS} logical CPU devices, found {names}")
     return names[:LOGICAL_CPUS]
+
+
+@pytest.fixture
+def two_cpu_devices() -> list[str]:
+    """Names of the 2 logical CPU devices; fails the test, with the reason, without them."""
+    return _two_device_names()
+
+
+_MIRRORED = []
+
+
+@pytest.fixture
+def mirrored_strategy():
+    """ONE `MirroredStrategy` over the 2 logical CPUs for the whole session.
+
+    Every MirroredStrategy numbers its collective instances from the same start, and the
+    process-wide collective executor remembers each instance's tensor shape: a second
+    strategy whose model differs from the first's aborts its all-reduce with "Shape mismatch
+    in the collective instance" (and the abort poisons every later collective). Sharing one
+    strategy keeps the instance keys increasing across tests.
+    """
+    import tensorflow as tf
+
+    names = _two_device_names()
+    if not _MIRRORED:
+        _MIRRORED.append(tf.distribute.MirroredStrategy(names))
+    return _MIRRORED[0]
 
 
 def make_toy_bundle(*, n_train=512, n_val=128, size=16, seed=0, noise=0.0):

@@ -206,7 +206,7 @@ def test_grid_variant_ada_cm_trains_end_to_end(tmp_path):
     assert "contrastive_loss" in (tmp_path / "run" / "history.csv").read_text()
 
 
-def test_margins_are_gathered_from_the_global_batch_under_two_replicas(two_cpu_devices):
+def test_margins_are_gathered_from_the_global_batch_under_two_replicas(mirrored_strategy):
     """The per-class statistics (and so the margins) of 2 replicas equal 1 replica's. With
     the contrastive weight 0 the whole step matches too (its NT-Xent negatives are
     per-replica, as in any data-parallel SimCLR without a feature all-gather)."""
@@ -246,7 +246,7 @@ def test_margins_are_gathered_from_the_global_batch_under_two_replicas(two_cpu_d
         return trainer
 
     one = run(tf.distribute.get_strategy())
-    two = run(tf.distribute.MirroredStrategy(two_cpu_devices))
+    two = run(mirrored_strategy)
     assert one.margins.numpy().max() > 0  # set from correct predictions, not the floor
     np.testing.assert_allclose(one.margins.numpy(), two.margins.numpy(), atol=1e-5)
     np.testing.assert_array_equal(one.epoch_counts, two.epoch_counts)

@@ -330,7 +330,7 @@ def test_relabel_recipe_trains_reports_and_resumes(tmp_path):
     assert again["relabel"] == block
 
 
-def test_forward_and_relabel_steps_two_replicas_match_one(two_cpu_devices):
+def test_forward_and_relabel_steps_two_replicas_match_one(mirrored_strategy):
     from ferkeras.trainers.cycle import CycleTrainer
     from ferkeras.trainers.forward import ForwardCorrectedTrainer
 
@@ -360,5 +360,5 @@ def test_forward_and_relabel_steps_two_replicas_match_one(two_cpu_devices):
 
     for relabel in (False, True):
         one = run(tf.distribute.get_strategy(), relabel)
-        two = run(tf.distribute.MirroredStrategy(two_cpu_devices), relabel)
+        two = run(mirrored_strategy, relabel)
         np.testing.assert_allclose(one, two, atol=1e-5)

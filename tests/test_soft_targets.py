@@ -212,10 +212,10 @@ def _train(strategy, **kwargs):
     return trainer, hist.history
 
 
-def test_elr_and_distillation_two_replicas_match_one(two_cpu_devices):
+def test_elr_and_distillation_two_replicas_match_one(mirrored_strategy):
     kw = dict(elr_lambda=3.0, elr_beta=0.7, num_samples=64, ema_decay=0.9, distill_alpha=0.5)
     t1, h1 = _train(tf.distribute.get_strategy(), **kw)
-    two = tf.distribute.MirroredStrategy(two_cpu_devices)
+    two = mirrored_strategy
     t2, h2 = _train(two, **kw)
     assert two.num_replicas_in_sync == 2
     np.testing.assert_allclose(h1["loss"], h2["loss"], rtol=1e-4)

@@ -55,8 +55,8 @@ def _train(strategy, trainer_cls, views, epochs=2, **kwargs):
     return trainer, hist.history
 
 
-def _strategies(devices):
-    return tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(devices)
+def _strategies(mirrored):
+    return tf.distribute.get_strategy(), mirrored
 
 
 @pytest.mark.parametrize("loss", ["ce", "logit_adjusted", "class_balanced"])
@@ -72,8 +72,8 @@ def test_supervised_trainer_learns(loss):
 
 
 @pytest.mark.parametrize("loss", ["ce", "logit_adjusted", "class_balanced"])
-def test_supervised_two_replicas_match_one(loss, two_cpu_devices):
-    one, two = _strategies(two_cpu_devices)
+def test_supervised_two_replicas_match_one(loss, mirrored_strategy):
+    one, two = _strategies(mirrored_strategy)
     t1, h1 = _train(one, SupervisedTrainer, False, loss=loss, ema_decay=0.9)
     t2, h2 = _train(two, SupervisedTrainer, False, loss=loss, ema_decay=0.9)
     assert two.num_replicas_in_sync == 2
@@ -86,8 +86,8 @@ def test_supervised_two_replicas_match_one(loss, two_cpu_devices):
     assert not np.allclose(ema, w2)  # the EMA copy moves, and lags the weights
 
 
-def test_cycle_two_replicas_match_one(two_cpu_devices):
-    one, two = _strategies(two_cpu_devices)
+def test_cycle_two_replicas_match_one(mirrored_strategy):
+    one, two = _strategies(mirrored_strategy)
     kw = dict(num_samples=N, true_labels=np.arange(N) % K, threshold=0.5,
               threshold_mode="adaptive", min_threshold=0.3)
     t1, h1 = _train(one, CycleTrainer, True, **kw)
