@@ -56,6 +56,10 @@ def _train(strategy, trainer_cls, views, epochs=2, **kwargs):
 
 
 def _strategies(mirrored):
+    """(default strategy, 2-replica strategy); `mirrored` is the session's strategy (the
+    `mirrored_strategy` fixture) or, in a check run in its own process, device names."""
+    if isinstance(mirrored, (list, tuple)):
+        mirrored = tf.distribute.MirroredStrategy(list(mirrored))
     return tf.distribute.get_strategy(), mirrored
 
 
