@@ -91,7 +91,6 @@ def worker(setting: str, *, smoke: bool, repeats: int) -> dict:
 
     if os.environ.get("FERKERAS_BENCH_CHANNELS_FIRST"):
         keras.config.set_image_data_format("channels_first")
-    import tensorflow as tf
 
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.table import Split
@@ -101,8 +100,10 @@ def worker(setting: str, *, smoke: bool, repeats: int) -> dict:
 
     _Clock = _clock()
     ds_options = SETTINGS[setting][1]
-    out = {"threads": {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter": tf.config.threading.get_inter_op_parallelism_threads()}}
+    # What the worker was started with (tf.config's getters report 0 for pools set through
+    # the environment, which is how the settings here are applied).
+    out = {"threads": {"intra": os.environ.get("TF_NUM_INTRAOP_THREADS", "default"),
+                       "inter": os.environ.get("TF_NUM_INTEROP_THREADS", "default")}}
     for name, (width, side, channels, batch, steps) in MODELS.items():
         if smoke:
             width, side, batch, steps = 4, 24, 16, SKIP + 2
