@@ -456,14 +456,9 @@ def markdown(data):
 
 
 NOT_TRIED = [
-    "Thread settings (intra/inter-op pools, OMP): fixed at process start, so they need one "
-    "process per setting; with 2 cores and another job running, the default (all cores) "
-    "was kept.",
-    "oneDNN on/off (TF_ENABLE_ONEDNN_OPTS): also process-wide; oneDNN is on by default and "
-    "is what runs the bfloat16 kernels (AVX-512 BF16).",
-    "Channel layout: TensorFlow's CPU convolutions take NHWC only (NCHW needs a GPU).",
-    "tf.data private thread pools and caching: the pipeline rows run from memory already "
-    "(`default_path` vs `supervised` isolates the pipeline cost).",
+    "Process-wide options (intra/inter-op pools, OMP, oneDNN on/off, tf.data private thread "
+    "pools and ordering, NCHW) need one process per setting: bench/speed_options.py "
+    "measures them (results/speed_options.md).",
     "XLA for the cycle: the step does not compile (DenseBincount of a dynamic shape in the "
     "FlexMatch count; unlabelled rows gathered with tf.where), so recipes refuse "
     "train.jit_compile with cycle.enabled. XLA for vgg4 and mobilenetv3small: left out for "
