@@ -274,7 +274,7 @@ def markdown(data):
              f"Recipe `recipes/affectnet.yaml` ({s['model']}, {s['image_size']} px, batch "
              f"{s['batch']}, {s['precision']}), synthetic faces in AffectNet's official "
              f"layout. Load average at start {data['load_start']}, at end {data['load_end']} "
-             f"({os.cpu_count()} cores, shared with another benchmark).", "",
+             f"({os.cpu_count()} cores).", "",
              "## Data", "",
              f"- Generated {data['synth']['n_train']} training rows + {data['synth']['n_test']}"
              f" test rows in {data['synth']['seconds']} s, {data['synth']['bytes'] / 1e6:.0f} MB "
