@@ -44,6 +44,9 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # (1+n)/(10+n) governs until step ~1800, so 0.999 would never bind within 10 epochs.
     "self_distill": ("ce", {"train.ema_decay": 0.995, "train.distill_alpha": 0.5,
                             "train.distill_temperature": 1.0}),
+    # Control for self_distill: the same EMA (evaluated and checkpointed on the EMA weights)
+    # without distillation, so a self_distill gain can be split into EMA and distillation.
+    "ema": ("ce", {"train.ema_decay": 0.995}),
     # Ada-CM (Li et al., CVPR 2022) as in the authors' code: margins start at and are floored
     # at 0.8, contrastive weight 0.1, temperature 0.07, no distribution alignment.
     "ada_cm": ("cycle_ce", {"cycle.threshold_mode": "ada_cm", "cycle.min_threshold": 0.8,
