@@ -106,16 +106,11 @@ class AdaCMTrainer(CycleTrainer):
                 "margin_scale": self.margin_scale}
 
     @classmethod
-    def from_recipe(cls, recipe, network, bundle):
-        c, t = recipe.cycle, recipe.train
-        return cls(
-            network, num_classes=bundle.num_classes, num_samples=len(bundle.train),
-            true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
-            min_threshold=c.min_threshold, distribution_alignment=c.distribution_alignment,
-            contrastive_weight=c.ada_cm_contrastive_weight,
-            contrastive_temperature=c.ada_cm_temperature,
-            loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
-        )
+    def recipe_kwargs(cls, recipe, bundle) -> dict:
+        c = recipe.cycle
+        return {**super().recipe_kwargs(recipe, bundle),
+                "contrastive_weight": c.ada_cm_contrastive_weight,
+                "contrastive_temperature": c.ada_cm_temperature}
 
     @property
     def metrics(self):

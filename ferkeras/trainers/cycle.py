@@ -124,17 +124,22 @@ class CycleTrainer(SupervisedTrainer):
         return {"views": True, "labelled_mask": self.labelled_mask.value}
 
     @classmethod
-    def from_recipe(cls, recipe, network, bundle):
+    def recipe_kwargs(cls, recipe, bundle) -> dict:
+        """The constructor arguments the recipe's cycle and train sections give; subclasses
+        that need more extend this dict rather than repeat it."""
         c, t = recipe.cycle, recipe.train
-        return cls(
-            network, num_classes=bundle.num_classes, num_samples=len(bundle.train),
+        return dict(
+            num_classes=bundle.num_classes, num_samples=len(bundle.train),
             true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
             threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
-            distribution_alignment=c.distribution_alignment,
-            noisy_mode=getattr(c, "noisy_mode", "fixmatch"),
-            relabel_threshold=getattr(c, "relabel_threshold", 0.9),
+            distribution_alignment=c.distribution_alignment, noisy_mode=c.noisy_mode,
+            relabel_threshold=c.relabel_threshold,
             loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
         )
+
+    @classmethod
+    def from_recipe(cls, recipe, network, bundle):
+        return cls(network, **cls.recipe_kwargs(recipe, bundle))
 
     @property
     def metrics(self):

@@ -96,16 +96,9 @@ class MPLTrainer(CycleTrainer):
                 "feedback_scale": self.feedback_scale}
 
     @classmethod
-    def from_recipe(cls, recipe, network, bundle):
-        c, t = recipe.cycle, recipe.train
-        return cls(
-            network, num_classes=bundle.num_classes, num_samples=len(bundle.train),
-            true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
-            threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
-            distribution_alignment=c.distribution_alignment,
-            loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
-            teacher_lr_scale=c.mpl_teacher_lr_scale,
-        )
+    def recipe_kwargs(cls, recipe, bundle) -> dict:
+        return {**super().recipe_kwargs(recipe, bundle),
+                "teacher_lr_scale": recipe.cycle.mpl_teacher_lr_scale}
 
     # ------------------------------------------------------------------ state
     def compile(self, optimizer="rmsprop", loss=None, **kwargs):
