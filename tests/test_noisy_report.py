@@ -76,3 +76,51 @@ def test_method_detection_reads_clean_prob_and_p_ood_from_the_split_csv(tmp_path
     assert got["detection_auc"] == 1.0 and "clean_prob" in got["detection_source"]
     assert got["ood_auc"] == 1.0 and 0.5 < got["ood_auc_broad"] < 1.0
     json.dumps(got)  # JSON-ready
+
+
+def _split_folder(root, epoch, given, true, labelled, scores):
+    folder = root / "reports" / f"split-e{epoch:03d}"
+    folder.mkdir(parents=True)
+    (folder / "detection.json").write_text(json.dumps(scores))
+    rows = ["index,given_label,predicted_label,clean_prob,loss,labelled,true_label"]
+    rows += [f"{i},{g},{g},0.5,0.1,{int(m)},{t}"
+             for i, (g, t, m) in enumerate(zip(given, true, labelled, strict=True))]
+    (folder / "samples.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_quickstart_split_reads_flagged_share_against_true_noise_per_class(tmp_path):
+    from quickstart_split import read_splits
+
+    given = ["a"] * 4 + ["b"] * 2
+    true = ["a", "a", "b", "b", "b", "b"]          # class a: half noisy; b: clean
+    labelled = [1, 1, 0, 1, 1, 1]                   # one a row flagged
+    _split_folder(tmp_path, 4, given, true, labelled, {"auc": 0.8, "precision": 1.0,
+                                                       "recall": 0.5})
+    _split_folder(tmp_path, 7, given, true, [1, 1, 0, 0, 1, 0], {"auc": 0.9, "precision": 0.67,
+                                                                  "recall": 1.0})
+    got = read_splits(tmp_path, ["a", "b", "c"])
+    assert [s["epoch"] for s in got] == [4, 7]
+    assert got[0]["per_class"] == {"a": {"n": 4, "true_noise": 0.5, "flagged": 0.25},
+                                   "b": {"n": 2, "true_noise": 0.0, "flagged": 0.0}}
+    assert got[1]["per_class"]["b"]["flagged"] == 0.5 and got[1]["auc"] == 0.9
+
+
+def test_quickstart_protocol_needs_both_auc_and_precision_on_the_selection_seeds():
+    from quickstart_split import choose, summarize
+
+    def run(variant, seed, auc, precision):
+        return {"variant": variant, "seed": seed, "test_accuracy": 0.5,
+                "test_balanced_accuracy": 0.5, "wall_s": 1.0,
+                "splits": [{"epoch": 4, "auc": auc, "precision": precision, "recall": 0.5,
+                            "per_class": {}}]}
+
+    runs = [run("recipe", s, 0.6, 0.4) for s in (0, 1, 2)]
+    runs += [run("warm6_window3", s, 0.7, 0.35) for s in (0, 1, 2)]   # AUC up, precision down
+    runs += [run("global_norm", s, 0.65, 0.5) for s in (0, 1)]         # only two seeds
+    runs += [run("global_norm", 3, 0.99, 0.99)]                        # confirmation seed
+    summary = summarize(runs)
+    assert summary["global_norm"]["selection"]["seeds"] == [0, 1]
+    assert summary["global_norm"]["confirmation"]["last_auc"] == 0.99
+    assert choose(summary)["chosen"] == "recipe"
+    runs += [run("global_norm", 2, 0.65, 0.5)]
+    assert choose(summarize(runs))["chosen"] == "global_norm"
