@@ -597,8 +597,7 @@ def _check_soft_targets(recipe: Recipe) -> None:
 
 
 def _check_corrections(recipe: Recipe) -> None:
-    """Forward correction (ferkeras.trainers.forward) and relabelling (cycle.noisy_mode):
-    the combinations they support."""
+    """Forward correction (ferkeras.trainers.forward): the combinations it supports."""
     t = recipe.train
     if t.forward_correction != "none":
         key = f"Recipe key 'train.forward_correction' ({t.forward_correction!r})"
@@ -619,76 +618,42 @@ def _check_corrections(recipe: Recipe) -> None:
                 f"Recipe key 'train.forward_warmup_epochs' must be < train.epochs "
                 f"({t.epochs}), or no epoch is corrected. Received: "
                 f"train.forward_warmup_epochs={t.forward_warmup_epochs}")
-    mode = getattr(recipe.cycle, "noisy_mode", "fixmatch")
-    if mode != "fixmatch" and not recipe.cycle.enabled:
-        raise RecipeError(f"Recipe key 'cycle.noisy_mode' ({mode!r}) needs cycle.enabled. "
-                          "Received: cycle.enabled=False")
-    if mode != "fixmatch":
-        for other, bad in (("co_divide", True), ("mpl", True), ("threshold_mode", "ada_cm")):
-            if getattr(recipe.cycle, other, None) == bad:
-                raise RecipeError(f"Recipe key 'cycle.noisy_mode' ({mode!r}) does not combine "
-                                  f"with cycle.{other}. Received: cycle.{other}={bad!r}")
 
 
-def _check_mpl(recipe: Recipe) -> None:
-    """Meta Pseudo Labels (ferkeras.trainers.mpl) replaces FixMatch in the cycle."""
+# The cycle methods that replace FixMatch's step or its targets. Each needs the noise cycle and
+# excludes the others: one table, so a new method states its clashes once. Setting as written
+# in errors -> (is it on?, what it is).
+CYCLE_METHODS: dict[str, tuple] = {
+    "cycle.selector=pnp": (lambda c: c.selector == "pnp", "PNP's own step, trainers/pnp.py"),
+    "cycle.co_divide=true": (lambda c: bool(c.co_divide),
+                             "DivideMix: two networks with their own targets for both sets"),
+    "cycle.mpl=true": (lambda c: bool(c.mpl), "Meta Pseudo Labels: a teacher-student step"),
+    "cycle.crest=true": (lambda c: bool(c.crest),
+                         "CReST: rebalanced pseudo-labels added at each split"),
+    "cycle.noisy_mode=relabel": (lambda c: c.noisy_mode != "fixmatch",
+                                 "flagged rows relabelled instead of FixMatch"),
+    "cycle.threshold_mode=ada_cm": (lambda c: c.threshold_mode == "ada_cm",
+                                    "Ada-CM margins with their contrastive term"),
+}
+
+
+def _check_cycle_methods(recipe: Recipe) -> None:
+    """`CYCLE_METHODS`: each needs cycle.enabled; at most one at a time."""
     c = recipe.cycle
-    if not c.mpl:
+    on = [setting for setting, (active, _) in CYCLE_METHODS.items() if active(c)]
+    if not on:
         return
+    key, what = on[0].split("=")[0], CYCLE_METHODS[on[0]][1]
     if not c.enabled:
-        raise RecipeError("Recipe key 'cycle.mpl' needs cycle.enabled (it trains the cycle's "
-                          "unlabelled rows). Received: cycle.enabled=False")
-    clashes = {"threshold_mode": c.threshold_mode == "ada_cm",
-               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
-               "co_divide": bool(getattr(c, "co_divide", False)),
-               "crest": bool(getattr(c, "crest", False))}
-    for key, clash in clashes.items():
-        if clash:
-            value = getattr(c, key)
-            raise RecipeError(
-                "Recipe key 'cycle.mpl' (a teacher-student step) does not combine with "
-                f"cycle.{key}={value!r}. Received: cycle.mpl=True")
-
-
-def _check_crest(recipe: Recipe) -> None:
-    """CReST (ferkeras.crest) rebalances the FixMatch cycle's labelled set."""
-    c = recipe.cycle
-    if not c.crest:
-        return
-    if not c.enabled:
-        raise RecipeError("Recipe key 'cycle.crest' needs cycle.enabled (it adds pseudo-labelled "
-                          "rows at each split). Received: cycle.enabled=False")
-    clashes = {"threshold_mode": c.threshold_mode == "ada_cm",
-               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
-               "co_divide": bool(getattr(c, "co_divide", False)),
-               "mpl": bool(getattr(c, "mpl", False))}
-    for key, clash in clashes.items():
-        if clash:
-            raise RecipeError(f"Recipe key 'cycle.crest' does not combine with cycle.{key}="
-                              f"{getattr(c, key)!r}. Received: cycle.crest=True")
-
-
-def _check_pnp(recipe: Recipe) -> None:
-    """PNP (ferkeras.trainers.pnp) replaces the cycle's FixMatch step with its own."""
-    c = recipe.cycle
-    if c.selector != "pnp":
-        return
-    clashes = {"enabled": not c.enabled, "threshold_mode": c.threshold_mode == "ada_cm",
-               "noisy_mode": getattr(c, "noisy_mode", "fixmatch") != "fixmatch",
-               "co_divide": bool(getattr(c, "co_divide", False)),
-               "crest": bool(getattr(c, "crest", False)), "mpl": bool(getattr(c, "mpl", False))}
-    for key, clash in clashes.items():
-        if clash:
-            raise RecipeError(
-                "Recipe key 'cycle.selector' pnp (PNP's own step, trainers/pnp.py) needs "
-                f"cycle.enabled and none of the other cycle methods. Received: cycle.{key}="
-                f"{getattr(c, key)!r}")
+        raise RecipeError(f"Recipe key '{key}' ({what}) needs the noise cycle: set "
+                          f"cycle.enabled=true. Received: {on[0]}, cycle.enabled=false")
+    if len(on) > 1:
+        raise RecipeError(f"Recipe key '{key}' ({what}) does not combine with "
+                          f"{', '.join(on[1:])}. Received: {', '.join(on)}")
 
 
 def _check_cross_fields(recipe: Recipe) -> None:
-    _check_pnp(recipe)
-    _check_crest(recipe)
-    _check_mpl(recipe)
+    _check_cycle_methods(recipe)
     _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:
         raise RecipeError(
@@ -701,26 +666,10 @@ def _check_cross_fields(recipe: Recipe) -> None:
             "Received: ''"
         )
     _check_soft_targets(recipe)
-    if recipe.cycle.co_divide and not recipe.cycle.enabled:
-        raise RecipeError(
-            "Recipe key 'cycle.co_divide' (DivideMix) needs the noise cycle: set "
-            "cycle.enabled=true. Received: cycle.co_divide=True, cycle.enabled=False")
     if recipe.cycle.co_divide and recipe.train.ema_decay:
         raise RecipeError(
             "Recipe key 'cycle.co_divide' (DivideMix) keeps no EMA copy of its two networks: "
             f"set train.ema_decay=0. Received: train.ema_decay={recipe.train.ema_decay}")
-    if recipe.cycle.co_divide:
-        c = recipe.cycle
-        clash = [key for key, on in (
-            ("cycle.threshold_mode=ada_cm", c.threshold_mode == "ada_cm"),
-            ("cycle.noisy_mode=relabel", getattr(c, "noisy_mode", "fixmatch") == "relabel"),
-            ("cycle.crest=true", getattr(c, "crest", False)),
-            ("cycle.mpl=true", getattr(c, "mpl", False))) if on]
-        if clash:
-            raise RecipeError(
-                "Recipe key 'cycle.co_divide' (DivideMix) has its own targets for both sets and "
-                f"does not combine with {', '.join(clash)}. Received: cycle.co_divide=True, "
-                f"{', '.join(clash)}")
     if recipe.data.class_names:
         from ferkeras.labels import resolve_class_names
 

@@ -49,7 +49,7 @@ def test_every_field_has_a_docstring():
          "set train.ema_decay=0. Received: train.ema_decay=0.9"),
         ({"cycle": {"co_divide_export": "c"}}, "'cycle.co_divide_export' must be one of"),
         ({"cycle": {"enabled": True, "co_divide": True, "threshold_mode": "ada_cm"}},
-         "does not combine with cycle.threshold_mode=ada_cm. Received: cycle.co_divide=True"),
+         "does not combine with cycle.threshold_mode=ada_cm. Received: cycle.co_divide=true"),
     ],
 )
 def test_bad_values_name_key_and_value(values, message):
@@ -57,6 +57,26 @@ def test_bad_values_name_key_and_value(values, message):
         recipe_from_dict(values)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_cycle_methods_need_the_cycle_and_exclude_each_other():
+    from ferkeras.recipe import CYCLE_METHODS
+
+    def values_for(setting):
+        key, value = setting.split("=")
+        return key.split(".")[1], {"true": True}.get(value, value)
+
+    settings = list(CYCLE_METHODS)
+    for i, first in enumerate(settings):
+        k1, v1 = values_for(first)
+        assert recipe_from_dict({"cycle": {"enabled": True, k1: v1}})  # alone: accepted
+        with pytest.raises(RecipeError, match=f"'cycle.{k1}' .*needs the noise cycle"):
+            recipe_from_dict({"cycle": {k1: v1}})
+        for second in settings[i + 1:]:
+            k2, v2 = values_for(second)
+            with pytest.raises(RecipeError, match=f"'cycle.{k1}' .*does not combine with "
+                                                  f"{second}"):
+                recipe_from_dict({"cycle": {"enabled": True, k1: v1, k2: v2}})
 
 
 def test_overrides_parse_yaml_values():
