@@ -192,25 +192,11 @@ def test_co_divide_under_two_replicas(tmp_path):
     """In its own process (as tests/test_mpl.py): MirroredStrategy objects built in one
     process number their collective ops alike, and TF then mixes up this trainer's
     two-network all-reduce with other tests' ("Shape mismatch in the collective instance")."""
-    import pathlib
-    import subprocess
-    import sys
+    from tiny_recipe import check_in_replica_process
 
-    from tiny_recipe import cli_env
-
-    code = ("import sys; sys.path.insert(0, {tests!r}); import tensorflow as tf; "
-            "cpu = tf.config.list_physical_devices('CPU')[0]; "
-            "tf.config.set_logical_device_configuration("
-            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
-            "import test_codivide as t; "
-            "two = tf.distribute.MirroredStrategy("
-            "[d.name for d in tf.config.list_logical_devices('CPU')][:2]); "
-            "t._check_two_replicas_match_one(two); t._check_mixmatch_learns(two); "
-            "print('REPLICAS OK')")
-    tests = str(pathlib.Path(__file__).parent)
-    proc = subprocess.run([sys.executable, "-c", code.format(tests=tests)],
-                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=600)
-    assert "REPLICAS OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_in_replica_process(
+        tmp_path, "test_codivide", "two = tf.distribute.MirroredStrategy(devices); "
+        "t._check_two_replicas_match_one(two); t._check_mixmatch_learns(two)", timeout=600)
 
 
 def _check_two_replicas_match_one(two):

@@ -8,7 +8,6 @@ right gets h > 0 and is pushed toward its labels, one whose labels are a derange
 truth gets h < 0 and is pushed away from them. 2 replicas match 1; resume keeps the teacher.
 """
 
-import pathlib
 
 import h5py
 import keras
@@ -167,21 +166,9 @@ def test_mpl_two_replicas_match_one(tmp_path):
     """In its own process: a MirroredStrategy built in this one would share collective
     instance keys with the other tests' strategies, and TF then mixes up the MPL step's
     extra all-reduces with theirs ("Shape mismatch in the collective instance")."""
-    import subprocess
-    import sys
+    from tiny_recipe import check_in_replica_process
 
-    from tiny_recipe import cli_env
-
-    code = ("import sys; sys.path.insert(0, {tests!r}); import tensorflow as tf; "
-            "cpu = tf.config.list_physical_devices('CPU')[0]; "
-            "tf.config.set_logical_device_configuration("
-            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
-            "import test_mpl; test_mpl._check_two_replicas_match_one("
-            "[d.name for d in tf.config.list_logical_devices('CPU')][:2]); print('REPLICAS OK')")
-    tests = str(pathlib.Path(__file__).parent)
-    proc = subprocess.run([sys.executable, "-c", code.format(tests=tests)],
-                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert "REPLICAS OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_in_replica_process(tmp_path, "test_mpl", "t._check_two_replicas_match_one(devices)")
 
 
 def _check_two_replicas_match_one(devices):

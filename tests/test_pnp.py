@@ -123,22 +123,9 @@ def test_pnp_two_replicas_match_one(tmp_path):
     """In its own process (as test_mpl's): a MirroredStrategy built in the pytest process
     shares collective instance keys with later tests' strategies, and their replica tests
     then fail ("Shape mismatch in the collective instance")."""
-    import pathlib
-    import subprocess
-    import sys
+    from tiny_recipe import check_in_replica_process
 
-    from tiny_recipe import cli_env
-
-    code = ("import sys; sys.path.insert(0, {tests!r}); import tensorflow as tf; "
-            "cpu = tf.config.list_physical_devices('CPU')[0]; "
-            "tf.config.set_logical_device_configuration("
-            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
-            "import test_pnp; test_pnp._check_two_replicas_match_one("
-            "[d.name for d in tf.config.list_logical_devices('CPU')][:2]); print('REPLICAS OK')")
-    tests = str(pathlib.Path(__file__).parent)
-    proc = subprocess.run([sys.executable, "-c", code.format(tests=tests)],
-                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert "REPLICAS OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check_in_replica_process(tmp_path, "test_pnp", "t._check_two_replicas_match_one(devices)")
 
 
 def _check_two_replicas_match_one(devices):

@@ -51,6 +51,28 @@ def cli_env(tmp_path, **extra) -> dict:
     return env
 
 
+def check_in_replica_process(tmp_path, module: str, body: str, *, timeout: int = 300) -> None:
+    """Run `body` in a fresh Python process with 2 logical CPU devices and assert it finished.
+
+    `body` is Python run after `import <module> as t` (a test module in this folder), with
+    `devices` bound to the 2 logical CPU device names. Replica tests of trainers with extra
+    all-reduces (PNP, MPL, co-divide) run this way: MirroredStrategy objects built in one
+    process number their collective ops alike, and TF then mixes up a trainer's all-reduces
+    with an earlier test's ("Shape mismatch in the collective instance").
+    """
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r}); "
+            "import tensorflow as tf; cpu = tf.config.list_physical_devices('CPU')[0]; "
+            "tf.config.set_logical_device_configuration("
+            "cpu, [tf.config.LogicalDeviceConfiguration()] * 2); "
+            "devices = [d.name for d in tf.config.list_logical_devices('CPU')][:2]; "
+            f"import {module} as t; {body}; print('REPLICAS OK')")
+    proc = subprocess.run([sys.executable, "-c", code], env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+    assert "REPLICAS OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def train_command(*args, exact: bool = False) -> list[str]:
     """`ferkeras train ARGS`; with `exact`, through this file (logical CPU devices)."""
     entry = [__file__] if exact else ["-m", "ferkeras.cli"]
