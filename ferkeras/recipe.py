@@ -444,8 +444,16 @@ class TrustedConfig:
         "none", "Where trusted labels come from: 'none'; 'val_true_labels' (the validation "
         "split's true labels, e.g. FERPlus majority for fer2013 with data.ferplus_path); "
         "'val_labels' (the validation split's own labels are clean: AffectNet's hand-annotated "
-        "validation set, RAF-DB's curated test set used as validation).",
-        choices=("none", "val_true_labels", "val_labels"))
+        "validation set, RAF-DB's curated test set used as validation); 'test_labels' (the "
+        "data's test split has clean labels, as AffectNet's hand-annotated validation set and "
+        "RAF-DB's test set, which ferkeras loads as their test splits: trusted.fraction of it, "
+        "stratified and seeded, moves into validation as the trusted rows, and only the rest "
+        "is the reported test).",
+        choices=("none", "val_true_labels", "val_labels", "test_labels"))
+    fraction: float = _field(
+        0.0, "trusted.source test_labels: the share of the test split carved out (stratified "
+        "on its labels, seeded) as trusted rows; the reported test is the rest.", min=0.0,
+        max=0.9)
     test_fraction: float = _field(
         0.0, "When the data has no test split, hold out this share of the validation split "
         "(stratified on its labels, seeded) as the test split, BEFORE anything is fitted on the "

@@ -60,6 +60,22 @@ def prepare_bundle(bundle, cfg, *, seed: int):
                 notes.append(f"trusted: test = {len(test)} rows held out of validation "
                              f"(test_fraction={cfg.test_fraction}, seed={seed}).")
     rows = None
+    carved = None  # test_labels: validation positions of the rows carved out of test
+    if cfg.source == "test_labels":
+        if test is None or not len(test):
+            raise ValueError("trusted.source='test_labels' needs a test split with clean "
+                             "labels (AffectNet's hand-annotated validation set, RAF-DB's "
+                             f"test set). Received: source {bundle.source!r} without one.")
+        if not 0.0 < cfg.fraction < 1.0:
+            raise ValueError("trusted.source='test_labels' needs trusted.fraction in (0, 1), "
+                             f"the share of the test split to carve out. Received: "
+                             f"trusted.fraction={cfg.fraction}")
+        keep, hold = stratified_holdout(test.labels, fraction=cfg.fraction, seed=seed)
+        carved = np.arange(len(val), len(val) + len(hold))
+        val, test = val.concat(test.subset(hold)), test.subset(keep)
+        notes.append(f"trusted: {len(hold)} test rows (fraction {cfg.fraction}, stratified, "
+                     f"seed {seed}) moved into validation as trusted rows; the reported test "
+                     f"is the other {len(keep)}.")
     if cfg.source != "none":
         if cfg.source == "val_true_labels":
             if val.true_labels is None or not (val.true_labels >= 0).any():
@@ -70,6 +86,8 @@ def prepare_bundle(bundle, cfg, *, seed: int):
         else:
             labels = val.labels
         index = np.flatnonzero(labels >= 0)
+        if carved is not None:
+            index = carved
         rows = TrustedRows(index=index, labels=labels[index].astype(np.int64),
                            noisy=val.labels[index].astype(np.int64))
         notes.append(f"trusted: {len(index)} validation rows with trusted labels "

@@ -56,6 +56,40 @@ def test_without_trusted_rows_select_and_decision_are_refused():
         trusted.prepare_bundle(b, _cfg(source="val_true_labels"), seed=0)
 
 
+def test_test_labels_carve_trusted_rows_out_of_the_test_split_and_never_report_them():
+    """AffectNet / RAF-DB: the clean labels are the test split's. A stratified share moves
+    into validation as the trusted rows; the reported test keeps only the rest."""
+    b = _bundle()
+    rng = np.random.default_rng(1)
+    test_labels = rng.integers(0, K, 300)
+    test = Split(images=np.zeros((300, 8, 8, 1), np.uint8), labels=test_labels)
+    test.images[:, 0, 0, 0] = np.arange(300) % 256
+    test.images[:, 0, 1, 0] = np.arange(300) // 256 + 1  # tag: nonzero marks a test row
+    b = DatasetBundle(class_names=b.class_names, train=b.train, val=b.val, test=test,
+                      source="t", notes=[])
+    out, rows, notes = trusted.prepare_bundle(
+        b, _cfg(source="test_labels", fraction=0.2, decision="prior"), seed=0)
+
+    def tag(split):
+        px = split.images[:, 0, :2, 0].astype(int)
+        return px[:, 0] + 256 * (px[:, 1] - 1)
+
+    moved = out.val.subset(rows.index)
+    assert (moved.images[:, 0, 1, 0] > 0).all()  # trusted rows are the carved test rows
+    assert len(rows.index) == 60 and len(out.test) == 240
+    assert not set(tag(moved).tolist()) & set(tag(out.test).tolist())
+    assert (rows.labels == test_labels[tag(moved)]).all()
+    assert np.bincount(rows.labels, minlength=K).min() >= 15  # stratified
+    # the noisy validation rows are still there, first, untouched; their truth survives
+    assert (out.val.labels[:len(b.val)] == b.val.labels).all()
+    assert (out.val.true_labels[len(b.val):] == -1).all()
+    assert any("moved into validation" in n for n in notes)
+    with pytest.raises(ValueError, match="trusted.fraction"):
+        trusted.prepare_bundle(b, _cfg(source="test_labels"), seed=0)
+    with pytest.raises(ValueError, match="needs a test split"):
+        trusted.prepare_bundle(_bundle(), _cfg(source="test_labels", fraction=0.2), seed=0)
+
+
 def _structured(n, seed):
     """Clean prior skewed to class 0; class 0 is often given as 1 (FER2013's neutral -> sad);
     ambiguous evidence. Returns clean labels, noisy-model probabilities, train prior."""

@@ -61,6 +61,31 @@ class Split:
         }
         return Split(**take, skipped=list(self.skipped))
 
+    def concat(self, other: Split) -> Split:
+        """This split's rows, then `other`'s (both in memory or both file paths). A per-row
+        table only one side has is filled on the other: true_labels / boxes with -1; soft
+        labels are kept only when both sides have them."""
+        if (self.images is None) != (other.images is None):
+            raise ValueError("Split.concat needs both splits in memory or both as file paths.")
+
+        def both(name, fill=None):
+            a, b = getattr(self, name), getattr(other, name)
+            if a is None and b is None:
+                return None
+            if a is None or b is None:
+                if fill is None:
+                    return None
+                ref = a if a is not None else b
+                pad = lambda n: np.full((n, *ref.shape[1:]), fill, ref.dtype)  # noqa: E731
+                a = a if a is not None else pad(len(self))
+                b = b if b is not None else pad(len(other))
+            return np.concatenate([a, b])
+
+        return Split(labels=np.concatenate([self.labels, other.labels]),
+                     images=both("images"), paths=both("paths"),
+                     true_labels=both("true_labels", -1), soft_labels=both("soft_labels"),
+                     boxes=both("boxes", -1), skipped=list(self.skipped) + list(other.skipped))
+
     def class_counts(self, num_classes: int) -> np.ndarray:
         """(K,) int64 count of given labels per class."""
         return np.bincount(self.labels, minlength=num_classes)
