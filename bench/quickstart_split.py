@@ -213,7 +213,7 @@ def markdown(data: dict) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="recipe", help=f"comma list of {list(VARIANTS)}")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default=None, help="comma list (default 0,1,2; --smoke: 0)")
     p.add_argument("--work", default=str(common.WORK / "quickstart_split"))
     p.add_argument("--smoke", action="store_true", help="tiny data and schedule (tests)")
     p.add_argument("--report-only", action="store_true",
@@ -225,6 +225,7 @@ def main(argv=None):
         if v not in VARIANTS:
             raise SystemExit(f"--variants: unknown variant {v!r}. Valid: {list(VARIANTS)}")
     try:
+        args.seeds = args.seeds or ("0" if args.smoke else "0,1,2")
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         raise SystemExit(f"--seeds: expected integers like 0,1,2. "

@@ -3,8 +3,8 @@
 The rows between `<!-- methods table: start -->` and `<!-- methods table: end -->` are
 replaced; nothing else in the README changes. Figures are read, never typed:
 
-    .venv/bin/python bench/methods_table.py            # rewrite README.md's table
-    .venv/bin/python bench/methods_table.py --print    # show it only
+    .venv/bin/python bench/tools/methods_table.py            # rewrite README.md's table
+    .venv/bin/python bench/tools/methods_table.py --print    # show it only
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import json
 import pathlib
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 START, END = "<!-- methods table: start -->", "<!-- methods table: end -->"
 
 # name in methods.<name> -> (what it is, paper, recipe key)
