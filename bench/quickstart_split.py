@@ -71,8 +71,9 @@ def overrides_for(variant: str, seed: int, smoke: bool) -> list[str]:
     sets += [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
              for k, v in VARIANTS[variant].items()]
     if smoke:
-        sets += ["data.synthetic.n_train=600", "data.synthetic.n_val=200",
-                 "data.synthetic.n_test=200", "cycle.warmup_epochs=1", "cycle.cycles=1",
+        sets += ["data.synthetic.n_train=300", "data.synthetic.n_val=64",
+                 "data.synthetic.n_test=64", "data.image_size=32", "model.width=8",
+                 "cycle.warmup_epochs=1", "cycle.cycles=1",
                  "cycle.epochs_per_cycle=1", "cycle.loss_window=1"]
     return sets
 
