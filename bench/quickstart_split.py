@@ -78,10 +78,16 @@ def overrides_for(variant: str, seed: int, smoke: bool) -> list[str]:
     return sets
 
 
-def read_splits(run_dir: pathlib.Path, class_names) -> list[dict]:
-    """Every split's detection scores and per-class flagged share vs true noise rate."""
+def _split_rows(folder: pathlib.Path) -> tuple[int, list[dict]]:
+    """(split epoch, the rows of its samples.csv) for a `reports/split-eNNN` folder."""
     import csv
 
+    with open(folder / "samples.csv", newline="") as fh:
+        return int(folder.name.split("-e")[1]), list(csv.DictReader(fh))
+
+
+def read_splits(run_dir: pathlib.Path, class_names) -> list[dict]:
+    """Every split's detection scores and per-class flagged share vs true noise rate."""
     out = []
     for folder in sorted((run_dir / "reports").glob("split-e*")):
         det = folder / "detection.json"
@@ -89,8 +95,7 @@ def read_splits(run_dir: pathlib.Path, class_names) -> list[dict]:
             continue
         scores = json.loads(det.read_text())
         per_class = {}
-        with open(folder / "samples.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        epoch, rows = _split_rows(folder)
         for name in class_names:
             mine = [r for r in rows if r["given_label"] == name]
             if not mine:
@@ -99,8 +104,7 @@ def read_splits(run_dir: pathlib.Path, class_names) -> list[dict]:
                 "n": len(mine),
                 "true_noise": round(sum(r["true_label"] != name for r in mine) / len(mine), 4),
                 "flagged": round(sum(r["labelled"] == "0" for r in mine) / len(mine), 4)}
-        out.append({"epoch": int(folder.name.split("-e")[1]),
-                    "auc": scores.get("auc"), "precision": scores.get("precision"),
+        out.append({"epoch": epoch, "auc": scores.get("auc"), "precision": scores.get("precision"),
                     "recall": scores.get("recall"), "per_class": per_class})
     return out
 
@@ -113,7 +117,6 @@ def posthoc_rules(run_dir: pathlib.Path) -> list[dict]:
     (`selection.clean_probability`, p_clean 0.5): ROC-AUC and precision of the noisy flags
     against the truth. Same warm-up model, so only the rule differs; later splits would
     differ too had the rule trained the cycle, so this ranks rules, it is not their run."""
-    import csv
 
     import numpy as np
     from sklearn.metrics import roc_auc_score
@@ -122,20 +125,18 @@ def posthoc_rules(run_dir: pathlib.Path) -> list[dict]:
 
     out = []
     for folder in sorted((run_dir / "reports").glob("split-e*")):
-        with open(folder / "samples.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        epoch, rows = _split_rows(folder)
         if not rows or "true_label" not in rows[0]:
             continue
         names = sorted({r["given_label"] for r in rows} | {r["true_label"] for r in rows})
         ids = {n: i for i, n in enumerate(names)}
         given = np.array([ids[r["given_label"]] for r in rows])
         clean = given == np.array([ids[r["true_label"]] for r in rows])
-        loss = np.array([float(r["loss"]) for r in rows])
-        entry = {"epoch": int(folder.name.split("-e")[1]),
-                 "train_acc_given": round(float(np.mean(
-                     [r["predicted_label"] == r["given_label"] for r in rows])), 4)}
         if clean.all() or not clean.any():
             continue
+        loss = np.array([float(r["loss"]) for r in rows])
+        entry = {"epoch": epoch, "train_acc_given": round(float(np.mean(
+            [r["predicted_label"] == r["given_label"] for r in rows])), 4)}
         for norm, scope in RULES:
             cp = clean_probability(loss, given, num_classes=len(names), normalize=norm,
                                    gmm_scope=scope)

@@ -85,9 +85,7 @@ def prepare_bundle(bundle, cfg, *, seed: int):
             labels = val.true_labels
         else:
             labels = val.labels
-        index = np.flatnonzero(labels >= 0)
-        if carved is not None:
-            index = carved
+        index = carved if carved is not None else np.flatnonzero(labels >= 0)
         rows = TrustedRows(index=index, labels=labels[index].astype(np.int64),
                            noisy=val.labels[index].astype(np.int64))
         notes.append(f"trusted: {len(index)} validation rows with trusted labels "
