@@ -85,9 +85,26 @@ def load_runs(work: pathlib.Path) -> dict:
         if not probs_file.is_file():
             continue
         z = np.load(probs_file)
+        run_dir = done.with_name(done.name.replace(".done.json", ""))
         runs.setdefault(d["config"], {})[d["seed"]] = {
-            "done": d, "probs": {k: z[k].astype(np.float64) for k in z.files}}
+            "done": d, "probs": {k: z[k].astype(np.float64) for k in z.files},
+            "resumed": bool(d.get("resumed")) or was_resumed(run_dir)}
     return runs
+
+
+def was_resumed(run_dir: pathlib.Path) -> bool:
+    """True when the run's training spans more than one process (killed and resumed): its
+    TensorBoard event files, named `events.out.tfevents.<time>.<host>.<pid>.<n>.v2`, carry
+    more than one pid. Such a run's wall_s covers only the last process's part."""
+    pids = {f.name.split(".")[-3] for f in (run_dir / "tensorboard").rglob("events.out.*")}
+    return len(pids) > 1
+
+
+def timed_runs(by_seed: dict) -> list:
+    """The runs whose wall_s is a whole run's: the ones not resumed, or all of them when
+    every seed was resumed (then the wall time is a lower bound and the report says so)."""
+    whole = [r for r in by_seed.values() if not r.get("resumed")]
+    return whole or list(by_seed.values())
 
 
 # ----------------------------------------------------------------------------- rules
@@ -377,7 +394,8 @@ METHOD_KEYS = ("base", "overrides", "trusted", "n_seeds", "seeds", "not_a_result
                "bal_gain_vs_cycle", "bal_gain_vs_cycle_ci_low", "bal_gain_vs_cycle_ci_high",
                "vs_cycle_seeds",
                "detection_auc", "detection_auc_per_seed", "detection_source", "ood_auc",
-               "ood_auc_broad", "val_acc_fer2013", "wall_s", "logging_s", "cost_ratio")
+               "ood_auc_broad", "val_acc_fer2013", "wall_s", "wall_seeds", "logging_s",
+               "cost_ratio")
 
 
 def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, plus_train,
@@ -388,12 +406,13 @@ def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, 
     validation half vs FER2013 labels (the trust-free winner's signal), wall seconds net of
     the per-epoch logging, and cost ratio vs CE. The issue-11 methods without runs get null
     values and status "no runs"."""
-    walls = {}
+    walls, wall_seeds = {}, {}
     for config, by_seed in runs.items():
-        w = [r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0)
-             for r in by_seed.values()]
+        timed = timed_runs(by_seed)
+        w = [r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0) for r in timed]
         walls[config] = (float(np.mean(w)), float(np.mean(
-            [r["done"].get("ferplus_by_epoch_s") or 0.0 for r in by_seed.values()])))
+            [r["done"].get("ferplus_by_epoch_s") or 0.0 for r in timed])))
+        wall_seeds[config] = sorted(r["done"]["seed"] for r in timed)
     out = {}
     for config in sorted(runs):
         by_seed = runs[config]
@@ -420,6 +439,7 @@ def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, 
         m["val_acc_fer2013"] = float(np.mean([(r["probs"]["val"].argmax(1) == fer_val).mean()
                                               for r in by_seed.values()]))
         m["wall_s"], m["logging_s"] = walls[config]
+        m["wall_seeds"] = wall_seeds[config]
         m["cost_ratio"] = walls[config][0] / walls["ce"][0] if "ce" in walls else None
         out[config] = {k: m.get(k) for k in ("status",) + METHOD_KEYS}
     for name in ISSUE11_METHODS:
@@ -609,7 +629,7 @@ def assemble(args) -> dict:
                 for rule, probs in got.items():
                     name = config if not rule else f"{config}+{rule}"
                     full.setdefault(name, {})[seed] = scores(y, probs[scored])
-    wall = {c: float(np.mean([r["done"]["wall_s"] for r in by.values()]))
+    wall = {c: float(np.mean([r["done"]["wall_s"] for r in timed_runs(by)]))
             for c, by in runs.items()}
     from noisy_data import ood_truth
 
@@ -650,7 +670,7 @@ def cost_of_winner(runs, **labels) -> dict:
     """Wall seconds of CE and of the trust-free winner (CE's training + the pass over the
     training set that yields its probabilities + computing the rule), seed means."""
     ce = runs.get("ce", {})
-    timed = [r for r in ce.values() if r["done"].get("train_pass_s") is not None]
+    timed = [r for r in timed_runs(ce) if r["done"].get("train_pass_s") is not None]
     if not timed:
         return {}
     rule_s = []
@@ -717,8 +737,10 @@ def methods_markdown(out) -> list[str]:
              f"the current cycle `{CYCLE}`. Detection: ROC-AUC on Training rows with a FERPlus "
              "majority, truth = FER2013 label == FERPlus majority; score = the last split's "
              "clean_prob (split methods) or the model's probability of the given label. Wall: "
-             "mean seconds, per-epoch FERPlus logging taken out; cost = wall / CE's wall "
-             "(same machine, not a quiet one).", "",
+             "mean seconds, per-epoch FERPlus logging taken out, over the seeds that ran in "
+             "one process (a killed and resumed run's wall_s covers only its last part; "
+             "`wall_seeds` in the JSON); cost = wall / CE's wall (same machine, not a quiet "
+             "one).", "",
              "| method | base | trusted rows | seeds | accuracy | balanced acc. | Δacc vs CE "
              f"[95% CI] | Δbal vs CE [95% CI] | Δacc vs {CYCLE} [95% CI] | detection AUC | "
              "wall (s) | cost × CE |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -740,7 +762,7 @@ def methods_markdown(out) -> list[str]:
             f"{_ci(m['bal_gain_vs_ce'], m['bal_gain_ci_low'], m['bal_gain_ci_high'])} | "
             f"{_ci(m['acc_gain_vs_cycle'], m['acc_gain_vs_cycle_ci_low'], m['acc_gain_vs_cycle_ci_high'])}"  # noqa: E501
             f"{on(m['vs_cycle_seeds'])} | "
-            f"{m['detection_auc']:.3f} | {m['wall_s']:.0f} | {cost} |")
+            f"{m['detection_auc']:.3f} | {m['wall_s']:.0f}{on(m['wall_seeds'])} | {cost} |")
     missing = [n for n, m in ms.items() if m["status"] != "ok"]
     if missing:
         lines += ["", "No runs yet: " + ", ".join(f"`{n}`" for n in missing) + "."]

@@ -283,8 +283,8 @@ def run(config, seed, args, t, rows, work, log):
     bundle, train_rows = make_bundle(t, rows, config)
     run_dir = work / name
     log(f"{name}: training on {len(bundle.train)} images")
-    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json",
-                           resume=(run_dir / "checkpoints" / "state.json").is_file())
+    resumed = (run_dir / "checkpoints" / "state.json").is_file()
+    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json", resume=resumed)
     metrics = train_one(recipe, bundle, run_dir, log, callbacks=(curve,))
     # the recipe's network; for co_divide the ensemble of both (what best.weights.h5 holds)
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
@@ -296,6 +296,7 @@ def run(config, seed, args, t, rows, work, log):
         history = hist_file.read_text().splitlines()
     result = {"run": name, "config": config, "seed": seed, "settings": s, "settings_hash": h,
               "ferkeras_version": ferkeras.__version__, "wall_s": metrics["wall_seconds"],
+              "resumed": resumed,  # then wall_s covers only this process's part
               "train_s": metrics["train_seconds"], "epochs": metrics["epochs"],
               "best_epoch": metrics["best_epoch"], "n_train": len(bundle.train),
               "split_s": metrics.get("split_seconds"), "history_csv": history,

@@ -52,6 +52,26 @@ def test_trust_free_winner_is_the_best_noisy_validation_accuracy_with_three_seed
     assert not got["candidates"]["pnp"]["eligible"]
 
 
+def test_a_killed_and_resumed_run_is_left_out_of_the_wall_time(tmp_path):
+    from noisy_fer2013 import timed_runs, was_resumed
+
+    def run(name, pids):
+        d = tmp_path / name / "tensorboard" / "train"
+        d.mkdir(parents=True)
+        for i, pid in enumerate(pids):
+            (d / f"events.out.tfevents.17961{i}.vm.{pid}.{i}.v2").write_bytes(b"")
+        return tmp_path / name
+
+    assert not was_resumed(run("one", [30777, 30777]))
+    assert was_resumed(run("two", [30777, 13115]))
+    assert not was_resumed(tmp_path / "absent")
+    by_seed = {0: {"done": {"seed": 0, "wall_s": 900.0}, "resumed": False},
+               2: {"done": {"seed": 2, "wall_s": 440.0}, "resumed": True}}
+    assert [r["done"]["seed"] for r in timed_runs(by_seed)] == [0]
+    # every seed resumed: all of them (a lower bound) rather than nothing
+    assert len(timed_runs({2: by_seed[2]})) == 1
+
+
 def test_method_detection_reads_clean_prob_and_p_ood_from_the_split_csv(tmp_path):
     from noisy_fer2013 import method_detection
 
