@@ -128,11 +128,15 @@ def posthoc_rules(run_dir: pathlib.Path) -> list[dict]:
         epoch, rows = _split_rows(folder)
         if not rows or "true_label" not in rows[0]:
             continue
-        names = sorted({r["given_label"] for r in rows} | {r["true_label"] for r in rows})
+        # the rule sees every row (as in training); it is scored on the rows whose truth is
+        # known (FER2013: those with a FERPlus majority; synthetic: all)
+        names = sorted({r["given_label"] for r in rows} | {r["true_label"] for r in rows
+                                                           if r["true_label"]})
         ids = {n: i for i, n in enumerate(names)}
         given = np.array([ids[r["given_label"]] for r in rows])
-        clean = given == np.array([ids[r["true_label"]] for r in rows])
-        if clean.all() or not clean.any():
+        known = np.array([bool(r["true_label"]) for r in rows])
+        clean = given == np.array([ids.get(r["true_label"], -1) for r in rows])
+        if clean[known].all() or not clean[known].any():
             continue
         loss = np.array([float(r["loss"]) for r in rows])
         entry = {"epoch": epoch, "train_acc_given": round(float(np.mean(
@@ -140,11 +144,12 @@ def posthoc_rules(run_dir: pathlib.Path) -> list[dict]:
         for norm, scope in RULES:
             cp = clean_probability(loss, given, num_classes=len(names), normalize=norm,
                                    gmm_scope=scope)
-            flagged = cp < 0.5
+            flagged = (cp < 0.5) & known
             entry[f"{norm}/{scope}"] = {
-                "auc": round(float(roc_auc_score(clean, cp)), 4),
+                "auc": round(float(roc_auc_score(clean[known], cp[known])), 4),
                 "precision": round(float((~clean[flagged]).mean()), 4) if flagged.any()
-                else None}
+                else None,
+                "flagged": round(float(flagged.sum() / known.sum()), 4)}
         out.append(entry)
     return out
 

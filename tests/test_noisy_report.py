@@ -125,6 +125,30 @@ def test_quickstart_split_reads_flagged_share_against_true_noise_per_class(tmp_p
     assert got[1]["per_class"]["b"]["flagged"] == 0.5 and got[1]["auc"] == 0.9
 
 
+def test_posthoc_rules_score_only_rows_whose_truth_is_known(tmp_path):
+    from quickstart_split import RULES, posthoc_rules
+
+    rng = np.random.default_rng(0)
+    rows = ["index,given_label,predicted_label,clean_prob,loss,labelled,true_label"]
+    for i in range(160):
+        given = "ab"[i % 2]
+        noisy, unknown = i % 4 in (0, 1) and i < 48, i >= 140   # 24 noisy, 20 without truth
+        true = "" if unknown else ("ba"[i % 2] if noisy else given)
+        high = noisy or (unknown and i % 4 < 2)    # half the rows without truth look noisy
+        loss = (3.0 if high else 0.1) + rng.uniform(0, 0.05)
+        rows.append(f"{i},{given},{given},0.5,{loss:.4f},1,{true}")
+    folder = tmp_path / "reports" / "split-e005"
+    folder.mkdir(parents=True)
+    (folder / "samples.csv").write_text("\n".join(rows) + "\n")
+    (got,) = posthoc_rules(tmp_path)
+    assert got["epoch"] == 5
+    for norm, scope in RULES:
+        r = got[f"{norm}/{scope}"]
+        # the rows without truth are ranked and flagged too, but neither scored nor counted
+        assert r["auc"] == 1.0 and r["precision"] == 1.0, (norm, scope, r)
+        assert r["flagged"] == round(24 / 140, 4)
+
+
 def test_quickstart_protocol_needs_both_auc_and_precision_on_the_selection_seeds():
     from quickstart_split import choose, summarize
 
