@@ -39,6 +39,8 @@ SELECTION_SEEDS = (0, 1, 2)
 # name -> recipe overrides (dotted keys) on top of recipes/quickstart.yaml. Fixed before any
 # quickstart result of this benchmark.
 VARIANTS: dict[str, dict] = {
+    # The recipe as it is now. Runs cached before the recipe took batch32_global's settings
+    # (2026-12-02) are the former recipe: batch 128, per-class loss normalisation.
     "recipe": {},
     # Longer warm-up and a 3-epoch loss average: the split model has learnt more and one
     # epoch's noise in the per-sample losses is averaged out.
