@@ -72,6 +72,22 @@ def test_a_killed_and_resumed_run_is_left_out_of_the_wall_time(tmp_path):
     assert len(timed_runs({2: by_seed[2]})) == 1
 
 
+def test_gap_recovered_is_the_share_of_the_oracle_gap_with_a_paired_ci():
+    from noisy_fer2013 import gap_recovered_bootstrap
+
+    y = np.arange(1000) % 7
+    wrong = (y + 1) % 7
+    # CE right on rows 0-599, oracle on 0-899, winner on 0-749: gap 300 rows, 150 recovered
+    ce, oracle, winner = (np.where(np.arange(1000) < k, y, wrong) for k in (600, 900, 750))
+    got = gap_recovered_bootstrap(y, [winner], [ce], [oracle])
+    assert got["ratio"] == 0.5 and got["seeds"] == [1, 1, 1]
+    assert got["ci"][0] < 0.5 < got["ci"][1] and got["ci"][1] - got["ci"][0] < 0.15
+    # two seeds per arm average before the ratio: (0.7 - 0.6) / (0.9 - 0.6)
+    winner2 = np.where(np.arange(1000) < 650, y, wrong)
+    assert abs(gap_recovered_bootstrap(y, [winner2, winner2], [ce, ce], [oracle, oracle])
+               ["ratio"] - 1 / 6) < 1e-12
+
+
 def test_method_detection_reads_clean_prob_and_p_ood_from_the_split_csv(tmp_path):
     from noisy_fer2013 import method_detection
 
