@@ -102,7 +102,7 @@ def was_resumed(run_dir: pathlib.Path) -> bool:
 
 def timed_runs(by_seed: dict) -> list:
     """The runs whose wall_s is a whole run's: the ones not resumed, or all of them when
-    every seed was resumed (then the wall time is a lower bound and the report says so)."""
+    every seed was resumed (their wall time is then a lower bound)."""
     whole = [r for r in by_seed.values() if not r.get("resumed")]
     return whole or list(by_seed.values())
 
