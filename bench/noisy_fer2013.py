@@ -683,6 +683,9 @@ def assemble(args) -> dict:
     out["cost"] = cost_of_winner(runs, fer_train=fer_train, fer_val=fer_val,
                                  plus_val=plus_val)
     out["targets"] = targets(out)
+    out["full_size_vs_ce"] = {name: compare_seeds(y, preds, full_preds["ce"])
+                              for name, preds in full_preds.items()
+                              if name != "ce" and "ce" in full_preds}
     tw = out["trusted_winner"]
     if out.get("trusted_gap_size") == "full":
         # the target's uncertainty: same ratio, paired bootstrap over the reported rows
@@ -856,12 +859,19 @@ def markdown(out) -> str:
         lines.append(f"| {r} | {pct(a)} |")
     lines += ["", f"Winner: `{out['trusted_winner']}`.", ""]
     if out["full_size"]:
-        lines += ["## Full size (vgg4 width 32)", "", "| variant | seeds | accuracy | "
-                  "balanced acc. |", "|---|---|---|---|"]
+        vs = out.get("full_size_vs_ce") or {}
+        lines += ["## Full size (vgg4 width 32)", "", "Δ vs CE: paired bootstrap over the same "
+                  "reported rows, seeds paired by number.", "",
+                  "| variant | seeds | accuracy | balanced acc. | Δacc vs CE [95% CI] | "
+                  "Δbal vs CE [95% CI] |", "|---|---|---|---|---|---|"]
         for name, by in sorted(out["full_size"].items()):
+            c = vs.get(name) or {}
+            acc = _ci(c["acc_diff"], *c["acc_ci"]) if c else ""
+            bal = _ci(c["bal_diff"], *c["bal_ci"]) if c else ""
             lines.append(f"| {name} | {len(by)} | "
                          f"{pct(np.mean([s['accuracy'] for s in by.values()]))} | "
-                         f"{pct(np.mean([s['balanced_accuracy'] for s in by.values()]))} |")
+                         f"{pct(np.mean([s['balanced_accuracy'] for s in by.values()]))} | "
+                         f"{acc} | {bal} |")
         lines.append("")
     d = out["detection"]
     lines += ["## Noise detection (training rows with a FERPlus majority)", "",
