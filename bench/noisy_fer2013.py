@@ -495,8 +495,14 @@ def trust_free_choice(methods: dict, runs: dict, *, fer_train, fer_val,
     for n, c in cand.items():
         c["eligible"] = n in eligible
     winner = max(eligible, key=lambda n: cand[n]["val_acc_fer2013"]) if eligible else None
+    # What recipes/fer2013.yaml trains: the winner only if it also beats plain CE on the same
+    # signal (CE is the baseline, not a candidate); otherwise CE. Written down on 2026-12-02,
+    # when `ema` became the winner; it is the rule earlier stops applied to `ce+prior_tf`.
+    ce_val = (methods.get("ce") or {}).get("val_acc_fer2013")
+    recipe = winner if winner and (ce_val is None or
+                                   cand[winner]["val_acc_fer2013"] > ce_val) else "ce"
     return {"winner": winner, "candidates": dict(sorted(cand.items())),
-            "chosen_by": TRUST_FREE_PROTOCOL}
+            "chosen_by": TRUST_FREE_PROTOCOL, "ce_val_acc_fer2013": ce_val, "recipe": recipe}
 
 
 def curves(runs_by_work: dict) -> dict:
@@ -817,7 +823,14 @@ def methods_markdown(out) -> list[str]:
     for n, c in (tf.get("candidates") or {}).items():
         lines.append(f"| {n} | {c['n_seeds']} | {pct(c['val_acc_fer2013'])} | "
                      f"{'yes' if c['eligible'] else 'no'} |")
-    lines += ["", f"Winner: `{tf.get('winner')}`.", ""]
+    lines += ["", f"Winner: `{tf.get('winner')}`."]
+    if tf.get("ce_val_acc_fer2013") is not None:
+        lines += ["", f"`recipes/fer2013.yaml` trains `{tf.get('recipe')}`: the winner only if "
+                  "it also beats plain CE on the same signal (CE: "
+                  f"{pct(tf['ce_val_acc_fer2013'])}). This rule was written down after the "
+                  "`ema` runs made `ema` the winner; it is the one earlier stops applied to "
+                  "`ce+prior_tf`."]
+    lines.append("")
     if any(v for v in (out.get("curves") or {}).values()):
         lines += ["Per-epoch curves (reported half vs FERPlus where logged, validation half "
                   f"vs the selection labels from history.csv): `{out.get('curves_png')}`.", ""]

@@ -50,6 +50,10 @@ def test_trust_free_winner_is_the_best_noisy_validation_accuracy_with_three_seed
     assert got["winner"] == "elr"
     assert set(got["candidates"]) == {"elr", "pnp", "cycle_ce"}
     assert not got["candidates"]["pnp"]["eligible"]
+    assert got["recipe"] == "ce"          # CE's own 0.9 on the same signal beats elr's 0.62
+    methods["elr"]["val_acc_fer2013"] = 0.95
+    assert trust_free_choice(methods, {}, fer_train=np.zeros(3, int),
+                             fer_val=np.zeros(3, int))["recipe"] == "elr"
 
 
 def test_a_killed_and_resumed_run_is_left_out_of_the_wall_time(tmp_path):
