@@ -688,6 +688,8 @@ def assemble(args) -> dict:
     }
     out["cost"] = cost_of_winner(runs, fer_train=fer_train, fer_val=fer_val,
                                  plus_val=plus_val)
+    out["cost_same_conditions"] = same_conditions_cost(
+        pathlib.Path(args.timing_work), (out["trust_free"] or {}).get("winner"))
     out["targets"] = targets(out)
     out["full_size_vs_ce"] = {name: compare_seeds(y, preds, full_preds["ce"])
                               for name, preds in full_preds.items()
@@ -720,6 +722,28 @@ def cost_of_winner(runs, **labels) -> dict:
                     "training plus the extra seconds (all rules are computed in that time)"}
 
 
+def same_conditions_cost(timing_work: pathlib.Path, winner: str | None) -> dict | None:
+    """Wall of the trust-free winner over CE's, both trained back to back in `timing_work`
+    (same seeds, same machine state), per-epoch FERPlus logging taken out. The grid's own
+    runs span sessions and machine loads, so their ratio can mislead. None when the folder
+    lacks either (or the winner is a post-hoc rule on CE, whose cost cost_of_winner has)."""
+    if not winner or "+" in winner or not timing_work.is_dir():
+        return None
+    runs = load_runs(timing_work)
+    seeds = sorted(set(runs.get("ce", {})) & set(runs.get(winner, {})))
+    if not seeds:
+        return None
+
+    def net(r):
+        return r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0)
+
+    ce = float(np.mean([net(runs["ce"][s]) for s in seeds]))
+    win = float(np.mean([net(runs[winner][s]) for s in seeds]))
+    return {"winner": winner, "seeds": seeds, "ce_s": ce, "winner_s": win,
+            "ratio": win / ce, "work": str(timing_work.relative_to(ROOT))
+            if timing_work.resolve().is_relative_to(ROOT) else timing_work.name}
+
+
 def targets(out) -> dict:
     v, det, full = out["variants"], out["detection"], out["full_size"]
     tg = {}
@@ -749,6 +773,8 @@ def targets(out) -> dict:
     if tf.get("winner") == TRUST_FREE_BASELINE:
         if cost.get("winner_s") and cost.get("ce_s"):
             tg["cost_ratio"] = cost["winner_s"] / cost["ce_s"]
+    elif (out.get("cost_same_conditions") or {}).get("winner") == tf.get("winner"):
+        tg["cost_ratio"] = out["cost_same_conditions"]["ratio"]
     elif tf.get("winner") and out["methods"][tf["winner"]].get("cost_ratio") is not None:
         tg["cost_ratio"] = out["methods"][tf["winner"]]["cost_ratio"]
     return tg
@@ -931,6 +957,11 @@ def markdown(out) -> str:
         lines.append(f"Its 95 % CI (paired bootstrap over the reported rows, seeds per arm "
                      f"winner / CE / oracle = {gci['seeds']}): [{gci['ci'][0]:.3f}, "
                      f"{gci['ci'][1]:.3f}].")
+    cs = out.get("cost_same_conditions")
+    if cs:
+        lines.append(f"cost_ratio: `{cs['winner']}` over CE trained back to back in "
+                     f"`{cs['work']}` (seeds {cs['seeds']}): {cs['winner_s']:.0f} s / "
+                     f"{cs['ce_s']:.0f} s, per-epoch FERPlus logging taken out.")
     lines += ["", "| key | value |", "|---|---|"]
     for k, v in out["targets"].items():
         lines.append(f"| {k} | {v if isinstance(v, str) or v is None else f'{v:.4f}'} |")
@@ -942,6 +973,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work", default=None, help="proxy runs (bench/noisy_grid.py --work)")
     p.add_argument("--full-work", default=None, help="full-size runs")
+    p.add_argument("--timing-work", default=None,
+                   help="CE and the trust-free winner trained back to back on a quiet machine "
+                   "(bench/noisy_grid.py --work <this>); when both are there, cost_ratio "
+                   "comes from them")
     p.add_argument("--limit-train", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
                    help="seconds: a smoke grid on fake FER2013-format tables, then its report")
@@ -956,6 +991,8 @@ def main(argv=None) -> int:
         noisy_grid.main(["--smoke", "--configs", CYCLE])  # a split method: clean_prob path
         args.work = str(common.WORK / "noisy_grid_smoke")
         args.full_work = str(common.WORK / "noisy_grid_smoke_full_absent")
+        args.timing_work = str(common.WORK / "noisy_grid_smoke_timing_absent")
+    args.timing_work = args.timing_work or str(common.WORK / "noisy_grid_timing")
     args.work = args.work or str(common.WORK / "noisy_grid")
     args.full_work = args.full_work or str(common.WORK / "noisy_grid_full")
     t0 = time.time()
@@ -967,7 +1004,8 @@ def main(argv=None) -> int:
     if plot_curves(out["curves"], png, highlight={"ce", "oracle", CYCLE, winner}):
         out["curves_png"] = (str(png.relative_to(ROOT)) if png.is_relative_to(ROOT)
                              else png.name)
-    settings = {"work": args.work, "full_work": args.full_work, "bootstrap_draws": BOOT,
+    settings = {"work": args.work, "full_work": args.full_work,
+                "timing_work": args.timing_work, "bootstrap_draws": BOOT,
                 "trust_free_winner_chosen_by": TRUST_FREE_PROTOCOL, "smoke": args.smoke,
                 "runs": {name: by for name, by in
                          ((n, sorted(v["seeds"])) for n, v in out["variants"].items())}}
