@@ -100,6 +100,16 @@ def was_resumed(run_dir: pathlib.Path) -> bool:
     return len(pids) > 1
 
 
+def logging_s(run: dict) -> float:
+    """Seconds the run spent on per-epoch FERPlus logging (never used for selection)."""
+    return run["done"].get("ferplus_by_epoch_s") or 0.0
+
+
+def net_wall_s(run: dict) -> float:
+    """The run's wall seconds without its per-epoch FERPlus logging."""
+    return run["done"]["wall_s"] - logging_s(run)
+
+
 def timed_runs(by_seed: dict) -> list:
     """The runs whose wall_s is a whole run's: the ones not resumed, or all of them when
     every seed was resumed (their wall time is then a lower bound)."""
@@ -429,9 +439,8 @@ def methods_table(runs: dict, preds: dict, y, work: pathlib.Path, *, fer_train, 
     walls, wall_seeds = {}, {}
     for config, by_seed in runs.items():
         timed = timed_runs(by_seed)
-        w = [r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0) for r in timed]
-        walls[config] = (float(np.mean(w)), float(np.mean(
-            [r["done"].get("ferplus_by_epoch_s") or 0.0 for r in timed])))
+        walls[config] = (float(np.mean([net_wall_s(r) for r in timed])),
+                         float(np.mean([logging_s(r) for r in timed])))
         wall_seeds[config] = sorted(r["done"]["seed"] for r in timed)
     out = {}
     for config in sorted(runs):
@@ -733,15 +742,12 @@ def same_conditions_cost(timing_work: pathlib.Path, winner: str | None) -> dict 
     seeds = sorted(set(runs.get("ce", {})) & set(runs.get(winner, {})))
     if not seeds:
         return None
-
-    def net(r):
-        return r["done"]["wall_s"] - (r["done"].get("ferplus_by_epoch_s") or 0.0)
-
-    ce = float(np.mean([net(runs["ce"][s]) for s in seeds]))
-    win = float(np.mean([net(runs[winner][s]) for s in seeds]))
+    ce = float(np.mean([net_wall_s(runs["ce"][s]) for s in seeds]))
+    win = float(np.mean([net_wall_s(runs[winner][s]) for s in seeds]))
+    where = timing_work.resolve()
     return {"winner": winner, "seeds": seeds, "ce_s": ce, "winner_s": win,
-            "ratio": win / ce, "work": str(timing_work.relative_to(ROOT))
-            if timing_work.resolve().is_relative_to(ROOT) else timing_work.name}
+            "ratio": win / ce, "work": str(where.relative_to(ROOT))
+            if where.is_relative_to(ROOT) else where.name}
 
 
 def targets(out) -> dict:
