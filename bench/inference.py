@@ -31,7 +31,7 @@ Protocol
 - Frames: `--frames` 640x480 frames, each a faces_in_the_wild photo scaled to 192 px on a
   textured background; `Predictor.predict(frame)` with the default detector
   (frame_ms_detect).
-- Detectors: every registered detector (`ferkeras.faces.list_detectors`) and fer's own
+- Detectors: every registered detector (`ferkeras.deploy.faces.list_detectors`) and fer's own
   Haar detector on the 600 photos of faces_in_the_wild (one person each): share with at
   least one box (found), with more than one (multi-box), ms per photo, ms per 640x480 frame.
 - Timing runs at normal priority; the load average is recorded per round, since other jobs
@@ -420,7 +420,7 @@ def run_detectors(paths: list, frames: list, fer, *, images=None) -> dict:
     """Found / multi-box rates and timings of every registered detector (and fer's)."""
     import cv2
 
-    from ferkeras.faces import DEFAULT_DETECTOR, build_detector, list_detectors
+    from ferkeras.deploy.faces import DEFAULT_DETECTOR, build_detector, list_detectors
 
     images = images if images is not None else [cv2.imread(str(p)) for p in paths]
     out = {}
@@ -648,7 +648,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import numpy as np
 
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.inference import Predictor
 
     load_start = [round(v, 2) for v in os.getloadavg()]
     settings = {k: v for k, v in vars(args).items() if k != "fer_worker"}
@@ -657,7 +657,7 @@ def main(argv=None) -> int:
     if args.smoke:
         args.no_fer, args.rounds, args.calls, args.frames = True, 1, 20, 3
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="ferkeras-bench-inference-"))
-        from ferkeras.quantize import quantize_export
+        from ferkeras.deploy.quantize import quantize_export
 
         float_dir = tiny_export(tmp / "float")
         rng = np.random.default_rng(0)

@@ -103,7 +103,7 @@ def make_split(manifest: dict, folder: pathlib.Path = IMAGES):
 
 
 def data_config():
-    from ferkeras.recipe import DataConfig
+    from ferkeras.training.recipe import DataConfig
 
     return DataConfig(source="affectnet", class_set="affectnet8", image_size=112, channels=3)
 
@@ -147,7 +147,7 @@ def diagnose_strong(*, n: int = 256, passes: int = 2, seed: int = 0) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from ferkeras import augment as aug
+    from ferkeras.data import augment as aug
 
     images = np.random.default_rng(seed).uniform(0, 255, (n, 112, 112, 3)).astype(np.float32)
     keras_ra = keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=0.5, seed=seed)
@@ -212,8 +212,8 @@ def build_trainer(backbone: str, *, seed: int = 0):
     import keras
 
     from ferkeras.models import build_network
-    from ferkeras.recipe import ModelConfig
     from ferkeras.trainers.supervised import SupervisedTrainer
+    from ferkeras.training.recipe import ModelConfig
 
     cfg = ModelConfig(backbone=backbone, width=MODEL_WIDTH.get(backbone, 32))  # 32: default
     network = build_network(cfg, input_shape=(112, 112, 3), num_classes=8, seed=seed)
@@ -358,7 +358,7 @@ def markdown(out: dict) -> str:
                   f"{out['versions']['keras']}) runs every candidate layer for each of its "
                   "`num_ops` slots and keeps the chosen one with `where`."]
         if ours and theirs:
-            lines += ["", f"ferkeras's own RandAugment (`ferkeras.augment.rand_augment`, "
+            lines += ["", f"ferkeras's own RandAugment (`ferkeras.data.augment.rand_augment`, "
                       f"`tf.switch_case`: only the drawn ops run) gives {ours:.0f} samples/s "
                       f"against {theirs:.0f} for `keras.layers.RandAugment` in the same run "
                       f"({ours / theirs:.1f}x)."]
@@ -372,7 +372,7 @@ NOTES = [
     "rate is an upper bound, and the end-to-end row is what training sees.",
     "Strong augmentation = weak (flip + translate) + ferkeras's RandAugment (2 ops drawn from "
     "12 with `tf.switch_case`, magnitude up to 0.5) + cutout, per image inside tf.data.map "
-    "(`ferkeras.augment`).",
+    "(`ferkeras.data.augment`).",
     "Training is `SupervisedTrainer.fit` with balanced softmax and AdamW, no EMA; the "
     "in-memory feed repeats one random batch so it costs nothing; steps are timed after the "
     "warm-up steps (tracing).",

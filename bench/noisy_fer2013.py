@@ -19,7 +19,7 @@ Protocol
   configuration that reads no trusted rows, i.e. base configs la/cycle/cycle_ce and the
   noisy_grid VARIANTS without `trusted.*` overrides, but not CE itself nor the oracle; plus
   `ce+prior_tf`, the prior-aware decision rule with the clean prior from an anchor-point
-  transition matrix, ferkeras.transition) that have >= 3 seeds, the one with the highest
+  transition matrix, ferkeras.noise.transition) that have >= 3 seeds, the one with the highest
   seed-mean accuracy on the VALIDATION half against the FER2013 (noisy) labels, the only
   trust-free signal. That signal favours agreeing with the noisy labels; the reported half
   is never read. `targets.trust_free_*` and `cost_ratio` are the winner's.
@@ -125,7 +125,7 @@ def rules_for(base_probs: dict, *, fer_train, fer_val, plus_val) -> dict:
     Trust-free rules use only train probs and FER2013 labels; trusted rules also use the
     validation half's FERPlus labels (plus_val, -1 = none).
     """
-    from ferkeras import transition as tr
+    from ferkeras.noise import transition as tr
 
     p_tr, p_val, p_rep = base_probs["train"], base_probs["val"], base_probs["reported"]
     noisy_prior = np.bincount(fer_train, minlength=K) / len(fer_train)
@@ -144,10 +144,10 @@ def rules_for(base_probs: dict, *, fer_train, fer_val, plus_val) -> dict:
 
 def trusted_rules(p_val, y_val, fer_val, p_apply, noisy_prior) -> dict:
     """The trusted rules fitted on (p_val, y_val) and applied to p_apply. `prior_trusted` and
-    `recal_trusted` are the product's own rules (`ferkeras.trusted.fit_decision`), so what is
+    `recal_trusted` are the product's own rules (`ferkeras.noise.trusted.fit_decision`), so what is
     measured here is what `trusted.decision` does."""
-    from ferkeras import transition as tr
-    from ferkeras import trusted
+    from ferkeras.noise import transition as tr
+    from ferkeras.noise import trusted
 
     out = {}
     for rule, kind in (("prior_trusted", "prior"), ("recal_trusted", "recalibrate")):
@@ -233,8 +233,8 @@ def detection(t, rows, runs: dict, plus_val, fer_val) -> dict:
     """Noise-detection ROC-AUC on training rows with a FERPlus majority (seed 0 runs)."""
     from sklearn.metrics import roc_auc_score
 
-    from ferkeras import transition as tr
-    from ferkeras.label_issues import label_quality_scores
+    from ferkeras.noise import transition as tr
+    from ferkeras.noise.label_issues import label_quality_scores
 
     train = rows["train"]
     fer, plus = t.fer[train], t.plus[train]
@@ -290,7 +290,7 @@ def transition_diagnosis(t, rows, runs, y=None, scored=None) -> dict:
     """Why the trust-free rules fail here: the anchor-point T of the seed-0 CE model against
     the true T (FERPlus majority -> FER2013 label, counted on Training), and the clean priors
     each implies."""
-    from ferkeras import transition as tr
+    from ferkeras.noise import transition as tr
 
     ce = runs.get("ce", {}).get(0)
     if ce is None:
@@ -485,7 +485,7 @@ def trust_free_choice(methods: dict, runs: dict, *, fer_train, fer_val,
     MIN_SEEDS seeds, the one with the highest seed-mean accuracy on the VALIDATION half
     against the FER2013 (noisy) labels, the only signal the trust-free track has. Ties go to
     the name first in sorted order. The reported half is never read."""
-    from ferkeras import transition as tr
+    from ferkeras.noise import transition as tr
 
     cand = {name: {"val_acc_fer2013": m["val_acc_fer2013"], "n_seeds": m["n_seeds"]}
             for name, m in methods.items()

@@ -37,7 +37,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "forward": ("ce", {"train.forward_correction": "anchors", "train.forward_warmup_epochs": 4}),
     # Relabel instead of FixMatch (SELFIE-style): noisy rows the split model gives >= 0.9
     # (the default, set before any result) take its class; the rest leave the loss.
-    "relabel": ("cycle_ce", {"cycle.noisy_mode": "relabel"}),
+    "relabel": ("cycle_ce", {"cycle.method": "relabel"}),
     # ELR at the paper's CIFAR-10 setting (Liu et al. 2020): lambda 3, beta 0.7.
     "elr": ("ce", {"train.elr_lambda": 3.0, "train.elr_beta": 0.7}),
     # EMA teacher 0.995: a ~200-step (~1 epoch of 223) average; the bias-corrected warm-up
@@ -49,31 +49,31 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ema": ("ce", {"train.ema_decay": 0.995}),
     # Ada-CM (Li et al., CVPR 2022) as in the authors' code: margins start at and are floored
     # at 0.8, contrastive weight 0.1, temperature 0.07, no distribution alignment.
-    "ada_cm": ("cycle_ce", {"cycle.threshold_mode": "ada_cm", "cycle.min_threshold": 0.8,
+    "ada_cm": ("cycle_ce", {"cycle.method": "ada_cm", "cycle.min_threshold": 0.8,
                             "cycle.distribution_alignment": False}),
     # DivideMix co-divide (Li et al., ICLR 2020): two networks, each split by the other's
     # GMM, co-refined / co-guessed targets sharpened at the paper's T 0.5; scored as the
     # ensemble (mean logits). cycle_ce's thresholds and alignment do not apply to it.
-    "co_divide": ("cycle_ce", {"cycle.co_divide": True}),
+    "co_divide": ("cycle_ce", {"cycle.method": "co_divide"}),
     # CReST+ (Wei et al., CVPR 2021): the 2 cycles are 2 generations; alpha 1/3 (the paper's
     # CIFAR-10-LT value), alignment temperature 1 then t_min 0.5.
-    "crest": ("cycle_ce", {"cycle.crest": True, "cycle.crest_alpha": 1 / 3,
-                           "cycle.crest_t_min": 0.5}),
+    "crest": ("cycle_ce", {"cycle.method": "crest", "cycle.crest.alpha": 1 / 3,
+                           "cycle.crest.t_min": 0.5}),
     # Meta Pseudo Labels (Pham et al., CVPR 2021), reduced first-order form: the teacher
     # (from the warmed-up student) at the student's learning rate, as in the paper's CIFAR
     # setting; its FixMatch consistency uses cycle.threshold 0.95, fixed.
-    "mpl": ("cycle_ce", {"cycle.mpl": True, "cycle.mpl_teacher_lr_scale": 1.0}),
+    "mpl": ("cycle_ce", {"cycle.method": "mpl", "cycle.mpl.teacher_lr_scale": 1.0}),
     # H2E (Yi et al., ECCV 2022): the split's noise identifier on penultimate features,
     # invariant across original / balanced / reversed class environments (IRM penalty 1),
     # two fits per split (the second without the rows the first flagged).
-    "h2e": ("cycle_ce", {"cycle.selector": "h2e", "cycle.h2e_rounds": 2,
-                         "cycle.h2e_penalty": 1.0}),
+    "h2e": ("cycle_ce", {"cycle.selector": "h2e", "cycle.h2e.rounds": 2,
+                         "cycle.h2e.penalty": 1.0}),
     # PNP (Sun et al., CVPR 2022) at the authors' settings: label smoothing 0.6, T 0.1,
     # eta 0.5, beta (OOD) 1, gamma (head) 1, omega (consistency) 1; samples.csv gets p_ood.
-    "pnp": ("cycle_ce", {"cycle.selector": "pnp", "cycle.pnp_label_smoothing": 0.6,
-                         "cycle.pnp_temperature": 0.1, "cycle.pnp_eta": 0.5,
-                         "cycle.pnp_ood_weight": 1.0, "cycle.pnp_aux_weight": 1.0,
-                         "cycle.pnp_consistency_weight": 1.0}),
+    "pnp": ("cycle_ce", {"cycle.method": "pnp", "cycle.pnp.label_smoothing": 0.6,
+                         "cycle.pnp.temperature": 0.1, "cycle.pnp.eta": 0.5,
+                         "cycle.pnp.ood_weight": 1.0, "cycle.pnp.aux_weight": 1.0,
+                         "cycle.pnp.consistency_weight": 1.0}),
 }
 
 CONFIGS = BASE_CONFIGS + tuple(VARIANTS)
@@ -88,7 +88,7 @@ def settings_for(config: str, args, seed: int) -> dict:
     if config in VARIANTS:
         base, overrides = VARIANTS[config]
         s = settings_for(base, args, seed)
-        s.update(config=config, base=base, overrides=dict(sorted(overrides.items())))
+        s.update(config=config, base=base, overrides=hashed_overrides(overrides))
         return s
     s = {
         "config": config, "seed": seed, "model": args.model, "width": args.width,
@@ -104,12 +104,29 @@ def settings_for(config: str, args, seed: int) -> dict:
     return s
 
 
+def hashed_overrides(overrides: dict) -> dict:
+    """The overrides as the settings hash has always seen them: in the recipe spelling from
+    before `cycle.method` (ferkeras.training.old_keys), so runs done then stay valid (the
+    two spellings give bit-identical runs: tools/method_parity.py)."""
+    from ferkeras.training.old_keys import METHOD_FLAGS, OPTIONS
+
+    old_option = {f"cycle.{section}.{option}": f"cycle.{key}"
+                  for key, (section, option) in OPTIONS.items()}
+    out = {}
+    for key, value in overrides.items():
+        if key == "cycle.method":
+            flag, (on, _) = next((f, v) for f, v in METHOD_FLAGS.items() if v[1] == value)
+            key, value = f"cycle.{flag}", on
+        out[old_option.get(key, key)] = value
+    return dict(sorted(out.items()))
+
+
 def settings_hash(settings: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def make_recipe(config: str, s: dict, data_root: str):
-    from ferkeras.recipe import apply_overrides, recipe_from_dict
+    from ferkeras.training.recipe import apply_overrides, recipe_from_dict
 
     if config in VARIANTS:
         base, overrides = VARIANTS[config]
@@ -262,7 +279,7 @@ def train_one(recipe, bundle, run_dir, log, callbacks=()):
 
 def run(config, seed, args, t, rows, work, log):
     import ferkeras
-    from ferkeras.codivide import build_run_network
+    from ferkeras.methods.co_divide.core import build_run_network
 
     name = f"{config}-s{seed}"
     s = settings_for(config, args, seed)
@@ -313,7 +330,7 @@ def run(config, seed, args, t, rows, work, log):
 
 
 def rescore(config, seed, args, t, rows, work, log):
-    from ferkeras.codivide import build_run_network
+    from ferkeras.methods.co_divide.core import build_run_network
 
     name = f"{config}-s{seed}"
     if not (work / f"{name}.done.json").is_file():

@@ -123,7 +123,7 @@ def posthoc_rules(run_dir: pathlib.Path) -> list[dict]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from ferkeras.selection import clean_probability
+    from ferkeras.noise.selection import clean_probability
 
     out = []
     for folder in sorted((run_dir / "reports").glob("split-e*")):
@@ -166,8 +166,8 @@ def run_one(variant: str, seed: int, args, work: pathlib.Path, log) -> dict:
     import keras
 
     from ferkeras.labels import get_class_names
-    from ferkeras.recipe import load_recipe
     from ferkeras.training import train_recipe
+    from ferkeras.training.recipe import load_recipe
 
     keras.backend.clear_session()
     recipe = load_recipe(RECIPE, overrides_for(variant, seed, args.smoke))

@@ -87,11 +87,11 @@ def child(spec: dict) -> dict:
     from ferkeras.data.sources import load_bundle
     from ferkeras.io import atomic_save_weights
     from ferkeras.models import build_network
-    from ferkeras.passes import predict_probs
-    from ferkeras.recipe import load_recipe
-    from ferkeras.strategy import precision_policy
     from ferkeras.trainers.cycle import CycleTrainer
     from ferkeras.training import build_optimizer
+    from ferkeras.training.passes import predict_probs
+    from ferkeras.training.recipe import load_recipe
+    from ferkeras.training.strategy import precision_policy
 
     out, stages = {"n_rows": spec["n"]}, {}
     stages["imports"] = _rss_mb()
@@ -359,7 +359,7 @@ def main(argv=None):
         if not args.keep:
             for root in roots.values():
                 shutil.rmtree(root, ignore_errors=True)
-    from ferkeras.recipe import load_recipe
+    from ferkeras.training.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, [f"data.root={roots[sizes[0]]}", *overrides])
     xs = [results[n]["n_train"] for n in sizes]

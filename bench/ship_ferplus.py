@@ -46,10 +46,10 @@ def main(argv=None) -> int:
 
     from ferkeras.data.fer2013 import ferplus_labels
     from ferkeras.data.table import DatasetBundle, Split
-    from ferkeras.evaluation import classification_metrics
     from ferkeras.labels import get_class_names
-    from ferkeras.recipe import load_recipe
     from ferkeras.training import train
+    from ferkeras.training.evaluation import classification_metrics
+    from ferkeras.training.recipe import load_recipe
 
     overrides = list(args.set)
     if args.smoke:
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
                     verbose=2)
     wall = time.time() - t0
 
-    from ferkeras.runs import open_run
+    from ferkeras.training.runs import open_run
 
     run = open_run(run_dir)
     net = run.build_network()

@@ -95,8 +95,8 @@ def worker(setting: str, *, smoke: bool, repeats: int) -> dict:
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.table import Split
     from ferkeras.models import build_network
-    from ferkeras.recipe import DataConfig
     from ferkeras.trainers.supervised import SupervisedTrainer
+    from ferkeras.training.recipe import DataConfig
 
     _Clock = _clock()
     ds_options = SETTINGS[setting][1]

@@ -18,7 +18,7 @@ Rows (per model):
   uint8 Split through `make_dataset` (shuffle, weak augmentation), EMA on, float32.
 - `cycle`: `CycleTrainer` on weak/strong view pairs from `make_dataset`, 30 % unlabelled.
 - each of the above under `mixed_bfloat16`, and `plain_fit` / `supervised` under XLA.
-- `split_pass`: the noise split's inference pass (`ferkeras.passes.predict_probs`, eager
+- `split_pass`: the noise split's inference pass (`ferkeras.training.passes.predict_probs`, eager
   calls) against the same network called through one `tf.function`, float32 and bfloat16.
 
 Derived: `supervised_over_plain_fit` (same options), `best_speedup_over_default` (best option
@@ -98,7 +98,7 @@ def _optimizer():
 
 def _network(name, width, side, channels, precision, seed=0):
     from ferkeras.models import build_network
-    from ferkeras.strategy import precision_policy
+    from ferkeras.training.strategy import precision_policy
 
     with precision_policy(precision):
         return build_network(name, num_classes=8, input_shape=(side, side, channels),
@@ -154,7 +154,7 @@ def _split(n, side, channels):
 
 
 def _data_cfg(side, channels):
-    from ferkeras.recipe import DataConfig
+    from ferkeras.training.recipe import DataConfig
 
     return DataConfig(image_size=side, channels=channels)
 
@@ -164,9 +164,9 @@ def build_rows(model_name, *, n_images, xla, smoke):
     import numpy as np
 
     from ferkeras.data.pipeline import make_dataset
-    from ferkeras.strategy import precision_policy
     from ferkeras.trainers.cycle import CycleTrainer
     from ferkeras.trainers.supervised import SupervisedTrainer
+    from ferkeras.training.strategy import precision_policy
 
     width, side, channels, batch, steps = MODELS[model_name]
     if smoke:
@@ -240,9 +240,9 @@ def _eager_probs(network, dataset):
 
 def time_split_pass(model_name, *, n_images, smoke, repeats):
     """img/s of the split's inference pass: eager per-batch calls (before) against
-    `ferkeras.passes.predict_probs` (one traced function), float32 and bfloat16."""
+    `ferkeras.training.passes.predict_probs` (one traced function), float32 and bfloat16."""
     from ferkeras.data.pipeline import make_dataset
-    from ferkeras.passes import predict_probs
+    from ferkeras.training.passes import predict_probs
 
     width, side, channels, batch, _ = MODELS[model_name]
     if smoke:
@@ -271,7 +271,7 @@ def time_selection(n, *, num_classes=8, repeats=2):
     synthetic losses: the part of a split that is not the inference pass."""
     import numpy as np
 
-    from ferkeras import selection
+    from ferkeras.noise import selection
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, num_classes, n)
@@ -297,10 +297,10 @@ def check_numerics(*, epochs, smoke):
 
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.synthetic import make_synthetic_bundle
-    from ferkeras.passes import predict_probs
-    from ferkeras.recipe import DataConfig, SyntheticConfig
-    from ferkeras.strategy import precision_policy
     from ferkeras.trainers.supervised import SupervisedTrainer
+    from ferkeras.training.passes import predict_probs
+    from ferkeras.training.recipe import DataConfig, SyntheticConfig
+    from ferkeras.training.strategy import precision_policy
 
     n_train, n_val = (256, 64) if smoke else (3000, 800)
     cfg = DataConfig(image_size=48 if not smoke else 32, channels=1, synthetic=SyntheticConfig(

@@ -19,10 +19,10 @@ _EXPORTS = {
     "SupervisedTrainer": "ferkeras.trainers.supervised",
     "CycleTrainer": "ferkeras.trainers.cycle",
     "NoiseSplit": "ferkeras.callbacks.fit_split",
-    "find_label_issues": "ferkeras.label_issues",
-    "find_label_issues_by_loss": "ferkeras.label_issues",
-    "label_quality_scores": "ferkeras.label_issues",
-    "out_of_sample_probs": "ferkeras.label_issues",
+    "find_label_issues": "ferkeras.noise.label_issues",
+    "find_label_issues_by_loss": "ferkeras.noise.label_issues",
+    "label_quality_scores": "ferkeras.noise.label_issues",
+    "out_of_sample_probs": "ferkeras.noise.label_issues",
     "load_image_folder": "ferkeras.data.folder",
 }
 _SUBMODULES = ("losses", "callbacks", "trainers", "selection", "label_issues", "labels", "models")

@@ -69,7 +69,7 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     """Train RECIPE (a YAML file); `--resume RUN_DIR` continues a killed run."""
     import pathlib
 
-    from ferkeras.recipe import RecipeError, load_recipe
+    from ferkeras.training.recipe import RecipeError, load_recipe
 
     if resume_dir:
         recipe_path = recipe or str(pathlib.Path(resume_dir) / "recipe.yaml")
@@ -85,8 +85,8 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / rec.name)
     _quiet_tf()
     from ferkeras.callbacks.evaluate import NaNLossError
-    from ferkeras.runs import RunFolderError
     from ferkeras.training import train_with_baseline
+    from ferkeras.training.runs import RunFolderError
 
     try:
         metrics = train_with_baseline(rec, run_dir=run_dir, resume=bool(resume_dir),
@@ -139,8 +139,8 @@ def format_summary(metrics: dict, run_dir) -> str:
 def evaluate(run_dir, split, weights, overrides):
     """Recompute the metrics of RUN_DIR on any split."""
     _quiet_tf()
-    from ferkeras.evaluate_run import evaluate_run
-    from ferkeras.recipe import RecipeError
+    from ferkeras.training.evaluate_run import evaluate_run
+    from ferkeras.training.recipe import RecipeError
 
     try:
         metrics = evaluate_run(run_dir, split=split, weights=weights, overrides=overrides)
@@ -164,7 +164,7 @@ def audit(recipe, overrides, run_dir, overwrite, quiet):
     """Find likely label errors: warm-up, one class-aware split, a ranked label_issues.csv."""
     import pathlib
 
-    from ferkeras.recipe import RecipeError, load_recipe
+    from ferkeras.training.recipe import RecipeError, load_recipe
 
     try:
         rec = load_recipe(recipe, overrides)
@@ -172,8 +172,8 @@ def audit(recipe, overrides, run_dir, overwrite, quiet):
         raise click.ClickException(str(err)) from None
     run_dir = pathlib.Path(run_dir or pathlib.Path("runs") / f"{rec.name}-audit")
     _quiet_tf()
-    from ferkeras.audit import audit_recipe
-    from ferkeras.runs import RunFolderError
+    from ferkeras.training.audit import audit_recipe
+    from ferkeras.training.runs import RunFolderError
 
     try:
         summary = audit_recipe(rec, run_dir=run_dir, overwrite=overwrite,
@@ -199,10 +199,22 @@ def models():
         click.echo(f"{name:18s} {doc}")
 
 
+@cli.command()
+def methods():
+    """List the methods of the noisy rows (cycle.method) and the terms that compose."""
+    from ferkeras.methods import COMPOSABLE, METHODS
+
+    for m in METHODS.values():
+        click.echo(f"{m.name:10s} {m.description}\n{'':10s} {m.paper}")
+    click.echo("\ncomposable (train keys, not methods):")
+    for name, (keys, what, paper) in COMPOSABLE.items():
+        click.echo(f"{name:10s} {keys}: {what}\n{'':10s} {paper}")
+
+
 @cli.command(name="recipe-doc")
 def recipe_doc():
     """Print every recipe key with its default and meaning."""
-    from ferkeras.recipe import describe_fields
+    from ferkeras.training.recipe import describe_fields
 
     for key, doc, default in describe_fields():
         click.echo(f"{key} = {default!r}\n    {doc}")

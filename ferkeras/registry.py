@@ -2,7 +2,7 @@
 
 Each kind of name has one table; the recipe's allowed values and the builders both read it.
 The other kinds live beside their builders, which are import-light too:
-`ferkeras.data.sources` (sources), `ferkeras.models` (backbones), `ferkeras.selection`
+`ferkeras.data.sources` (sources), `ferkeras.models` (backbones), `ferkeras.noise.selection`
 (selectors) and `ferkeras.labels` (class sets).
 """
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferkeras import adacm as A
+from ferkeras.methods.ada_cm import core as A
 
 K, S = 3, 16
 
@@ -81,9 +81,9 @@ def test_contrastive_loss_prefers_matching_pairs_and_pulls_them_together():
 
 
 def _trainer(**kwargs):
+    from ferkeras.methods.ada_cm.trainer import AdaCMTrainer
     from ferkeras.models import build_network
-    from ferkeras.recipe import ModelConfig
-    from ferkeras.trainers.adacm import AdaCMTrainer
+    from ferkeras.training.recipe import ModelConfig
 
     keras.utils.set_random_seed(1)
     net = build_network(ModelConfig(backbone="small_cnn", width=4, dropout=0.0),
@@ -148,9 +148,9 @@ def test_the_step_gathers_correct_labelled_confidences_and_epochs_set_margins():
 
 
 def test_recipe_path_trains_one_epoch_with_ada_cm(tmp_path):
-    from ferkeras.recipe import recipe_from_dict
-    from ferkeras.trainers.adacm import AdaCMTrainer
+    from ferkeras.methods.ada_cm.trainer import AdaCMTrainer
     from ferkeras.training import _make_trainer, train_recipe
+    from ferkeras.training.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "adacm", "seed": 0,
@@ -210,7 +210,7 @@ def test_margins_are_gathered_from_the_global_batch_under_two_replicas(mirrored_
     """The per-class statistics (and so the margins) of 2 replicas equal 1 replica's. With
     the contrastive weight 0 the whole step matches too (its NT-Xent negatives are
     per-replica, as in any data-parallel SimCLR without a feature all-gather)."""
-    from ferkeras.trainers.adacm import AdaCMTrainer
+    from ferkeras.methods.ada_cm.trainer import AdaCMTrainer
 
     n = 48
     r = np.random.default_rng(0)

@@ -106,8 +106,8 @@ def test_unknown_public_name_is_an_attribute_error():
 # ----------------------------------------------------------------------------- trainers
 def test_fit_arrays_twice_then_evaluate_a_dataset():
     from ferkeras.models import build_network
-    from ferkeras.recipe import ModelConfig
     from ferkeras.trainers.cycle import CycleTrainer
+    from ferkeras.training.recipe import ModelConfig
 
     x, y = _data(42)
     # the module paths and arguments the code before this API already had
@@ -242,7 +242,7 @@ def test_build_network_keeps_the_global_random_state():
     tf.random.set_seed(123)
     expected = (random.random(), np.random.rand(), float(tf.random.uniform(())))
     from ferkeras.models import build_network
-    from ferkeras.recipe import ModelConfig
+    from ferkeras.training.recipe import ModelConfig
 
     random.seed(123)
     np.random.seed(123)
@@ -388,7 +388,7 @@ def test_ckplus_folder_trains_and_evaluates_through_the_cli(tmp_path):
 
 def test_class_names_validation_names_the_value():
     from ferkeras.labels import resolve_class_names
-    from ferkeras.recipe import RecipeError, recipe_from_dict
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     assert resolve_class_names("Angry, happiness,pain") == ("anger", "happy", "pain")
     with pytest.raises(ValueError, match="both mean 'sad'"):
@@ -401,7 +401,7 @@ def test_csv_dataset_with_your_own_class_list(tmp_path):
     from test_sources import write_fer2013
 
     from ferkeras.data.sources import load_bundle
-    from ferkeras.recipe import DataConfig
+    from ferkeras.training.recipe import DataConfig
 
     csv_path, _ = write_fer2013(tmp_path)
     cfg = DataConfig(source="fer2013", root=str(csv_path), val_fraction=0.25,

@@ -49,13 +49,13 @@ def test_lower_layers_never_import_training():
             ROOT / "ferkeras" / f"{m}.py" for m in ("selection", "passes", "schedule", "runs",
                                                     "reports", "pseudo_labels", "recipe")]:
         bad = {m for m in _imports(path) if m in ("ferkeras.training", "ferkeras.cli",
-                                                  "ferkeras.audit")}
+                                                  "ferkeras.training.audit")}
         assert not bad, (path, bad)
 
 
 def test_plan_phases_marks_where_splits_happen():
-    from ferkeras.recipe import recipe_from_dict
-    from ferkeras.schedule import plan_phases, split_epochs
+    from ferkeras.training.recipe import recipe_from_dict
+    from ferkeras.training.schedule import plan_phases, split_epochs
 
     recipe = recipe_from_dict({"cycle": {"enabled": True, "warmup_epochs": 2, "cycles": 2,
                                          "epochs_per_cycle": 3}})
@@ -81,7 +81,7 @@ def _split(n=24, k=3, size=12, seed=0, true=True):
 
 
 def _data_cfg(**kw):
-    from ferkeras.recipe import DataConfig
+    from ferkeras.training.recipe import DataConfig
 
     return DataConfig(image_size=12, channels=1, **kw)
 
@@ -127,7 +127,7 @@ def test_cache_is_filled_once_per_phase(monkeypatch):
 
 def test_suspects_sheet_shows_true_labels_when_known(monkeypatch, tmp_path):
     from ferkeras.data import sheet
-    from ferkeras.reports import write_suspects_sheet
+    from ferkeras.training.reports import write_suspects_sheet
 
     seen = {}
 
@@ -149,7 +149,8 @@ def test_suspects_sheet_shows_true_labels_when_known(monkeypatch, tmp_path):
 
 
 def test_loss_histogram_plots_the_gmm_that_split(monkeypatch, tmp_path):
-    from ferkeras import reports, selection
+    from ferkeras.noise import selection
+    from ferkeras.training import reports
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 100)
@@ -180,8 +181,8 @@ def test_comparison_is_never_reported_on_the_selection_split():
 def test_open_run_checks_channels_and_class_names(tmp_path):
     import json
 
-    from ferkeras.recipe import recipe_from_dict, recipe_to_yaml
-    from ferkeras.runs import RunFolderError, open_run
+    from ferkeras.training.recipe import recipe_from_dict, recipe_to_yaml
+    from ferkeras.training.runs import RunFolderError, open_run
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
@@ -214,8 +215,8 @@ def test_train_takes_a_bundle_and_reports_no_comparison_without_test(tmp_path):
     cycle runs from the schedule, and the comparison says loudly it has no split to use."""
     from ferkeras.data.table import DatasetBundle
     from ferkeras.labels import get_class_names
-    from ferkeras.recipe import recipe_from_dict
     from ferkeras.training import train_with_baseline
+    from ferkeras.training.recipe import recipe_from_dict
 
     names = get_class_names("affectnet7")
     rng = np.random.default_rng(0)
@@ -252,7 +253,7 @@ def test_resume_matches_dropout_rng_states_whatever_keras_numbered_them(tmp_path
     import keras
 
     from ferkeras.callbacks.state import RunState, seed_states, seed_variables
-    from ferkeras.runs import RunFolderError
+    from ferkeras.training.runs import RunFolderError
 
     def model():
         inputs = keras.Input((4,))
@@ -279,8 +280,8 @@ def test_train_appends_the_callers_callbacks_after_its_own(tmp_path):
 
     from ferkeras.data.table import DatasetBundle, Split
     from ferkeras.labels import get_class_names
-    from ferkeras.recipe import recipe_from_dict
     from ferkeras.training import train
+    from ferkeras.training.recipe import recipe_from_dict
 
     names = get_class_names("affectnet7")
 

@@ -1,4 +1,5 @@
-"""DivideMix co-divide (ferkeras.codivide, ferkeras.trainers.codivide): each network's split
+"""DivideMix co-divide (ferkeras.methods.co_divide.core, ferkeras.methods.co_divide.trainer): each
+network's split
 comes from the other network's losses; label co-refinement and co-guessing on hand-made
 arrays; the trainer under 2 replicas vs 1; resume with both networks; the recipe path; the
 exported ensemble."""
@@ -8,8 +9,14 @@ import json
 import numpy as np
 import pytest
 
-from ferkeras import selection
-from ferkeras.codivide import co_divide_masks, co_divide_splits, co_guess, co_refine, sharpen
+from ferkeras.methods.co_divide.core import (
+    co_divide_masks,
+    co_divide_splits,
+    co_guess,
+    co_refine,
+    sharpen,
+)
+from ferkeras.noise import selection
 
 K = 4
 
@@ -111,7 +118,7 @@ def test_co_guess_sharpens_the_mean_of_both_networks():
 
 
 def test_mixmatch_mix_keeps_each_row_closer_to_itself():
-    from ferkeras.codivide import mixmatch_mix, mixmatch_row_losses, prior_penalty
+    from ferkeras.methods.co_divide.core import mixmatch_mix, mixmatch_row_losses, prior_penalty
 
     x = np.arange(6, dtype="float32").reshape(3, 2)
     t = np.eye(3, dtype="float32")
@@ -171,7 +178,7 @@ def _split():
 def _co_trainer(strategy, **kwargs):
     import keras
 
-    from ferkeras.trainers.codivide import CoDivideTrainer
+    from ferkeras.methods.co_divide.trainer import CoDivideTrainer
 
     with strategy.scope():
         trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4),
@@ -235,7 +242,7 @@ def _check_mixmatch_learns(two):
 
 
 def test_co_divide_trainer_rebuilds_from_its_config():
-    from ferkeras.trainers.codivide import CoDivideTrainer
+    from ferkeras.methods.co_divide.trainer import CoDivideTrainer
 
     trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
                               num_samples=N, temperature=0.4, mixup_alpha=2.0, lambda_u=3.0)
@@ -255,7 +262,7 @@ def _one_step(labels, mixup_alpha=0.0):
     import keras
     import tensorflow as tf
 
-    from ferkeras.trainers.codivide import CoDivideTrainer
+    from ferkeras.methods.co_divide.trainer import CoDivideTrainer
 
     trainer = CoDivideTrainer(_plain_network(3), network_b=_plain_network(4), num_classes=K,
                               num_samples=N, mixup_alpha=mixup_alpha)
@@ -287,7 +294,7 @@ def test_each_network_trains_on_the_labels_of_its_own_split_only(mixup_alpha):
 
 # ----------------------------------------------------------------------------- recipe path
 def _recipe(cycles=1, epochs_per_cycle=1, **cycle):
-    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.training.recipe import recipe_from_dict
 
     return recipe_from_dict({
         "name": "codivide", "seed": 2,
@@ -338,8 +345,8 @@ def test_recipe_trains_co_divide_and_splits_each_network_by_the_other(co_run):
 def test_run_network_is_the_ensemble_of_both_networks(co_run, tmp_path):
     import dataclasses
 
-    from ferkeras.codivide import build_run_network
-    from ferkeras.runs import open_run
+    from ferkeras.methods.co_divide.core import build_run_network
+    from ferkeras.training.runs import open_run
 
     run, _, _ = co_run
     opened = open_run(run)
@@ -362,9 +369,9 @@ def test_run_network_is_the_ensemble_of_both_networks(co_run, tmp_path):
 def test_export_of_a_co_divide_run_serves_the_ensemble(co_run, tmp_path):
     import tensorflow as tf
 
-    from ferkeras.export import export_run
-    from ferkeras.inference import Predictor
-    from ferkeras.runs import open_run
+    from ferkeras.deploy.export import export_run
+    from ferkeras.deploy.inference import Predictor
+    from ferkeras.training.runs import open_run
 
     run, _, _ = co_run
     x = np.random.default_rng(1).uniform(0, 255, (6, 16, 16, 1)).astype("uint8")
@@ -392,8 +399,8 @@ def test_resume_restores_both_networks_optimizer_and_tables(tmp_path, monkeypatc
     variable (both networks, both networks' optimizer slots, both split tables) and both loss
     histories come back as they were, and the run ends as an uninterrupted one (MixMatch
     mode, through the recipe)."""
-    from ferkeras.callbacks.co_divide_split import CoDivideSplit
     from ferkeras.callbacks.state import RunState
+    from ferkeras.methods.co_divide.split import CoDivideSplit
     from ferkeras.training import train_recipe
 
     # MixMatch mode: its mixing RNG (a SeedGenerator) must come back too

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferkeras import crest as C
+from ferkeras.methods.crest import core as C
 
 
 def test_rates_are_one_for_the_rarest_class_and_count_ratios_to_the_alpha():
@@ -60,7 +60,7 @@ def test_progressive_temperature_runs_from_one_to_t_min():
     np.testing.assert_allclose(C.temper_prior(prior, temperature=1.0), prior)
     np.testing.assert_allclose(C.temper_prior(prior, temperature=0.0), 1 / 3)
     # the tempered target is what align_distribution(temperature=t) aligns to
-    from ferkeras.pseudo_labels import align_distribution
+    from ferkeras.trainers.pseudo_labels import align_distribution
 
     probs = np.array([[0.2, 0.5, 0.3], [0.7, 0.2, 0.1]], np.float32)
     model = np.array([0.4, 0.4, 0.2], np.float32)
@@ -75,7 +75,7 @@ K, N, S = 3, 16, 8
 
 
 def _trainer():
-    from ferkeras.trainers.crest import CReSTTrainer
+    from ferkeras.methods.crest.trainer import CReSTTrainer
 
     keras.utils.set_random_seed(2)
     net = keras.Sequential([keras.Input((S, S, 1)), keras.layers.Rescaling(1 / 255.0),
@@ -124,8 +124,8 @@ def test_picked_rows_train_on_their_pseudo_label():
 
 
 def test_recipe_path_trains_two_cycles_as_crest_generations(tmp_path):
-    from ferkeras.recipe import RecipeError, recipe_from_dict
     from ferkeras.training import train_recipe
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     values = {
         "name": "crest", "seed": 0,

@@ -42,7 +42,7 @@ def test_every_python_example_runs(tmp_path, monkeypatch, capsys):
 
 
 def test_every_yaml_example_is_a_valid_recipe_fragment(tmp_path):
-    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.training.recipe import recipe_from_dict
 
     blocks = _blocks("yaml")
     assert blocks

@@ -26,7 +26,7 @@ def make_fake_run(run_dir, *, image_size: int, channels: int, seed: int = 0):
 
     from ferkeras.labels import get_class_names
     from ferkeras.models import build_network
-    from ferkeras.recipe import recipe_from_dict, recipe_to_yaml
+    from ferkeras.training.recipe import recipe_from_dict, recipe_to_yaml
 
     recipe = recipe_from_dict({"name": "tiny", "seed": seed, "model": {"width": 4},
                                "data": {"image_size": image_size, "channels": channels}})
@@ -60,7 +60,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(root / "keras_home"))
-        from ferkeras.export import export_run
+        from ferkeras.deploy.export import export_run
 
         net = make_fake_run(root / "run", image_size=SIZE, channels=CHANNELS)
         meta = export_run(root / "run", root / "out" / "tiny", parity_images=_images(40))
@@ -72,8 +72,8 @@ def _leftovers(folder):
 
 
 def test_export_writes_complete_folder(exported):
-    from ferkeras.inference import EXPORT_FORMAT, read_metadata
-    from ferkeras.recipe import load_recipe, recipe_hash
+    from ferkeras.deploy.inference import EXPORT_FORMAT, read_metadata
+    from ferkeras.training.recipe import load_recipe, recipe_hash
 
     run_dir, out, _, meta = exported
     assert sorted(p.name for p in out.iterdir()) == [
@@ -100,7 +100,7 @@ def test_onnx_has_dynamic_batch_and_matches_keras(exported):
     import onnx
     import tensorflow as tf
 
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.inference import Predictor
 
     _, out, net, meta = exported
     model = onnx.load(str(out / "model.onnx"))
@@ -123,8 +123,8 @@ def test_onnx_has_dynamic_batch_and_matches_keras(exported):
 
 
 def test_parity_failure_keeps_previous_export(exported, monkeypatch, tmp_path):
-    from ferkeras import export
     from ferkeras.commands.export_cmd import export as export_cmd
+    from ferkeras.deploy import export
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
     run_dir, out, _, _ = exported
@@ -186,7 +186,7 @@ def test_cli_export_replaces_previous_export(exported, monkeypatch, tmp_path):
 
 def test_bad_run_folder_and_unsafe_target(exported, tmp_path):
     from ferkeras.commands.export_cmd import export as export_cmd
-    from ferkeras.export import ExportError, export_run
+    from ferkeras.deploy.export import ExportError, export_run
 
     run_dir, _, _, _ = exported
     with pytest.raises(ExportError, match="missing"):
@@ -222,7 +222,7 @@ def test_export_to_an_unwritable_out_is_one_line(exported, tmp_path, monkeypatch
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("ferkeras.export.export_run", full_disk)
+    monkeypatch.setattr("ferkeras.deploy.export.export_run", full_disk)
     result = CliRunner().invoke(export_cmd, [str(run_dir), "--out", str(tmp_path / "m")])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: --out {tmp_path / 'm'}: cannot write the export "

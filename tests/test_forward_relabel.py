@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferkeras import correction as C
-from ferkeras import transition as tr
+from ferkeras.noise import correction as C
+from ferkeras.noise import transition as tr
 
 # Structured noise with a majority flip: 60 % of class 0 is labelled 1, so plain CE learns
 # to predict 1 on class 0; class 1 leaks 20 % into 2.
@@ -147,7 +147,7 @@ def test_forward_trainer_refuses_other_losses_and_bad_T():
 
 
 def test_forward_recipe_keys_are_checked():
-    from ferkeras.recipe import RecipeError, recipe_from_dict
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     assert recipe_from_dict({}).train.forward_correction == "none"
     bad = [({"train": {"forward_correction": "anchors", "loss": "logit_adjusted"}}, "train.loss"),
@@ -162,7 +162,7 @@ def test_forward_recipe_keys_are_checked():
 
 
 def _tiny(**sections):
-    from ferkeras.recipe import recipe_from_dict
+    from ferkeras.training.recipe import recipe_from_dict
 
     values = {"name": "t", "seed": 1,
               "data": {"source": "synthetic", "image_size": 16,
@@ -295,7 +295,7 @@ def test_relabel_step_trains_on_new_labels_and_never_on_dropped_rows():
 
 
 def test_relabel_recipe_keys_are_checked():
-    from ferkeras.recipe import RecipeError, recipe_from_dict
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     assert recipe_from_dict({}).cycle.noisy_mode == "fixmatch"
     with pytest.raises(RecipeError, match="cycle.enabled"):

@@ -1,4 +1,4 @@
-"""H2E (Yi et al., ECCV 2022): the class-invariant noise identifier (`ferkeras.h2e`) and the
+"""H2E (Yi et al., ECCV 2022): the class-invariant noise identifier (`ferkeras.noise.h2e`) and the
 `h2e` selector of the cycle."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ferkeras import h2e, selection
+from ferkeras.noise import h2e, selection
 
 
 def _hard_tail(seed, *, n_head=400, n_tail=60, dim=8, head_noise=0.2, tail_to_head=0.3,
@@ -128,8 +128,8 @@ def test_bad_inputs_name_the_value():
 
 
 def test_recipe_path_trains_with_the_h2e_selector(tmp_path):
-    from ferkeras.recipe import RecipeError, recipe_from_dict
     from ferkeras.training import train_recipe
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     values = {
         "name": "h2e", "seed": 0,

@@ -1,4 +1,5 @@
-"""Meta Pseudo Labels (Pham et al., CVPR 2021; ferkeras.mpl, ferkeras.trainers.mpl).
+"""Meta Pseudo Labels (Pham et al., CVPR 2021; ferkeras.methods.mpl.core,
+ferkeras.methods.mpl.trainer).
 
 Defining behaviour: the teacher learns from the student's labelled-loss feedback h. h is
 the first-order estimate of the drop in the student's labelled loss caused by its step on
@@ -16,8 +17,8 @@ import pytest
 import tensorflow as tf
 from test_trainers import N, S, _data, _strategies, _train, _weights
 
-from ferkeras import mpl as M
-from ferkeras.trainers.mpl import MPLTrainer
+from ferkeras.methods.mpl import core as M
+from ferkeras.methods.mpl.trainer import MPLTrainer
 
 K = 4
 
@@ -252,8 +253,8 @@ def test_bad_arguments_and_config_round_trip():
 
 # ----------------------------------------------------------------------------- recipe
 def test_recipe_path_trains_one_epoch_with_mpl(tmp_path):
-    from ferkeras.recipe import RecipeError, recipe_from_dict
     from ferkeras.training import train_recipe
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     values = {
         "name": "mpl", "seed": 0,
@@ -309,8 +310,8 @@ def test_recipe_run_resumed_mid_cycle_equals_the_uninterrupted_run(tmp_path):
     from conftest import make_toy_bundle
     from tiny_recipe import read_history
 
-    from ferkeras.recipe import recipe_from_dict
     from ferkeras.training import train
+    from ferkeras.training.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({
         "name": "mpl-resume", "seed": 1,

@@ -40,7 +40,7 @@ def _split_lines(output: str) -> list[str]:
 
 @pytest.mark.slow
 def test_two_workers_match_one_worker_with_two_replicas(tmp_path):
-    from ferkeras.passes import mask_digest
+    from ferkeras.training.passes import mask_digest
 
     recipe = write_recipe(tmp_path / "tiny.yaml", RECIPE)
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
@@ -112,7 +112,7 @@ def test_two_workers_match_one_worker_with_two_replicas(tmp_path):
 def test_strategy_choice(monkeypatch, two_cpu_devices):
     import tensorflow as tf
 
-    from ferkeras import strategy as S
+    from ferkeras.training import strategy as S
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert not S._tf_config_cluster()
@@ -143,7 +143,7 @@ def test_broadcast_and_agreement_are_identity_on_one_worker():
     import numpy as np
     import tensorflow as tf
 
-    from ferkeras import strategy as S
+    from ferkeras.training import strategy as S
 
     arrays = [np.array([True, False]), np.arange(3, dtype=np.int32), np.ones((2, 2))]
     out = S.broadcast_from_chief(tf.distribute.get_strategy(), arrays)

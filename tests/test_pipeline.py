@@ -5,10 +5,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from ferkeras import augment as aug
+from ferkeras.data import augment as aug
 from ferkeras.data.pipeline import collect_images, make_dataset, to_model_input
 from ferkeras.data.table import Split
-from ferkeras.recipe import DataConfig
+from ferkeras.training.recipe import DataConfig
 
 SEED = tf.constant([3, 7], tf.int64)
 

@@ -1,4 +1,4 @@
-"""PNP (Sun et al., CVPR 2022; ferkeras.pnp, ferkeras.trainers.pnp).
+"""PNP (Sun et al., CVPR 2022; ferkeras.methods.pnp.core, ferkeras.methods.pnp.trainer).
 
 Defining behaviour: on images with injected ID noise (flipped labels) and injected OOD rows (a
 held-out pattern with random labels), the noise-type head trained by PNP's pseudo-targets ranks
@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from ferkeras import pnp as PNP
-from ferkeras.trainers.pnp import PNPTrainer
+from ferkeras.methods.pnp import core as PNP
+from ferkeras.methods.pnp.trainer import PNPTrainer
 
 
 # ----------------------------------------------------------------------------- array core
@@ -199,8 +199,8 @@ def _recipe_values():
 
 
 def test_recipe_path_trains_with_pnp_and_reports_p_ood(tmp_path):
-    from ferkeras.recipe import recipe_from_dict
     from ferkeras.training import train_recipe
+    from ferkeras.training.recipe import recipe_from_dict
 
     lines = []
     metrics = train_recipe(recipe_from_dict(_recipe_values()), run_dir=tmp_path / "run",
@@ -215,7 +215,7 @@ def test_recipe_path_trains_with_pnp_and_reports_p_ood(tmp_path):
 
 
 def test_recipe_refuses_pnp_with_another_cycle_method():
-    from ferkeras.recipe import RecipeError, recipe_from_dict
+    from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     values = _recipe_values()
     values["cycle"]["crest"] = True

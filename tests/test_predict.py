@@ -61,7 +61,7 @@ def model_dir(tmp_path_factory):
         sys.path.remove(str(REPO / "tests"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KERAS_HOME", str(root / "keras_home"))
-        from ferkeras.export import export_run
+        from ferkeras.deploy.export import export_run
 
         make_fake_run(root / "run", image_size=SIZE, channels=1)
         rng = np.random.default_rng(0)
@@ -156,7 +156,7 @@ def test_schema_validator_rejects_bad_records():
 
 
 def test_haar_finds_the_drawn_face():
-    from ferkeras.faces import HaarFaceDetector
+    from ferkeras.deploy.faces import HaarFaceDetector
 
     detector = HaarFaceDetector()
     (x, y, w, h), = detector(face_image())
@@ -303,7 +303,7 @@ def test_subprocess_predict_does_not_import_tensorflow(model_dir, inputs):
 
 
 def test_python_api(model_dir):
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.inference import Predictor
 
     predictor = Predictor(model_dir, threads=1, batch_size=2)
     assert len(predictor.class_names) == 8 and predictor.image_size == SIZE
@@ -326,7 +326,7 @@ def test_python_api(model_dir):
 
 
 def test_injected_detector_batches_many_faces(model_dir):
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.inference import Predictor
 
     boxes = [(0, 0, 10, 10), (5, 5, 20, 20), (30, 30, 15, 15)]
     predictor = Predictor(model_dir, batch_size=2, detector=lambda image, color: boxes)
@@ -337,8 +337,8 @@ def test_injected_detector_batches_many_faces(model_dir):
 
 
 def test_missing_or_newer_opencv(model_dir, monkeypatch):
-    from ferkeras.faces import HaarFaceDetector, OpenCVMissingError, read_image
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.faces import HaarFaceDetector, OpenCVMissingError, read_image
+    from ferkeras.deploy.inference import Predictor
 
     rgb = face_image()[..., ::-1].copy()  # drawn while OpenCV is still there
 
@@ -362,7 +362,7 @@ def test_missing_or_newer_opencv(model_dir, monkeypatch):
 
 # ----------------------------------------------------------------------------- issue 12
 def test_predict_takes_one_image_and_batches_are_explicit(model_dir):
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.inference import Predictor
 
     predictor = Predictor(model_dir)
     image = np.zeros((350, 300, 3), np.uint8)
@@ -378,7 +378,7 @@ def test_predict_takes_one_image_and_batches_are_explicit(model_dir):
 
 
 def test_detect_emotions_is_fer_compatible(model_dir):
-    from ferkeras.inference import FER_EMOTIONS, Predictor
+    from ferkeras.deploy.inference import FER_EMOTIONS, Predictor
 
     predictor = Predictor(model_dir)
     bgr = face_image()
@@ -404,8 +404,8 @@ def test_training_and_serving_preprocessing_match(model_dir, tmp_path):
     import tensorflow as tf
 
     from ferkeras.data.pipeline import decode_file, to_model_input
-    from ferkeras.faces import read_image
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.faces import read_image
+    from ferkeras.deploy.inference import Predictor
 
     predictor = Predictor(model_dir)
     rng = np.random.default_rng(7)
@@ -483,7 +483,7 @@ def test_default_model_is_the_shipped_one_never_the_quickstart(model_dir, inputs
 
 
 def test_detector_registry_and_box_merging():
-    from ferkeras.faces import build_detector, list_detectors, merge_boxes
+    from ferkeras.deploy.faces import build_detector, list_detectors, merge_boxes
 
     assert list_detectors() == ["blazeface", "blazeface+haar", "haar", "haar-staged"]
     with pytest.raises(ValueError, match=r"Unknown detector 'yolo'.*haar-staged"):
@@ -501,7 +501,7 @@ def test_detector_registry_and_box_merging():
 def test_blazeface_ships_with_ferkeras_and_finds_the_face():
     """The default detector's weights are inside the package (no download): BlazeFace on
     onnxruntime, with the staged Haar cascades where it finds nothing."""
-    from ferkeras.detection import (
+    from ferkeras.deploy.detection import (
         BLAZEFACE_FILE,
         FallbackDetector,
         blazeface_anchors,

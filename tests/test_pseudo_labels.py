@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from keras import ops  # noqa: E402
 
-from ferkeras import pseudo_labels as pl  # noqa: E402
+from ferkeras.trainers import pseudo_labels as pl  # noqa: E402
 
 PROBS = np.array(
     [[0.96, 0.02, 0.02], [0.50, 0.40, 0.10], [0.05, 0.05, 0.90], [0.10, 0.60, 0.30]],

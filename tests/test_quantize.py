@@ -74,7 +74,7 @@ def faces(n, seed=1):
 
 
 def test_calibration_reader_batches_and_rewinds():
-    from ferkeras.quantize import CalibrationReader
+    from ferkeras.deploy.quantize import CalibrationReader
 
     reader = CalibrationReader(np.zeros((5, 4, 4, 1)), batch_size=2)
     sizes = [len(b["image"]) for b in iter(reader.get_next, None)]
@@ -88,8 +88,8 @@ def test_calibration_reader_batches_and_rewinds():
 def test_quantize_export_is_int8_close_to_float_and_a_valid_export(tmp_path):
     import onnx
 
-    from ferkeras.inference import Predictor
-    from ferkeras.quantize import quantize_export
+    from ferkeras.deploy.inference import Predictor
+    from ferkeras.deploy.quantize import quantize_export
 
     export = write_tiny_export(tmp_path / "float")
     images, labels = faces(64)
@@ -138,7 +138,7 @@ def write_tiny_data(root, *, n_train=40, n_public=30, seed=2):
 
 def test_ship_command_quantizes_checks_and_installs(tmp_path):
     from ferkeras.cli import cli
-    from ferkeras.inference import read_metadata
+    from ferkeras.deploy.inference import read_metadata
 
     export = write_tiny_export(tmp_path / "export")
     data = write_tiny_data(tmp_path / "data")

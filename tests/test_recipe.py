@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from ferkeras.recipe import (
+from ferkeras.training.recipe import (
     Recipe,
     RecipeError,
     describe_fields,
@@ -60,7 +60,7 @@ def test_bad_values_name_key_and_value(values, message):
 
 
 def test_cycle_methods_need_the_cycle_and_exclude_each_other():
-    from ferkeras.recipe import CYCLE_METHODS
+    from ferkeras.training.recipe import CYCLE_METHODS
 
     def values_for(setting):
         key, value = setting.split("=")
@@ -136,8 +136,9 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
 # ----------------------------------------------------------------------------- name tables
 def test_allowed_names_come_from_the_one_table_of_each_kind(monkeypatch):
     """A name added to a registry is a valid recipe value at once: no second list."""
-    from ferkeras import labels, models, registry, selection
+    from ferkeras import labels, models, registry
     from ferkeras.data import sources
+    from ferkeras.noise import selection
 
     monkeypatch.setitem(sources._SOURCES, "mysource", ("x:y", "fer2013"))
     monkeypatch.setitem(labels.CLASS_SETS, "myset", ("happy", "sad"))
@@ -178,7 +179,7 @@ def _write(path, values):
 
 
 def test_smoke_shrinks_only_what_the_source_has(tmp_path):
-    from ferkeras.recipe import SyntheticConfig
+    from ferkeras.training.recipe import SyntheticConfig
 
     real = load_recipe(_write(tmp_path / "r.yaml", {"data": {"source": "fer2013",
                                                              "root": "/x.csv"}}), smoke=True)

@@ -96,7 +96,7 @@ def _assert_close(a, b, path=""):
     pytest.param(KILL_AFTER, id="mid-cycle"),  # resumes with the restored split and history
 ])
 def test_kill_then_resume_equals_uninterrupted(tmp_path, kill_after):
-    from ferkeras.passes import mask_digest
+    from ferkeras.training.passes import mask_digest
 
     recipe = write_recipe(tmp_path / "tiny.yaml", RECIPE)
     env = cli_env(tmp_path)
@@ -188,14 +188,14 @@ def test_resume_needs_a_saved_state(tmp_path):
 
 
 def test_resume_and_overwrite_exclude_each_other(tmp_path):
-    from ferkeras.runs import RunFolderError, prepare_run_dir
+    from ferkeras.training.runs import RunFolderError, prepare_run_dir
 
     with pytest.raises(RunFolderError, match="exclude each other"):
         prepare_run_dir(tmp_path / "run", resume=True, overwrite=True)
 
 
 def test_unstarted_run_folder_is_discarded_but_a_started_one_is_kept(tmp_path):
-    from ferkeras.runs import discard_unstarted, prepare_run_dir, remove_stale_temporaries
+    from ferkeras.training.runs import discard_unstarted, prepare_run_dir, remove_stale_temporaries
 
     fresh = tmp_path / "fresh"
     assert prepare_run_dir(fresh, resume=False, overwrite=False) is None
@@ -213,7 +213,7 @@ def test_unstarted_run_folder_is_discarded_but_a_started_one_is_kept(tmp_path):
 
 
 def test_damaged_state_is_a_clear_error(tmp_path):
-    from ferkeras.runs import RunFolderError, read_state
+    from ferkeras.training.runs import RunFolderError, read_state
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "state.json").write_text('{"epochs_done": ')

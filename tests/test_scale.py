@@ -13,7 +13,7 @@ from ferkeras.data.affectnet_synth import (
 )
 from ferkeras.data.sources import load_bundle
 from ferkeras.data.table import Split
-from ferkeras.recipe import DataConfig, RecipeError, recipe_from_dict
+from ferkeras.training.recipe import DataConfig, RecipeError, recipe_from_dict
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +137,9 @@ def test_mixed_precision_keeps_logits_ema_and_tables_float32():
     import keras
 
     from ferkeras.models import build_network
-    from ferkeras.recipe import ModelConfig
-    from ferkeras.strategy import precision_policy
     from ferkeras.trainers.cycle import CycleTrainer
+    from ferkeras.training.recipe import ModelConfig
+    from ferkeras.training.strategy import precision_policy
 
     with precision_policy("mixed_bfloat16"):
         net = build_network(ModelConfig(backbone="small_cnn", width=4), input_shape=(16, 16, 1),
@@ -169,7 +169,7 @@ def test_predict_probs_compiled_pass_matches_eager_and_frees_the_network():
 
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.models import build_network
-    from ferkeras.passes import predict_probs
+    from ferkeras.training.passes import predict_probs
 
     images = np.random.default_rng(0).integers(0, 256, (37, 16, 16, 1), dtype=np.uint8)
     split = Split(labels=np.zeros(37, np.int32), images=images)
@@ -241,7 +241,7 @@ def test_cycle_fit_on_an_indexed_stream_does_not_read_it_first():
 
 
 def test_auto_precision_follows_native_bfloat16():
-    from ferkeras.strategy import cpu_has_bf16, resolve_precision
+    from ferkeras.training.strategy import cpu_has_bf16, resolve_precision
 
     assert cpu_has_bf16("flags : fpu avx512f avx512_bf16 avx512_vnni")
     assert cpu_has_bf16("flags : fpu amx_bf16 amx_tile")

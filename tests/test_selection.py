@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ferkeras import selection
+from ferkeras.noise import selection
 
 # FER2013 training counts / 10 and its estimated share of wrong labels, in FER2013 class order
 # (angry, disgust, fear, happy, sad, surprise, neutral).

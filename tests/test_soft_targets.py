@@ -1,4 +1,4 @@
-"""Soft-target methods (ferkeras.soft_targets): ELR (Liu et al., NeurIPS 2020) and
+"""Soft-target methods (ferkeras.noise.soft_targets): ELR (Liu et al., NeurIPS 2020) and
 self-distillation from the EMA teacher.
 
 Array level against known truth; the defining behaviour of ELR (on injected label noise, it
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ferkeras import soft_targets as S
-from ferkeras.recipe import RecipeError, recipe_from_dict
+from ferkeras.noise import soft_targets as S
 from ferkeras.trainers.supervised import SupervisedTrainer
+from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
 
 # ----------------------------------------------------------------------------- array level

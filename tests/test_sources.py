@@ -17,7 +17,7 @@ from ferkeras.data.fer2013 import ferplus_labels, ferplus_winner, read_fer2013_c
 from ferkeras.data.images import expand_boxes, probe_image, resolve_inside
 from ferkeras.data.sources import load_bundle
 from ferkeras.data.stats import imbalance_ratio, label_agreement
-from ferkeras.recipe import DataConfig
+from ferkeras.training.recipe import DataConfig
 
 FER = ("anger", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer2013 class ids
 VOTE_COLS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
@@ -553,7 +553,7 @@ def test_stats_command_imports_no_tensorflow(tmp_path):
 
 def test_folder_reads_what_the_synthetic_writer_writes(tmp_path):
     from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
-    from ferkeras.recipe import SyntheticConfig
+    from ferkeras.training.recipe import SyntheticConfig
 
     syn = DataConfig(source="synthetic", synthetic=SyntheticConfig(
         n_train=48, n_val=16, n_test=16, noise=0.3, profile="uniform"))

@@ -22,7 +22,7 @@ from ferkeras.data.synthetic import (
     write_image_folder,
 )
 from ferkeras.labels import get_class_names
-from ferkeras.recipe import DataConfig, SyntheticConfig
+from ferkeras.training.recipe import DataConfig, SyntheticConfig
 
 NAMES8 = get_class_names("affectnet8")
 

@@ -18,7 +18,7 @@ from test_sources import (  # noqa: E402
 )
 
 from ferkeras.data.sources import load_bundle  # noqa: E402
-from ferkeras.recipe import DataConfig  # noqa: E402
+from ferkeras.training.recipe import DataConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from ferkeras.models import build_network
-from ferkeras.recipe import ModelConfig
 from ferkeras.trainers.cycle import CycleTrainer
 from ferkeras.trainers.supervised import SupervisedTrainer
+from ferkeras.training.recipe import ModelConfig
 
 K, N, S = 4, 64, 12
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ferkeras import transition as tr
+from ferkeras.noise import transition as tr
 
 K = 4
 # Structured, FER2013-like noise: class 0 ("neutral") leaks into 1 and 2, class 3 into 2;

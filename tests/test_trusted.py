@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from ferkeras import trusted
 from ferkeras.data.table import DatasetBundle, Split
-from ferkeras.recipe import recipe_from_dict
+from ferkeras.noise import trusted
+from ferkeras.training.recipe import recipe_from_dict
 
 K = 3
 
@@ -131,7 +131,7 @@ def test_decision_layer_equals_the_array_rule():
     sharp = np.array([[30.0, 0.0, -30.0], [-40.0, 25.0, 0.0]], dtype="float32")
     sharp_p = np.exp(sharp - sharp.max(1, keepdims=True))
     sharp_p /= sharp_p.sum(1, keepdims=True)
-    from ferkeras.transition import log_probs
+    from ferkeras.noise.transition import log_probs
 
     got = keras.ops.convert_to_numpy(wrapped(sharp))
     assert np.allclose(got, log_probs(sharp_p) @ np.array(d["W"]) + np.array(d["b"]),
@@ -141,8 +141,8 @@ def test_decision_layer_equals_the_array_rule():
 
 @pytest.mark.slow
 def test_trusted_run_writes_rule_transition_and_export_bakes_it(tmp_path):
-    from ferkeras.export import export_run
-    from ferkeras.inference import Predictor
+    from ferkeras.deploy.export import export_run
+    from ferkeras.deploy.inference import Predictor
     from ferkeras.training import train_recipe
 
     recipe = recipe_from_dict({
@@ -163,7 +163,7 @@ def test_trusted_run_writes_rule_transition_and_export_bakes_it(tmp_path):
     meta = export_run(run, tmp_path / "export")
     assert meta["decision_rule"] == "prior"
     # the exported model applies the rule: ONNX probs = rule(Keras probs of the plain net)
-    from ferkeras.runs import open_run
+    from ferkeras.training.runs import open_run
 
     net = open_run(run).build_network()
     images = np.random.default_rng(0).integers(0, 255, (8, 16, 16, 1)).astype("float32")

@@ -3,7 +3,7 @@
 Each cycle run of `bench/noisy_grid.py` keeps its per-sample split losses
 (`<work>/<config>-s<seed>/reports/split-eNNN/samples.csv`, with the FERPlus majority as
 `true_label` where it exists). This tool re-scores those losses under the four rules of
-`ferkeras.selection.clean_probability` (per-class or global normalisation x one global or
+`ferkeras.noise.selection.clean_probability` (per-class or global normalisation x one global or
 per-class GMM), exactly as `bench/quickstart_split.py`'s post-hoc table does on synthetic
 noise: the same warm-up model, only the rule differs, so it ranks rules without a retrain.
 ROC-AUC and precision are measured on Training rows with a FERPlus majority.
@@ -54,7 +54,7 @@ def markdown(data: dict) -> str:
     keys = [f"{n}/{s}" for n, s in RULES]
     md = ["# Split rules on real noise: FER2013 split losses re-scored against FERPlus", "",
           "Saved per-sample losses of each run's splits, re-scored under every loss "
-          "normalisation x GMM scope (`ferkeras.selection.clean_probability`, p_clean 0.5). "
+          "normalisation x GMM scope (`ferkeras.noise.selection.clean_probability`, p_clean 0.5). "
           "Same model per row, only the rule differs. Cells: ROC-AUC / precision of the "
           "flags / flagged share, on Training rows with a FERPlus majority "
           "(truth: FER2013 label == FERPlus majority).", "",

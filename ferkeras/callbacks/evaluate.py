@@ -10,9 +10,9 @@ import pathlib
 import keras
 import numpy as np
 
-from ferkeras.evaluation import classification_metrics
 from ferkeras.io import atomic_save_weights, atomic_write_text
-from ferkeras.passes import predict_probs
+from ferkeras.training.evaluation import classification_metrics
+from ferkeras.training.passes import predict_probs
 
 
 class NaNLossError(RuntimeError):

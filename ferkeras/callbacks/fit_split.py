@@ -29,7 +29,7 @@ class _Controller(noise_split.NoiseSplit):
     report_dir: pathlib.Path
 
     def _write(self, epoch, result, probs) -> None:
-        from ferkeras.reports import write_split_report
+        from ferkeras.training.reports import write_split_report
 
         write_split_report(self.report_dir / f"split-e{epoch + 1:03d}", split=self.split,
                            data_cfg=self.data_cfg, class_names=self.class_names, result=result,
@@ -84,7 +84,7 @@ class NoiseSplit(keras.callbacks.Callback):
                  normalize="per_class", loss_window=1, class_names=None, true_labels=None,
                  seed=0, verbose=1, **options):
         super().__init__()
-        from ferkeras.selection import list_selectors
+        from ferkeras.noise.selection import list_selectors
 
         for key, value, low in (("warmup_epochs", warmup_epochs, 0), ("every", every, 1),
                                 ("loss_window", loss_window, 1)):
@@ -111,7 +111,7 @@ class NoiseSplit(keras.callbacks.Callback):
         self.last_split = None
 
     def on_train_begin(self, logs=None):
-        from ferkeras.recipe import CycleConfig, DataConfig
+        from ferkeras.training.recipe import CycleConfig, DataConfig
 
         trainer = self.model
         data = getattr(trainer, "training_set", None)
@@ -131,7 +131,7 @@ class NoiseSplit(keras.callbacks.Callback):
                           normalize=self.normalize, loss_window=self.loss_window,
                           **self.options)
         # The one schedule: plan_phases' split epochs for this fit's epoch count.
-        from ferkeras.schedule import plan_cycle_phases, split_epochs
+        from ferkeras.training.schedule import plan_cycle_phases, split_epochs
 
         epochs = int((self.params or {}).get("epochs") or self.warmup_epochs + self.every)
         cycles = max(0, -(-(epochs - self.warmup_epochs) // self.every))

@@ -2,8 +2,8 @@
 CVPR 2017, "Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach").
 
 Train plainly for `warmup_epochs`; at the end of that epoch run the training set through the
-model once (eval network, inference mode, un-augmented, `ferkeras.passes`), estimate T with
-the anchor-point rule (`ferkeras.transition.estimate_transition_anchors`), install it in the
+model once (eval network, inference mode, un-augmented, `ferkeras.training.passes`), estimate T with
+the anchor-point rule (`ferkeras.noise.transition.estimate_transition_anchors`), install it in the
 trainer (`ForwardCorrectedTrainer.set_transition`: tf.Variables, so the run state saves it)
 and write forward_transition.csv / forward_transition.png into the run folder, beside the
 true T of the training split when it carries true labels. From the next epoch on the loss
@@ -79,14 +79,14 @@ class ForwardCorrection(keras.callbacks.Callback):
 
     def estimate(self, epoch: int) -> np.ndarray:
         """Estimate T from the current model on the training set and install it."""
-        from ferkeras.passes import predict_probs
-        from ferkeras.transition import estimate_transition_anchors
+        from ferkeras.noise.transition import estimate_transition_anchors
+        from ferkeras.training.passes import predict_probs
 
         probs, index = predict_probs(self.trainer.eval_network, self.dataset)
         probs = probs[np.argsort(index)]
         T = estimate_transition_anchors(probs, quantile=self.quantile)
         if self.strategy is not None:
-            from ferkeras.strategy import broadcast_from_chief
+            from ferkeras.training.strategy import broadcast_from_chief
 
             (T,) = broadcast_from_chief(self.strategy, [T])
         self.trainer.set_transition(T)
@@ -106,8 +106,8 @@ class ForwardCorrection(keras.callbacks.Callback):
 
     def _write(self, T) -> None:
         from ferkeras import io
-        from ferkeras.transition import estimate_transition_counts
-        from ferkeras.trusted import _plot
+        from ferkeras.noise.transition import estimate_transition_counts
+        from ferkeras.noise.trusted import _plot
 
         k = len(self.class_names)
         mats = {"estimated (anchor points, Patrini et al. 2017)": T}

@@ -1,7 +1,7 @@
 """NoiseSplit: the owner of the noise cycle's split.
 
-At each split epoch of the schedule (`ferkeras.schedule.plan_phases`): per-sample losses of
-the current model (eval network, inference mode, un-augmented images, `ferkeras.passes`) ->
+At each split epoch of the schedule (`ferkeras.training.schedule.plan_phases`): per-sample losses of
+the current model (eval network, inference mode, un-augmented images, `ferkeras.training.passes`) ->
 `selection.split_training_set` -> the trainer's `tf.Variable` tables (`labelled_mask`,
 `clean_prob`, `target_prior`) and its class prior, re-estimated from the samples judged
 clean. The trainer's `labelled_mask` is the one mask: the input pipeline reads it too, to
@@ -19,9 +19,10 @@ import time
 import keras
 import numpy as np
 
-from ferkeras import selection
 from ferkeras.io import atomic_path
-from ferkeras.passes import mask_digest, per_sample_losses
+from ferkeras.methods import split_selector
+from ferkeras.noise import selection
+from ferkeras.training.passes import mask_digest, per_sample_losses
 
 HISTORY_FILE = "selector_history.npz"
 
@@ -52,9 +53,9 @@ class NoiseSplit(keras.callbacks.Callback):
                  strategy=None, dataset=None):
         super().__init__()
         from ferkeras.data.pipeline import make_dataset
-        from ferkeras.recipe import CycleConfig, DataConfig
-        from ferkeras.schedule import plan_cycle_phases
-        from ferkeras.schedule import split_epochs as _split_epochs
+        from ferkeras.training.recipe import CycleConfig, DataConfig
+        from ferkeras.training.schedule import plan_cycle_phases
+        from ferkeras.training.schedule import split_epochs as _split_epochs
 
         self.trainer = trainer
         self.split = train_split
@@ -89,7 +90,7 @@ class NoiseSplit(keras.callbacks.Callback):
 
     @classmethod
     def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo):
-        from ferkeras.schedule import plan_phases, split_epochs
+        from ferkeras.training.schedule import plan_phases, split_epochs
 
         return cls(trainer=trainer, train_split=bundle.train, data_cfg=recipe.data,
                    cycle_cfg=recipe.cycle, class_names=bundle.class_names,
@@ -114,26 +115,28 @@ class NoiseSplit(keras.callbacks.Callback):
             self.run_split(epoch)
 
     def _crest(self, result, probs, epoch: int):
-        """CReST (`ferkeras.crest`): this split is generation g = the cycle's index; the
+        """CReST (`ferkeras.methods.crest.core`): this split is generation g = the cycle's index;
+        the
         unlabelled rows predicted as class l join the labelled set with that pseudo-label at
         rate mu_l (from the labelled class counts), and the trainer gets CReST+'s alignment
-        temperature (1 at the first cycle, cycle.crest_t_min at the last)."""
-        from ferkeras import crest
+        temperature (1 at the first cycle, cycle.crest.t_min at the last)."""
+        from ferkeras.methods.crest import core as crest
 
         c, k = self.cfg, len(self.class_names)
-        rates = crest.crest_sampling_rates(np.maximum(result.clean_counts, 0), alpha=c.crest_alpha)
+        rates = crest.crest_sampling_rates(np.maximum(result.clean_counts, 0),
+                                           alpha=c.crest.alpha)
         pseudo, conf = probs.argmax(axis=1), probs.max(axis=1)
         picked = crest.crest_select(pseudo, conf, rates, candidates=~result.labelled,
                                     rng=np.random.default_rng([self.seed, epoch]))
         table = np.where(picked, pseudo, -1).astype(np.float64)
         if self.strategy is not None:  # the chief's picks on every worker
-            from ferkeras.strategy import broadcast_from_chief
+            from ferkeras.training.strategy import broadcast_from_chief
 
             (table,) = broadcast_from_chief(self.strategy, [table])
             picked = table >= 0
         generations = max(c.cycles - 1, 1)
         g = min(max((epoch - c.warmup_epochs) // c.epochs_per_cycle, 0), generations)
-        t = crest.progressive_alignment_temperature(g, generations, t_min=c.crest_t_min)
+        t = crest.progressive_alignment_temperature(g, generations, t_min=c.crest.t_min)
         self.trainer.set_crest(table, temperature=t)
         added = np.bincount(pseudo[picked], minlength=k)
         msg = (f"CReST generation {g}: added {int(picked.sum())} pseudo-labelled rows "
@@ -145,18 +148,18 @@ class NoiseSplit(keras.callbacks.Callback):
         return dataclasses.replace(result, labelled=result.labelled | picked)
 
     def _selector_inputs(self, c) -> dict:
-        """What a selector needs beyond the losses: H2E (`ferkeras.h2e`) the network's
+        """What a selector needs beyond the losses: H2E (`ferkeras.noise.h2e`) the network's
         penultimate features and its logits layer (the identifier starts from it); PNP
-        (`ferkeras.pnp`) the trainer's noise-type probabilities."""
-        if c.selector == "pnp":
+        (`ferkeras.methods.pnp.core`) the trainer's noise-type probabilities."""
+        if split_selector(c) == "pnp":
             return {"type_probs": self.trainer.noise_type_probs(self.dataset)}
-        if c.selector != "h2e":
+        if split_selector(c) != "h2e":
             return {}
-        from ferkeras.passes import per_sample_features
+        from ferkeras.training.passes import per_sample_features
 
         features, _, kernel, bias = per_sample_features(self.trainer.eval_network, self.dataset)
-        return {"features": features, "init": (kernel, bias), "h2e_rounds": c.h2e_rounds,
-                "h2e_penalty": c.h2e_penalty}
+        return {"features": features, "init": (kernel, bias), "h2e_rounds": c.h2e.rounds,
+                "h2e_penalty": c.h2e.penalty}
 
     # ------------------------------------------------------------------ the split
     def run_split(self, epoch: int) -> selection.SplitResult:
@@ -167,7 +170,7 @@ class NoiseSplit(keras.callbacks.Callback):
         self.history = (self.history + [losses])[-c.loss_window:]
         inputs = self._selector_inputs(c)
         result = selection.split_training_set(
-            np.stack(self.history), self.labels, num_classes=k, selector=c.selector,
+            np.stack(self.history), self.labels, num_classes=k, selector=split_selector(c),
             window=c.loss_window, normalize=c.normalize, pred_probs=probs,
             seed=self.seed + epoch, p_clean=c.p_clean, gmm_scope=c.gmm_scope,
             min_class_samples=c.min_class_samples, keep_ratio=c.keep_ratio, **inputs)
@@ -175,7 +178,7 @@ class NoiseSplit(keras.callbacks.Callback):
             result.p_ood = np.asarray(inputs["type_probs"][:, 2], np.float64)
         if self.strategy is not None:
             # Every worker computed its own split; all of them use the chief's.
-            from ferkeras.strategy import broadcast_from_chief
+            from ferkeras.training.strategy import broadcast_from_chief
 
             labelled, clean_prob, prior = broadcast_from_chief(
                 self.strategy, [result.labelled, result.clean_prob, result.clean_prior])
@@ -185,7 +188,7 @@ class NoiseSplit(keras.callbacks.Callback):
         if self.true is not None:
             result.scores = selection.score_split_result(result, self.labels, self.true,
                                                          num_classes=k, p_clean=c.p_clean)
-        if getattr(c, "crest", False):  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
+        if c.method == "crest":  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
             result = self._crest(result, probs, epoch)
         if getattr(self.trainer, "noisy_mode", "fixmatch") == "relabel":
             self._relabel(result, probs)
@@ -222,13 +225,13 @@ class NoiseSplit(keras.callbacks.Callback):
         """noisy_mode relabel (SELFIE-style, `correction.relabel_flagged`): the confident
         noisy rows take the split model's class and stay in the loss (the trainer's
         `labelled_mask` becomes judged-clean OR relabelled); the others are dropped."""
-        from ferkeras.correction import relabel_flagged, relabel_summary
+        from ferkeras.noise.correction import relabel_flagged, relabel_summary
 
         new_labels, keep, relabelled = relabel_flagged(
             probs, self.labels, result.labelled, threshold=self.trainer.relabel_threshold)
         table = np.where(relabelled, new_labels, -1).astype(np.float64)
         if self.strategy is not None:  # the chief's relabels on every worker
-            from ferkeras.strategy import broadcast_from_chief
+            from ferkeras.training.strategy import broadcast_from_chief
 
             (table,) = broadcast_from_chief(self.strategy, [table])
             relabelled = table >= 0
@@ -246,7 +249,7 @@ class NoiseSplit(keras.callbacks.Callback):
             np.savez(fh, history=np.stack(self.history))
 
     def _write(self, epoch, result, probs) -> None:
-        from ferkeras.reports import write_split_report
+        from ferkeras.training.reports import write_split_report
 
         self._write_history()
         write_split_report(self.run_dir / "reports" / f"split-e{epoch + 1:03d}",

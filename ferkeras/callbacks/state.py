@@ -16,7 +16,8 @@ when `fit` ends; a cycle run spans several `fit` calls and needs the split and s
 state too, hence this callback.
 
 Multi-worker: only the chief reads and writes the state; after restoring, every variable is
-broadcast from the chief (`ferkeras.strategy.sync_trainer_from_chief`), so the other workers
+broadcast from the chief (`ferkeras.training.strategy.sync_trainer_from_chief`), so the other
+workers
 need no access to the run folder.
 """
 
@@ -30,14 +31,14 @@ import keras
 import numpy as np
 
 from ferkeras.io import atomic_path, atomic_save_weights, atomic_write_json
-from ferkeras.runs import STATE_FILE, RunFolderError
+from ferkeras.training.runs import STATE_FILE, RunFolderError
 
 SEED_STATE_SUFFIX = "seed_generator_state"
 
 
 def split_digest(trainer) -> str | None:
     """Digest of the trainer's current split (labelled mask), or None without a split."""
-    from ferkeras.passes import mask_digest
+    from ferkeras.training.passes import mask_digest
 
     mask = getattr(trainer, "labelled_mask", None)
     if mask is None:
@@ -138,7 +139,7 @@ class RunState(keras.callbacks.Callback):
         if state:
             epoch = self._restore_local(trainer, state)
         if self.strategy is not None:
-            from ferkeras.strategy import sync_trainer_from_chief
+            from ferkeras.training.strategy import sync_trainer_from_chief
 
             epoch = sync_trainer_from_chief(self.strategy, trainer, epoch)
         return epoch

@@ -18,7 +18,7 @@ def _resolve_recipe(source_or_recipe, options: dict, overrides):
     import pathlib
 
     from ferkeras.data.sources import DEFAULT_CLASS_SETS, list_sources
-    from ferkeras.recipe import load_recipe, recipe_from_dict, recipe_to_dict
+    from ferkeras.training.recipe import load_recipe, recipe_from_dict, recipe_to_dict
 
     given = {k: v for k, v in options.items() if v is not None}
     if source_or_recipe and pathlib.Path(source_or_recipe).is_file():

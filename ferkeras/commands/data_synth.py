@@ -135,7 +135,7 @@ def synth(
     import numpy as np
 
     from ferkeras.data.synthetic import make_synthetic_bundle, write_image_folder
-    from ferkeras.recipe import DataConfig, SyntheticConfig
+    from ferkeras.training.recipe import DataConfig, SyntheticConfig
 
     out = pathlib.Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

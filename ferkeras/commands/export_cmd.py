@@ -36,8 +36,8 @@ def export(run_dir: str, out: str, opset: int, weights: str, parity_limit: int) 
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    from ferkeras.export import ExportError, export_run
-    from ferkeras.recipe import RecipeError
+    from ferkeras.deploy.export import ExportError, export_run
+    from ferkeras.training.recipe import RecipeError
 
     check_writable_parent(out)
     try:

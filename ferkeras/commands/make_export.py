@@ -18,7 +18,7 @@ import click
               help="Run-folder name prefix of the recipe to export.")
 @click.option("--out-root", default="export", show_default=True)
 def main(runs_root, prefix, out_root):
-    from ferkeras.runs import latest_run
+    from ferkeras.training.runs import latest_run
 
     run = latest_run(runs_root, prefix=prefix)
     if run is None:

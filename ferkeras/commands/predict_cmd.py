@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from ferkeras.faces import list_detectors
+from ferkeras.deploy.faces import list_detectors
 
 NO_FACE = "no face"
 
@@ -76,7 +76,7 @@ class _Report:
 
         import cv2
 
-        from ferkeras.faces import draw_faces
+        from ferkeras.deploy.faces import draw_faces
 
         if source.startswith("webcam:"):
             stem = "webcam" + source[len("webcam:"):]
@@ -99,7 +99,7 @@ class _Report:
 
 def _image_items(paths, report_errors):
     """(key, BGR image) for each readable file; one stderr line for each that is not."""
-    from ferkeras.faces import read_image
+    from ferkeras.deploy.faces import read_image
 
     for path in paths:
         image = read_image(path)
@@ -110,7 +110,7 @@ def _image_items(paths, report_errors):
 
 
 def _frame_items(capture, name: str, *, every: int, max_frames: int):
-    from ferkeras.faces import iter_frames
+    from ferkeras.deploy.faces import iter_frames
 
     for index, frame in iter_frames(capture, every=every, max_frames=max_frames):
         yield (name, index), frame
@@ -215,8 +215,8 @@ def _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detect
     import pathlib
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    from ferkeras import faces as F
-    from ferkeras.inference import ModelFolderError, Predictor
+    from ferkeras.deploy import faces as F
+    from ferkeras.deploy.inference import ModelFolderError, Predictor
     from ferkeras.pretrained import default_model
 
     if not inputs and not videos and webcam is None:

@@ -43,7 +43,7 @@ def read_tables(data_root):
 
 def model_inputs(images, *, size: int, channels: int) -> np.ndarray:
     """(N, size, size, channels) float32 model inputs from (N, h, w[, C]) images."""
-    from ferkeras.faces import prepare_face
+    from ferkeras.deploy.faces import prepare_face
 
     return np.stack([prepare_face(image, size=size, channels=channels) for image in images])
 
@@ -103,9 +103,9 @@ def ship(export_dir, data_root, dest, calibration_images, seed, method, per_chan
     import tempfile
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    from ferkeras.inference import ModelFolderError, read_metadata
+    from ferkeras.deploy.inference import ModelFolderError, read_metadata
+    from ferkeras.deploy.quantize import quantize_export
     from ferkeras.pretrained import SHIPPED_DIR
-    from ferkeras.quantize import quantize_export
 
     try:
         meta = read_metadata(export_dir)

@@ -194,7 +194,7 @@ def load_image_folder(root, *, class_names, image_size: int = 48, channels: int 
         seed: the carve's seed.
     """
     from ferkeras.data.pipeline import collect_images
-    from ferkeras.recipe import DataConfig
+    from ferkeras.training.recipe import DataConfig
 
     names = resolve_class_names(class_names)
     cfg = DataConfig(source="folder", root=str(root), class_names=",".join(names),

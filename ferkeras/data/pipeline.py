@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from ferkeras import augment as aug
+from ferkeras.data import augment as aug
 
 
 def to_model_input(image, *, size: int, channels: int):

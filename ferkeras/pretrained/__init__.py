@@ -1,7 +1,7 @@
 """Models shipped inside the package: `ferkeras predict` needs no download and no `--model`.
 
 Each sub-folder is an export folder (`model.onnx` + `metadata.json`, see
-`ferkeras.inference`) with its `MODEL_CARD.md`. `ferkeras ship EXPORT_DIR` (the
+`ferkeras.deploy.inference`) with its `MODEL_CARD.md`. `ferkeras ship EXPORT_DIR` (the
 `ferkeras.commands.ship_model` command) quantizes an export to int8 and installs it here.
 """
 

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras import losses as L
-from ferkeras import pseudo_labels as P
+from ferkeras.trainers import pseudo_labels as P
 from ferkeras.trainers.supervised import SupervisedTrainer
 
 
@@ -33,7 +33,7 @@ class CycleTrainer(SupervisedTrainer):
       true_labels: optional (N,) int, -1 unknown; only used for the pseudo-label accuracy metric.
       lambda_u, threshold, threshold_mode ('fixed' | 'adaptive'), distribution_alignment.
       noisy_mode: 'fixmatch' (the rows judged noisy train through FixMatch) or 'relabel'
-        (SELFIE-style, `ferkeras.correction.relabel_flagged`: the split relabels the
+        (SELFIE-style, `ferkeras.noise.correction.relabel_flagged`: the split relabels the
         confident ones, which rejoin the supervised loss through `labelled_mask` with the
         labels of the per-sample `relabels` table (-1 = keep the given label); the other
         noisy rows leave the loss; no FixMatch term).
@@ -132,8 +132,9 @@ class CycleTrainer(SupervisedTrainer):
             num_classes=bundle.num_classes, num_samples=len(bundle.train),
             true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
             threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
-            distribution_alignment=c.distribution_alignment, noisy_mode=c.noisy_mode,
-            relabel_threshold=c.relabel_threshold,
+            distribution_alignment=c.distribution_alignment,
+            noisy_mode="relabel" if c.method == "relabel" else "fixmatch",
+            relabel_threshold=c.relabel.threshold,
             loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
         )
 

@@ -2,7 +2,7 @@
 al., CVPR 2017) once a noise transition matrix is installed.
 
 The per-example loss is cross-entropy of the given (noisy) label against
-log(softmax(logits) @ T) (`forward_corrected_log_probs`, `ferkeras.correction`, is the
+log(softmax(logits) @ T) (`forward_corrected_log_probs`, `ferkeras.noise.correction`, is the
 array reference). T (K, K) and its on/off flag are non-trainable variables of the trainer:
 a callback (`ferkeras.callbacks.forward.ForwardCorrection`) sets them during `fit`, and the
 run state saves and restores them with the weights. Until T is installed (flag off) the loss
@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras import losses as L
+from ferkeras.noise.transition import LOG_PROB_FLOOR, _check_transition
 from ferkeras.trainers.supervised import SupervisedTrainer
-from ferkeras.transition import LOG_PROB_FLOOR, _check_transition
 
 
 def forward_corrected_log_probs_tf(logits, transition):

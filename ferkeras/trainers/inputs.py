@@ -88,7 +88,7 @@ class TrainingSet:
         if shuffle:
             ds = ds.shuffle(min(len(self), 50_000), seed=seed, reshuffle_each_iteration=True)
         if views:
-            from ferkeras import augment as aug
+            from ferkeras.data import augment as aug
 
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 

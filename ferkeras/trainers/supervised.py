@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from ferkeras import losses as L
-from ferkeras import soft_targets as S
+from ferkeras.noise import soft_targets as S
 from ferkeras.registry import list_losses
 from ferkeras.trainers.inputs import training_set
 
@@ -50,7 +50,7 @@ class SupervisedTrainer(keras.Model):
       ema_decay: > 0 keeps an EMA copy of the network (`ema_network`) for evaluation/export.
       seed: seeds the shuffling (and, in the cycle, the augmentation) of `fit`'s input.
       elr_lambda, elr_beta: > 0 adds early-learning regularisation (ELR, Liu et al., NeurIPS
-        2020; `ferkeras.soft_targets`): lambda * log(1 - <p_i, t_i>) per example, t_i a
+        2020; `ferkeras.noise.soft_targets`): lambda * log(1 - <p_i, t_i>) per example, t_i a
         running average (momentum elr_beta) of sample i's predictions, kept in the
         non-trainable (N, K) table `elr_targets`, indexed by sample_index.
       num_samples: N for the ELR table; None sizes it at the first `fit`.

@@ -1,0 +1,10 @@
+"""After training: export, quantize, and predict with onnxruntime (no TensorFlow).
+
+    export.py     SavedModel + ONNX export with a parity check
+    quantize.py   int8 static quantization of an export
+    inference.py  `ONNXPredictor`, frame sources, the predict loop
+    detection.py  face detectors (BlazeFace ONNX, OpenCV Haar)
+    faces.py      face boxes -> model input crops
+
+The shipped model files stay in `ferkeras/pretrained/` (package data, with its lookup).
+"""

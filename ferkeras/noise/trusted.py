@@ -1,0 +1,289 @@
+"""Trusted rows: a small clean-labelled set and what a recipe uses it for (`trusted.*`).
+
+- `prepare_bundle` carves the test split out of the validation split first (when the data has
+  none), so nothing fitted on trusted rows ever sees the reported rows; then it picks the
+  trusted labels and, with `trusted.select`, makes them the validation labels that pick the
+  epoch.
+- `fit_decision` / `apply_decision` (plain arrays): the decision rule fitted on the trusted
+  rows' probabilities: a prior shift to the trusted class prior (Saerens et al. 2002), or a
+  logistic recalibration of the log-probabilities (a learnt full-matrix generalisation of it,
+  in the spirit of gold-loss correction, Hendrycks et al. 2018). Both are one affine map of
+  the floored log-probabilities (`transition.log_probs`), so an export bakes either into the
+  network as one layer.
+- `write_transition_report`: the estimated noise-transition matrix (and the true one when the
+  training split carries true labels) as CSV and heat-map PNG in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+
+import numpy as np
+
+DECISION_FILE = "decision.json"
+
+
+@dataclasses.dataclass
+class TrustedRows:
+    """The validation rows with trusted labels. index: (M,) rows of bundle.val; labels: (M,)
+    their trusted labels; noisy: (M,) their given (possibly noisy) labels."""
+
+    index: np.ndarray
+    labels: np.ndarray
+    noisy: np.ndarray
+
+
+def prepare_bundle(bundle, cfg, *, seed: int):
+    """(bundle, TrustedRows or None, notes) for the recipe's `trusted` section `cfg`."""
+    from ferkeras.data.table import stratified_holdout
+
+    notes = []
+    val, test = bundle.val, bundle.test
+    if cfg.test_fraction > 0:
+        if test is not None and len(test):
+            notes.append(f"trusted.test_fraction={cfg.test_fraction} ignored: the data has a "
+                         "test split.")
+        else:
+            keep, hold = stratified_holdout(val.labels, fraction=cfg.test_fraction, seed=seed)
+            test, val = val.subset(hold), val.subset(keep)
+            if cfg.source == "val_true_labels" and test.true_labels is not None:
+                scored = test.true_labels >= 0
+                test = test.subset(scored)
+                test.labels = test.true_labels.copy()
+                notes.append(f"trusted: test = {len(test)} rows held out of validation "
+                             f"(test_fraction={cfg.test_fraction}, seed={seed}), scored "
+                             "against their true labels.")
+            else:
+                notes.append(f"trusted: test = {len(test)} rows held out of validation "
+                             f"(test_fraction={cfg.test_fraction}, seed={seed}).")
+    rows = None
+    carved = None  # test_labels: validation positions of the rows carved out of test
+    if cfg.source == "test_labels":
+        if test is None or not len(test):
+            raise ValueError("trusted.source='test_labels' needs a test split with clean "
+                             "labels (AffectNet's hand-annotated validation set, RAF-DB's "
+                             f"test set). Received: source {bundle.source!r} without one.")
+        if not 0.0 < cfg.fraction < 1.0:
+            raise ValueError("trusted.source='test_labels' needs trusted.fraction in (0, 1), "
+                             f"the share of the test split to carve out. Received: "
+                             f"trusted.fraction={cfg.fraction}")
+        keep, hold = stratified_holdout(test.labels, fraction=cfg.fraction, seed=seed)
+        carved = np.arange(len(val), len(val) + len(hold))
+        val, test = val.concat(test.subset(hold)), test.subset(keep)
+        notes.append(f"trusted: {len(hold)} test rows (fraction {cfg.fraction}, stratified, "
+                     f"seed {seed}) moved into validation as trusted rows; the reported test "
+                     f"is the other {len(keep)}.")
+    if cfg.source != "none":
+        if cfg.source == "val_true_labels":
+            if val.true_labels is None or not (val.true_labels >= 0).any():
+                raise ValueError("trusted.source='val_true_labels' needs true labels on the "
+                                 "validation split (e.g. data.ferplus_path for fer2013). "
+                                 f"Received: source {bundle.source!r} without them.")
+            labels = val.true_labels
+        else:
+            labels = val.labels
+        index = carved if carved is not None else np.flatnonzero(labels >= 0)
+        rows = TrustedRows(index=index, labels=labels[index].astype(np.int64),
+                           noisy=val.labels[index].astype(np.int64))
+        notes.append(f"trusted: {len(index)} validation rows with trusted labels "
+                     f"({cfg.source}).")
+        if cfg.select:
+            val = val.subset(index)
+            val.labels = rows.labels.astype(np.int32)
+            rows = TrustedRows(index=np.arange(len(index)), labels=rows.labels, noisy=rows.noisy)
+            notes.append("trusted: the best epoch is picked on the trusted labels.")
+    elif cfg.select or cfg.decision != "argmax":
+        raise ValueError("trusted.select / trusted.decision need trusted rows. Received: "
+                         f"trusted.source='none', select={cfg.select}, "
+                         f"decision={cfg.decision!r}")
+    out = dataclasses.replace(bundle, val=val, test=test,
+                              notes=list(bundle.notes) + notes)
+    return out, rows, notes
+
+
+# ----------------------------------------------------------------------------- decision rules
+def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0) -> dict:
+    """Fit a decision rule on trusted rows. probs: (M, K) softmax; labels: (M,) trusted labels;
+    train_prior: (K,) the label distribution the model was trained on. Returns
+    {"kind", "W": (K, K), "b": (K,)} with z' = log_softmax(z) @ W + b."""
+    from ferkeras.noise import transition as tr
+
+    probs = np.asarray(probs, dtype=np.float64)
+    k = probs.shape[1]
+    labels = np.asarray(labels)
+    if kind == "argmax":
+        W, b = np.eye(k), np.zeros(k)
+    elif kind == "prior":
+        target = (np.bincount(labels, minlength=k) + 0.5) / (len(labels) + 0.5 * k)
+        W, b = np.eye(k), tr.prior_shift_bias(source_prior=train_prior, target_prior=target)
+    elif kind == "recalibrate":
+        W, b = tr.fit_recalibration(probs, labels, seed=seed)
+    else:
+        raise ValueError(f"Unknown decision rule. Valid: argmax, prior, recalibrate. "
+                         f"Received: kind={kind!r}")
+    return {"kind": kind, "W": np.asarray(W).tolist(), "b": np.asarray(b).tolist()}
+
+
+def apply_decision(decision: dict, probs) -> np.ndarray:
+    """(N, K) probabilities after the rule: softmax(log_probs(probs) @ W + b)."""
+    from ferkeras.noise import transition as tr
+
+    return tr.apply_recalibration(probs, decision["W"], decision["b"])
+
+
+def read_decision(run_dir) -> dict | None:
+    path = pathlib.Path(run_dir) / DECISION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def wrap_network(network, decision: dict | None):
+    """`network` (pixels -> logits) followed by the decision rule; unchanged for argmax/None."""
+    if decision is None or decision["kind"] == "argmax":
+        return network
+    import keras
+
+    logits = _decision_layer_class()(decision["W"], decision["b"],
+                                     name="decision")(network.output)
+    return keras.Model(network.input, logits, name=network.name + "_decided")
+
+
+@functools.cache
+def _decision_layer_class():
+    """The Keras layer class, built on first use so this module imports without Keras."""
+    import keras
+
+    from ferkeras.noise.transition import LOG_PROB_FLOOR
+
+    @keras.saving.register_keras_serializable(package="ferkeras")
+    class DecisionLayer(keras.layers.Layer):
+        """z' = max(log_softmax(z), log floor) @ W + b: a trusted decision rule as constant
+        weights (`apply_decision`'s features, floor included)."""
+
+        def __init__(self, W, b, **kwargs):
+            super().__init__(**kwargs)
+            self.W_init = np.asarray(W, dtype="float32")
+            self.b_init = np.asarray(b, dtype="float32")
+
+        def build(self, input_shape):
+            self.W = self.add_weight(shape=self.W_init.shape, trainable=False, name="W",
+                                     initializer=keras.initializers.Constant(self.W_init))
+            self.b = self.add_weight(shape=self.b_init.shape, trainable=False, name="b",
+                                     initializer=keras.initializers.Constant(self.b_init))
+
+        def call(self, logits):
+            z = keras.ops.maximum(
+                keras.ops.log_softmax(keras.ops.cast(logits, "float32"), axis=-1),
+                float(np.log(LOG_PROB_FLOOR)))
+            return keras.ops.matmul(z, self.W) + self.b
+
+        def get_config(self):
+            return {**super().get_config(), "W": self.W_init.tolist(), "b": self.b_init.tolist()}
+
+    return DecisionLayer
+
+
+# ----------------------------------------------------------------------------- after training
+def finish_run(run_dir, recipe, bundle, rows: TrustedRows | None, *, class_names,
+               batch_size: int = 512) -> dict:
+    """Fit the recipe's decision rule on the trusted rows with the best weights, write
+    decision.json and the transition report, and score validation and test under the rule.
+    Returns the `decision` block for metrics.json ({} without trusted rows)."""
+    if rows is None:
+        return {}
+    from ferkeras import io
+    from ferkeras.data.pipeline import make_dataset
+    from ferkeras.training.evaluation import classification_metrics
+    from ferkeras.training.passes import predict_probs
+    from ferkeras.training.runs import open_run
+
+    run_dir = pathlib.Path(run_dir)
+    net = open_run(run_dir).build_network()
+
+    def probs_of(split):
+        p, idx = predict_probs(net, make_dataset(split, recipe.data, batch_size=batch_size))
+        out = np.zeros_like(p)
+        out[idx] = p
+        return out
+
+    k = len(class_names)
+    train_prior = bundle.train.class_counts(k) / max(len(bundle.train), 1)
+    val_probs = probs_of(bundle.val)
+    decision = fit_decision(recipe.trusted.decision, val_probs[rows.index], rows.labels,
+                            train_prior=train_prior, seed=recipe.seed)
+    decision.update({"class_names": list(class_names), "fitted_on": len(rows.index),
+                     "source": recipe.trusted.source})
+    io.atomic_write_json(run_dir / DECISION_FILE, decision)
+    block = {"rule": decision["kind"], "fitted_on_trusted_rows": len(rows.index)}
+    block["val_trusted"] = {
+        rule: classification_metrics(rows.labels, p[rows.index], class_names=class_names)
+        for rule, p in (("argmax", val_probs), (decision["kind"],
+                                                apply_decision(decision, val_probs)))}
+    block["val_trusted_note"] = "in-sample for the rule: fitted on these rows"
+    if bundle.test is not None and len(bundle.test):
+        test_probs = probs_of(bundle.test)
+        block["test"] = {
+            rule: classification_metrics(bundle.test.labels, p, class_names=class_names)
+            for rule, p in (("argmax", test_probs),
+                            (decision["kind"], apply_decision(decision, test_probs)))}
+    write_transition_report(run_dir, noisy=rows.noisy, trusted=rows.labels,
+                            probs=val_probs[rows.index], train=bundle.train,
+                            class_names=class_names)
+    return block
+
+
+def write_transition_report(run_dir, *, noisy, trusted, probs, train, class_names) -> dict:
+    """transition.csv / transition.png: T estimated on the trusted rows (counts of trusted vs
+    given labels when they differ somewhere, else GLC's estimate from the model's
+    probabilities), beside the true T of the training split when it carries true labels."""
+    from ferkeras import io
+    from ferkeras.noise import transition as tr
+
+    k = len(class_names)
+    if (np.asarray(noisy) != np.asarray(trusted)).any():
+        est = tr.estimate_transition_counts(noisy, trusted, num_classes=k)
+        how = "counts on trusted rows (trusted label -> given label)"
+    else:
+        est = tr.estimate_transition_trusted(probs, trusted, num_classes=k)
+        how = "GLC: mean predicted probabilities of the trusted rows of each class"
+    mats = {f"estimated ({how})": est}
+    if train.true_labels is not None and (train.true_labels >= 0).any():
+        mats["true (training split: true label -> given label)"] = \
+            tr.estimate_transition_counts(train.labels, train.true_labels, num_classes=k,
+                                          smoothing=0.0)
+    lines = ["matrix,clean_label," + ",".join(class_names)]
+    for name, T in mats.items():
+        tag = name.split(" ")[0]
+        lines += [f"{tag},{class_names[i]}," + ",".join(f"{v:.4f}" for v in T[i])
+                  for i in range(k)]
+    io.atomic_write_text(pathlib.Path(run_dir) / "transition.csv", "\n".join(lines) + "\n")
+    io.atomic_savefig(lambda p: _plot(mats, class_names, p),
+                      pathlib.Path(run_dir) / "transition.png")
+    return {n: T.tolist() for n, T in mats.items()}
+
+
+def _plot(mats: dict, class_names, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(class_names)
+    fig, axes = plt.subplots(1, len(mats), figsize=(0.9 * k * len(mats) + 1, 0.9 * k + 1),
+                             squeeze=False)
+    for ax, (name, T) in zip(axes[0], mats.items(), strict=True):
+        ax.imshow(T, cmap="Blues", vmin=0, vmax=1)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{T[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if T[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(k), class_names)
+        ax.set_xlabel("given label")
+        ax.set_ylabel("clean label")
+        ax.set_title(name, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
