@@ -1,6 +1,7 @@
 """Recipe loading: every bad input names the key and what was received."""
 
 import pathlib
+import warnings
 
 import pytest
 
@@ -44,12 +45,22 @@ def test_every_field_has_a_docstring():
         ({"model": {"backbone": "resnet19"}}, "Did you mean 'resnet18'?"),
         ({"cycle": {"enabled": "yes"}}, "'cycle.enabled' must be bool. Received: 'yes'"),
         ({"data": 3}, "'data' must be a mapping. Received: 3"),
-        ({"cycle": {"co_divide": True}}, "needs the noise cycle: set cycle.enabled=true"),
-        ({"cycle": {"enabled": True, "co_divide": True}, "train": {"ema_decay": 0.9}},
+        ({"cycle": {"method": "co_divide"}}, "needs the noise cycle: set cycle.enabled=true"),
+        ({"cycle": {"method": "dividemix"}}, "'cycle.method' must be one of"),
+        ({"cycle": {"enabled": True, "method": "co_divide"}, "train": {"ema_decay": 0.9}},
          "set train.ema_decay=0. Received: train.ema_decay=0.9"),
-        ({"cycle": {"co_divide_export": "c"}}, "'cycle.co_divide_export' must be one of"),
+        ({"cycle": {"co_divide": {"export": "c"}}}, "'cycle.co_divide.export' must be one of"),
+        ({"cycle": {"enabled": True, "method": "pnp", "selector": "h2e"}},
+         "'cycle.selector' cannot be set with cycle.method pnp"),
+        ({"cycle": {"enabled": True, "pnp": {"eta": 0.2}}},
+         "'cycle.pnp.eta' is read only with cycle.method pnp. Received: cycle.pnp.eta=0.2"),
+        ({"cycle": {"h2e": {"rounds": 3}}}, "'cycle.h2e.rounds' is read only with "
+                                            "cycle.selector h2e"),
+        # old spellings that name two methods
         ({"cycle": {"enabled": True, "co_divide": True, "threshold_mode": "ada_cm"}},
-         "does not combine with cycle.threshold_mode=ada_cm. Received: cycle.co_divide=true"),
+         "name different methods; write one cycle.method (ada_cm, co_divide)"),
+        ({"cycle": {"enabled": True, "method": "mpl", "crest": True}},
+         "name different methods; write one cycle.method (crest, mpl)"),
     ],
 )
 def test_bad_values_name_key_and_value(values, message):
@@ -59,24 +70,67 @@ def test_bad_values_name_key_and_value(values, message):
     assert "\n" not in str(err.value)
 
 
-def test_cycle_methods_need_the_cycle_and_exclude_each_other():
-    from ferkeras.training.recipe import CYCLE_METHODS
+def test_every_method_needs_the_cycle_and_has_its_trainer_and_section():
+    from ferkeras.methods import METHODS, list_methods
 
-    def values_for(setting):
-        key, value = setting.split("=")
-        return key.split(".")[1], {"true": True}.get(value, value)
+    assert list_methods()[0] == "fixmatch"
+    for name, method in METHODS.items():
+        recipe = recipe_from_dict({"cycle": {"enabled": True, "method": name}})
+        assert recipe.cycle.method == name
+        if method.config is not None:  # its section, with its defaults
+            assert getattr(recipe.cycle, name) == method.config()
+        if name != "fixmatch":
+            with pytest.raises(RecipeError, match=f"cycle.method={name!r}, cycle.enabled=false"):
+                recipe_from_dict({"cycle": {"method": name}})
+        assert callable(method.trainer_class().from_recipe)
+        assert callable(method.split_class().from_recipe)
 
-    settings = list(CYCLE_METHODS)
-    for i, first in enumerate(settings):
-        k1, v1 = values_for(first)
-        assert recipe_from_dict({"cycle": {"enabled": True, k1: v1}})  # alone: accepted
-        with pytest.raises(RecipeError, match=f"'cycle.{k1}' .*needs the noise cycle"):
-            recipe_from_dict({"cycle": {k1: v1}})
-        for second in settings[i + 1:]:
-            k2, v2 = values_for(second)
-            with pytest.raises(RecipeError, match=f"'cycle.{k1}' .*does not combine with "
-                                                  f"{second}"):
-                recipe_from_dict({"cycle": {"enabled": True, k1: v1, k2: v2}})
+
+# Every old (flat) key -> its new spelling; both load into the same recipe.
+OLD_AND_NEW = [
+    ({"selector": "pnp", "pnp_eta": 0.3, "pnp_label_smoothing": 0.5, "pnp_temperature": 0.2,
+      "pnp_ood_weight": 0.5, "pnp_aux_weight": 2.0, "pnp_consistency_weight": 0.5},
+     {"method": "pnp", "pnp": {"eta": 0.3, "label_smoothing": 0.5, "temperature": 0.2,
+                               "ood_weight": 0.5, "aux_weight": 2.0,
+                               "consistency_weight": 0.5}}),
+    ({"co_divide": True, "co_divide_temperature": 0.3, "co_divide_mixup_alpha": 4.0,
+      "co_divide_export": "a"},
+     {"method": "co_divide", "co_divide": {"temperature": 0.3, "mixup_alpha": 4.0,
+                                           "export": "a"}}),
+    ({"crest": True, "crest_alpha": 0.5, "crest_t_min": 0.25},
+     {"method": "crest", "crest": {"alpha": 0.5, "t_min": 0.25}}),
+    ({"mpl": True, "mpl_teacher_lr_scale": 2.0},
+     {"method": "mpl", "mpl": {"teacher_lr_scale": 2.0}}),
+    ({"threshold_mode": "ada_cm", "ada_cm_contrastive_weight": 0.2, "ada_cm_temperature": 0.1},
+     {"method": "ada_cm", "ada_cm": {"contrastive_weight": 0.2, "temperature": 0.1}}),
+    ({"noisy_mode": "relabel", "relabel_threshold": 0.8},
+     {"method": "relabel", "relabel": {"threshold": 0.8}}),
+    ({"selector": "h2e", "h2e_rounds": 3, "h2e_penalty": 2.0},
+     {"selector": "h2e", "h2e": {"rounds": 3, "penalty": 2.0}}),
+    ({"noisy_mode": "fixmatch", "co_divide": False, "crest": False, "mpl": False}, {}),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), OLD_AND_NEW)
+def test_old_keys_load_as_their_new_spelling(old, new):
+    from ferkeras.training.old_keys import OPTIONS
+
+    with pytest.warns(FutureWarning, match="old recipe keys read in their new spelling"):
+        from_old = recipe_from_dict({"cycle": {"enabled": True, **old}})
+    assert from_old == recipe_from_dict({"cycle": {"enabled": True, **new}})
+    # and as --set overrides
+    with pytest.warns(FutureWarning):
+        assert from_old == recipe_from_dict({"cycle": {"enabled": True}}, [
+            f"cycle.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in old.items()])
+    assert all(f"{k}" in OPTIONS or k in ("selector", "co_divide", "crest", "mpl",
+                                          "threshold_mode", "noisy_mode") for k in old)
+
+
+def test_every_old_option_key_is_covered():
+    from ferkeras.training.old_keys import METHOD_FLAGS, OPTIONS
+
+    covered = {k for old, _ in OLD_AND_NEW for k in old}
+    assert set(OPTIONS) | set(METHOD_FLAGS) <= covered
 
 
 def test_overrides_parse_yaml_values():
@@ -121,7 +175,9 @@ def test_shipped_recipes_load_and_say_how_to_run(path):
     assert text.startswith("#"), "recipes start with the command that runs them"
     assert "ferkeras train" in text.split("\n\n")[0]
     assert "untime" in text.split("\n\n")[0], "header gives the expected runtime"
-    load_recipe(path, ["data.root=/somewhere"] if "root:" not in text else [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # an old key would warn: new keys only
+        load_recipe(path, ["data.root=/somewhere"] if "root:" not in text else [])
 
 
 def test_yaml_exponent_floats_are_numbers(tmp_path):
@@ -136,22 +192,25 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
 # ----------------------------------------------------------------------------- name tables
 def test_allowed_names_come_from_the_one_table_of_each_kind(monkeypatch):
     """A name added to a registry is a valid recipe value at once: no second list."""
-    from ferkeras import labels, models, registry
+    from ferkeras import labels, methods, registry
     from ferkeras.data import sources
+    from ferkeras.models import backbones
     from ferkeras.noise import selection
 
     monkeypatch.setitem(sources._SOURCES, "mysource", ("x:y", "fer2013"))
     monkeypatch.setitem(labels.CLASS_SETS, "myset", ("happy", "sad"))
-    monkeypatch.setitem(models._REGISTRY, "mynet", "test backbone")
+    monkeypatch.setitem(backbones._REGISTRY, "mynet", "test backbone")
+    monkeypatch.setitem(methods.METHODS, "mymethod", methods.Method(
+        "mymethod", "test method", "nobody", "ferkeras.trainers.cycle:CycleTrainer"))
     monkeypatch.setitem(registry.LOSSES, "myloss", "test loss")
     monkeypatch.setitem(selection.SELECTORS, "mysel", lambda *a, **k: None)
     recipe = recipe_from_dict({
         "data": {"source": "mysource", "root": "/x", "class_set": "myset"},
         "model": {"backbone": "mynet"}, "train": {"loss": "myloss"},
-        "cycle": {"selector": "mysel"}})
+        "cycle": {"selector": "mysel", "enabled": True, "method": "mymethod"}})
     assert (recipe.data.source, recipe.data.class_set, recipe.model.backbone,
-            recipe.train.loss, recipe.cycle.selector) == (
-        "mysource", "myset", "mynet", "myloss", "mysel")
+            recipe.train.loss, recipe.cycle.selector, recipe.cycle.method) == (
+        "mysource", "myset", "mynet", "myloss", "mysel", "mymethod")
     with pytest.raises(RecipeError, match="'train.loss' must be one of .*Received: 'hinge'"):
         recipe_from_dict({"train": {"loss": "hinge"}})
 
