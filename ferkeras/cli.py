@@ -64,7 +64,9 @@ def cli():
               default="auto", show_default=True, help="tf.distribute strategy.")
 @click.option("--smoke", is_flag=True,
               help="Shrink the recipe to a seconds-long smoke run (1 epoch, few steps).")
-@click.option("-q", "--quiet", is_flag=True, help="No per-step progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress output (else: the bar on a terminal, a line per epoch "
+                   "in a pipe or log).")
 def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, quiet):
     """Train RECIPE (a YAML file); `--resume RUN_DIR` continues a killed run."""
     import pathlib
@@ -91,7 +93,7 @@ def train(recipe, overrides, run_dir, resume_dir, overwrite, strategy, smoke, qu
     try:
         metrics = train_with_baseline(rec, run_dir=run_dir, resume=bool(resume_dir),
                                overwrite=overwrite, strategy=strategy,
-                               verbose=0 if quiet else 1, echo=click.echo)
+                               verbose=0 if quiet else "auto", echo=click.echo)
     except (RunFolderError, NaNLossError, ValueError, OSError) as err:
         raise click.ClickException(_one_line(err)) from None
     click.echo(format_summary(metrics, run_dir))
@@ -159,7 +161,9 @@ def evaluate(run_dir, split, weights, overrides):
               help="Override a recipe field (repeatable).")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder [runs/<name>-audit].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
-@click.option("-q", "--quiet", is_flag=True, help="No per-step progress bar.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress output (else: the bar on a terminal, a line per epoch "
+                   "in a pipe or log).")
 def audit(recipe, overrides, run_dir, overwrite, quiet):
     """Find likely label errors: warm-up, one class-aware split, a ranked label_issues.csv."""
     import pathlib
@@ -177,7 +181,7 @@ def audit(recipe, overrides, run_dir, overwrite, quiet):
 
     try:
         summary = audit_recipe(rec, run_dir=run_dir, overwrite=overwrite,
-                               verbose=0 if quiet else 1, echo=click.echo)
+                               verbose=0 if quiet else "auto", echo=click.echo)
     except (RunFolderError, ValueError, OSError) as err:
         raise click.ClickException(_one_line(err)) from None
     click.echo(f"flagged {summary['flagged']} of {summary['n']} training labels as likely "

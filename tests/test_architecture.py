@@ -308,3 +308,23 @@ def test_train_appends_the_callers_callbacks_after_its_own(tmp_path):
     train(recipe, bundle, run_dir=tmp_path / "run", strategy="default", verbose=0,
           echo=lambda *_: None, callbacks=(Record(),))
     assert Record.seen == [(0, True, True), (1, True, True)]
+
+
+def test_no_import_cycles_and_a_small_package_root():
+    """tools/import_graph.py: no cycle, at import time or through lazy imports; at most a
+    dozen modules at the package root, the rest in folders by concern."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("import_graph",
+                                                  ROOT / "tools" / "import_graph.py")
+    graph = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(graph)
+    for top in (True, False):
+        assert graph.find_cycles(graph.graph(top_level=top)) == [], top
+    folders = graph.modules_per_folder()
+    assert len(folders["ferkeras"]) <= 12, folders["ferkeras"]
+    for folder in ("training", "noise", "deploy", "methods", "models", "data", "trainers"):
+        assert f"ferkeras/{folder}" in folders
+    # a method's core, trainer and config live together
+    for name in ("co_divide", "pnp", "crest", "ada_cm", "mpl"):
+        assert {"__init__.py", "core.py", "trainer.py"} <= set(folders[f"ferkeras/methods/{name}"])

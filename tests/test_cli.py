@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -53,8 +54,11 @@ def test_train_evaluate_and_outputs(tmp_path, toy_bundle):
     run_dir = tmp_path / "run"
     recipe = dict(TOY, train={**TOY["train"], "epochs": 2, "learning_rate": 0.01})
     result = _run(["train", str(_write(tmp_path, recipe)),
-                   "--run-dir", str(run_dir), "-q", "--set", "train.epochs=3"])
+                   "--run-dir", str(run_dir), "--set", "train.epochs=3"])
     assert result.exit_code == 0, result.output
+    # not a terminal: one progress line per epoch (Keras verbose=2), no per-step bar
+    assert "\r" not in result.output
+    assert len(re.findall(r"^32/32 - .*loss", result.output, flags=re.M)) == 3, result.output
     assert f"run folder: {run_dir}" in result.output
     assert "val  best: accuracy" in result.output
     for name in ("recipe.yaml", "run_info.json", "metrics.json", "history.csv",
@@ -234,3 +238,19 @@ def test_audit_writes_ranked_label_issues(tmp_path):
     clean = [float(r.split(",")[6]) for r in rows[1:]]
     assert all(c <= 0.5 for c in clean)  # only samples below p_clean are flagged
     assert (run_dir / "audit" / "suspected_errors.png").is_file()
+
+
+def test_progress_is_the_bar_on_a_terminal_and_a_line_per_epoch_elsewhere():
+    import io
+
+    from ferkeras.training.console import progress_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_verbosity("auto", stream=io.StringIO()) == 2
+    assert progress_verbosity("auto", stream=Terminal()) == 1
+    assert [progress_verbosity(v) for v in (0, 1, 2)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="Received: verbose='loud'"):
+        progress_verbosity("loud")

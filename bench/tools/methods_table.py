@@ -1,9 +1,9 @@
-"""Write the README's methods table from `bench/results/noisy_fer2013.json` (`methods.<name>`).
+"""Write the methods table of docs/methods.md from `bench/results/noisy_fer2013.json`.
 
 The rows between `<!-- methods table: start -->` and `<!-- methods table: end -->` are
-replaced; nothing else in the README changes. Figures are read, never typed:
+replaced; nothing else in the file changes. Figures are read, never typed:
 
-    .venv/bin/python bench/tools/methods_table.py            # rewrite README.md's table
+    .venv/bin/python bench/tools/methods_table.py            # rewrite docs/methods.md's table
     .venv/bin/python bench/tools/methods_table.py --print    # show it only
 """
 
@@ -80,7 +80,7 @@ def table(methods: dict) -> list[str]:
 
 def rewrite(readme: str, rows: list[str]) -> str:
     if START not in readme or END not in readme:
-        raise SystemExit(f"README.md: markers {START} / {END} not found")
+        raise SystemExit(f"markers {START} / {END} not found")
     head, rest = readme.split(START, 1)
     _, tail = rest.split(END, 1)
     return head + START + "\n" + "\n".join(rows) + "\n" + END + tail
@@ -89,7 +89,8 @@ def rewrite(readme: str, rows: list[str]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default=str(ROOT / "bench" / "results" / "noisy_fer2013.json"))
-    p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--readme", default=str(ROOT / "docs" / "methods.md"),
+                   help="the file holding the table (docs/methods.md)")
     p.add_argument("--print", dest="only_print", action="store_true")
     args = p.parse_args(argv)
     path = pathlib.Path(args.results)

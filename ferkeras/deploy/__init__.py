@@ -4,6 +4,7 @@
     quantize.py   int8 static quantization of an export
     inference.py  `ONNXPredictor`, frame sources, the predict loop
     detection.py  face detectors (BlazeFace ONNX, OpenCV Haar)
+    session.py    the onnxruntime session both models run in
     faces.py      face boxes -> model input crops
 
 The shipped model files stay in `ferkeras/pretrained/` (package data, with its lookup).

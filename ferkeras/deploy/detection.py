@@ -225,7 +225,7 @@ class BlazeFaceDetector:
             raise ValueError(f"min_score must be in (0, 1). Received: min_score={min_score}")
         if not 0.0 < iou < 1.0:
             raise ValueError(f"iou must be in (0, 1). Received: iou={iou}")
-        from ferkeras.deploy.inference import create_session
+        from ferkeras.deploy.session import create_session
 
         self._session = create_session(path or BLAZEFACE_FILE, threads=1)
         self._input = self._session.get_inputs()[0].name

@@ -19,7 +19,7 @@ from ferkeras import io
 from ferkeras.noise import selection
 
 
-def audit_recipe(recipe, *, run_dir, overwrite=False, verbose=1, echo=print) -> dict:
+def audit_recipe(recipe, *, run_dir, overwrite=False, verbose="auto", echo=print) -> dict:
     """Train the warm-up, split once, write `<run_dir>/audit/`; return a summary dict."""
     from ferkeras.data.pipeline import make_dataset
     from ferkeras.data.sources import load_bundle

@@ -110,7 +110,7 @@ def build_optimizer(train_cfg, *, total_steps: int, steps_per_epoch: int):
 
 
 def train_recipe(recipe: Recipe, *, run_dir, resume=False, overwrite=False, strategy="auto",
-                 verbose=1, echo=print) -> dict:
+                 verbose="auto", echo=print) -> dict:
     """Load the recipe's data (`sources.load_bundle`), then `train` on it."""
     from ferkeras.data.sources import load_bundle
 
@@ -130,7 +130,7 @@ def resolve_strategy(strategy):
 
 
 def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, strategy="auto",
-          verbose=1, echo=print, callbacks=()) -> dict:
+          verbose="auto", echo=print, callbacks=()) -> dict:
     """Train `recipe` on `bundle` (a `DatasetBundle`) into `run_dir`; return the final metrics
     (also in metrics.json). `strategy` is a name (`ferkeras.training.strategy.STRATEGIES`) or a
     strategy object.
@@ -140,16 +140,21 @@ def train(recipe: Recipe, bundle, *, run_dir, resume=False, overwrite=False, str
     logs; `self.model` is the trainer (its `eval_network` is what the checkpoints hold).
     For logging: they are not part of the run's saved state and must not change training.
 
+    `verbose`: Keras's progress output; "auto" (`training.console.progress_verbosity`) is the
+    bar on a terminal and one line per epoch under a pipe or in a log file.
+
     Only the chief writes `run_dir`; the other workers of a multi-worker run write into a
     temporary folder that is deleted when they finish. A run folder this call creates is
     removed again if the run fails before its first epoch is saved, so a bad recipe or
     dataset leaves nothing behind; after that, the folder keeps the last good state for
     `resume`.
     """
+    from ferkeras.training.console import progress_verbosity
     from ferkeras.training.runs import RunFolderError, discard_unstarted, is_fresh
     from ferkeras.training.strategy import any_worker, is_chief
 
     run_dir = pathlib.Path(run_dir)
+    verbose = progress_verbosity(verbose)
     t0 = time.time()
     strat = resolve_strategy(strategy)  # first: MultiWorkerMirroredStrategy precedes all TF ops
     chief = is_chief(strat)
