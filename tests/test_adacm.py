@@ -160,8 +160,8 @@ def test_recipe_path_trains_one_epoch_with_ada_cm(tmp_path):
         "model": {"backbone": "small_cnn", "width": 4},
         "train": {"batch_size": 32, "loss": "ce"},
         "cycle": {"enabled": True, "warmup_epochs": 0, "cycles": 1, "epochs_per_cycle": 1,
-                  "min_class_samples": 4, "threshold_mode": "ada_cm", "min_threshold": 0.8,
-                  "ada_cm_contrastive_weight": 0.2},
+                  "min_class_samples": 4, "method": "ada_cm", "min_threshold": 0.8,
+                  "ada_cm": {"contrastive_weight": 0.2}},
     })
     metrics = train_recipe(recipe, run_dir=tmp_path / "run", verbose=0, echo=lambda *_: None)
     assert metrics["epochs"] == 1
@@ -202,7 +202,7 @@ def train_grid_variant(name, run_dir, *, epochs=3):
 @pytest.mark.slow
 def test_grid_variant_ada_cm_trains_end_to_end(tmp_path):
     recipe, metrics = train_grid_variant("ada_cm", tmp_path / "run")
-    assert recipe.cycle.threshold_mode == "ada_cm" and metrics["epochs"] == 3
+    assert recipe.cycle.method == "ada_cm" and metrics["epochs"] == 3
     assert "contrastive_loss" in (tmp_path / "run" / "history.csv").read_text()
 
 

@@ -305,7 +305,7 @@ def _recipe(cycles=1, epochs_per_cycle=1, **cycle):
         "train": {"batch_size": 16, "learning_rate": 0.005, "loss": "ce", "ema_decay": 0.0},
         "cycle": {"enabled": True, "warmup_epochs": 1, "cycles": cycles,
                   "epochs_per_cycle": epochs_per_cycle, "min_class_samples": 4,
-                  "co_divide": True, **cycle}})
+                  "method": "co_divide", **cycle}})
 
 
 @pytest.fixture(scope="module")
@@ -359,8 +359,9 @@ def test_run_network_is_the_ensemble_of_both_networks(co_run, tmp_path):
     recipe = opened.recipe
     for choice, want in (("a", za), ("b", zb)):
         one = build_run_network(
-            dataclasses.replace(recipe, cycle=dataclasses.replace(recipe.cycle,
-                                                                  co_divide_export=choice)),
+            dataclasses.replace(recipe, cycle=dataclasses.replace(
+                recipe.cycle, co_divide=dataclasses.replace(recipe.cycle.co_divide,
+                                                            export=choice))),
             input_shape=(16, 16, 1), num_classes=len(opened.class_names),
             weights=opened.weights_path)
         np.testing.assert_allclose(one(x, training=False).numpy(), want, atol=1e-5)
@@ -404,7 +405,7 @@ def test_resume_restores_both_networks_optimizer_and_tables(tmp_path, monkeypatc
     from ferkeras.training import train_recipe
 
     # MixMatch mode: its mixing RNG (a SeedGenerator) must come back too
-    recipe = _recipe(epochs_per_cycle=2, co_divide_mixup_alpha=4.0)
+    recipe = _recipe(epochs_per_cycle=2, co_divide={"mixup_alpha": 4.0})
     quiet = dict(verbose=0, echo=lambda *_: None)
     whole = train_recipe(recipe, run_dir=tmp_path / "whole", **quiet)
 

@@ -135,8 +135,8 @@ def test_recipe_path_trains_two_cycles_as_crest_generations(tmp_path):
         "model": {"backbone": "small_cnn", "width": 4},
         "train": {"batch_size": 48, "loss": "ce"},
         "cycle": {"enabled": True, "warmup_epochs": 0, "cycles": 2, "epochs_per_cycle": 1,
-                  "min_class_samples": 4, "crest": True, "crest_alpha": 0.5,
-                  "crest_t_min": 0.5},
+                  "min_class_samples": 4, "method": "crest",
+                  "crest": {"alpha": 0.5, "t_min": 0.5}},
     }
     lines = []
     metrics = train_recipe(recipe_from_dict(values), run_dir=tmp_path / "run", verbose=0,
@@ -146,8 +146,8 @@ def test_recipe_path_trains_two_cycles_as_crest_generations(tmp_path):
     assert len(gens) == 2, lines
     assert "generation 0" in gens[0] and "temperature 1.000" in gens[0]
     assert "generation 1" in gens[1] and "temperature 0.500" in gens[1]
-    values["cycle"]["threshold_mode"] = "ada_cm"
-    with pytest.raises(RecipeError, match="cycle.crest"):
+    values["cycle"]["threshold_mode"] = "ada_cm"  # the old spelling of another method
+    with pytest.raises(RecipeError, match="name different methods"):
         recipe_from_dict(values)
 
 
@@ -156,4 +156,5 @@ def test_grid_variant_crest_trains_end_to_end(tmp_path):
     from test_adacm import train_grid_variant
 
     recipe, metrics = train_grid_variant("crest", tmp_path / "run")
-    assert recipe.cycle.crest and recipe.cycle.crest_t_min == 0.5 and metrics["epochs"] == 3
+    assert recipe.cycle.method == "crest" and recipe.cycle.crest.t_min == 0.5
+    assert metrics["epochs"] == 3

@@ -297,13 +297,14 @@ def test_relabel_step_trains_on_new_labels_and_never_on_dropped_rows():
 def test_relabel_recipe_keys_are_checked():
     from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
-    assert recipe_from_dict({}).cycle.noisy_mode == "fixmatch"
+    assert recipe_from_dict({}).cycle.method == "fixmatch"
     with pytest.raises(RecipeError, match="cycle.enabled"):
-        recipe_from_dict({"cycle": {"noisy_mode": "relabel"}})
-    with pytest.raises(RecipeError, match="cycle.noisy_mode"):
-        recipe_from_dict({"cycle": {"enabled": True, "noisy_mode": "discard"}})
-    with pytest.raises(RecipeError, match="relabel_threshold"):
-        recipe_from_dict({"cycle": {"enabled": True, "relabel_threshold": 1.5}})
+        recipe_from_dict({"cycle": {"method": "relabel"}})
+    with pytest.raises(RecipeError, match="cycle.method"):
+        recipe_from_dict({"cycle": {"enabled": True, "method": "discard"}})
+    with pytest.raises(RecipeError, match="relabel.threshold"):
+        recipe_from_dict({"cycle": {"enabled": True, "method": "relabel",
+                                    "relabel": {"threshold": 1.5}}})
 
 
 def test_relabel_recipe_trains_reports_and_resumes(tmp_path):
@@ -314,7 +315,7 @@ def test_relabel_recipe_trains_reports_and_resumes(tmp_path):
     recipe = _tiny(train={"ema_decay": 0.9},
                    cycle={"enabled": True, "warmup_epochs": 1, "cycles": 1,
                           "epochs_per_cycle": 1, "min_class_samples": 8,
-                          "noisy_mode": "relabel", "relabel_threshold": 0.1})
+                          "method": "relabel", "relabel": {"threshold": 0.1}})
     run = tmp_path / "run"
     metrics = train_recipe(recipe, run_dir=run, verbose=0, echo=lambda *_: None)
     block = metrics["relabel"]

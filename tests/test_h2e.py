@@ -139,7 +139,7 @@ def test_recipe_path_trains_with_the_h2e_selector(tmp_path):
         "model": {"backbone": "small_cnn", "width": 4},
         "train": {"batch_size": 48, "loss": "ce"},
         "cycle": {"enabled": True, "warmup_epochs": 0, "cycles": 1, "epochs_per_cycle": 1,
-                  "min_class_samples": 4, "selector": "h2e", "h2e_rounds": 2},
+                  "min_class_samples": 4, "selector": "h2e", "h2e": {"rounds": 2}},
     }
     lines = []
     metrics = train_recipe(recipe_from_dict(values), run_dir=tmp_path / "run", verbose=0,
@@ -148,8 +148,8 @@ def test_recipe_path_trains_with_the_h2e_selector(tmp_path):
     assert any(m.startswith("split at epoch 1") for m in lines), lines
     report = tmp_path / "run" / "reports" / "split-e001" / "samples.csv"
     assert report.is_file()
-    values["cycle"]["h2e_rounds"] = 0
-    with pytest.raises(RecipeError, match="h2e_rounds"):
+    values["cycle"]["h2e"] = {"rounds": 0}
+    with pytest.raises(RecipeError, match="h2e.rounds"):
         recipe_from_dict(values)
 
 

@@ -264,7 +264,8 @@ def test_recipe_path_trains_one_epoch_with_mpl(tmp_path):
         "model": {"backbone": "small_cnn", "width": 4},
         "train": {"batch_size": 32, "loss": "ce"},
         "cycle": {"enabled": True, "warmup_epochs": 0, "cycles": 1, "epochs_per_cycle": 1,
-                  "min_class_samples": 4, "mpl": True, "mpl_teacher_lr_scale": 2.0},
+                  "min_class_samples": 4, "method": "mpl",
+                  "mpl": {"teacher_lr_scale": 2.0}},
     }
     recipe = recipe_from_dict(values)
     metrics = train_recipe(recipe, run_dir=tmp_path / "run", verbose=0, echo=lambda *_: None)
@@ -276,10 +277,11 @@ def test_recipe_path_trains_one_epoch_with_mpl(tmp_path):
         iterations = [np.asarray(fh[n]) for n in _datasets(fh)
                       if n.startswith("teacher_optimizer")]
     assert iterations and int(iterations[0].ravel()[0]) > 0  # the teacher trained, was saved
-    with pytest.raises(RecipeError, match="cycle.mpl' .*needs the noise cycle"):
-        recipe_from_dict({**values, "cycle": {"mpl": True}})
-    with pytest.raises(RecipeError, match="mpl_teacher_lr_scale' must be >= 0"):
-        recipe_from_dict({**values, "cycle": {**values["cycle"], "mpl_teacher_lr_scale": -1}})
+    with pytest.raises(RecipeError, match="'cycle.method' \\(mpl: .*needs the noise cycle"):
+        recipe_from_dict({**values, "cycle": {"method": "mpl"}})
+    with pytest.raises(RecipeError, match="mpl.teacher_lr_scale' must be >= 0"):
+        recipe_from_dict({**values, "cycle": {**values["cycle"],
+                                              "mpl": {"teacher_lr_scale": -1}}})
 
 
 def _datasets(fh):
@@ -319,7 +321,7 @@ def test_recipe_run_resumed_mid_cycle_equals_the_uninterrupted_run(tmp_path):
         "model": {"backbone": "small_cnn", "width": 4, "dropout": 0.2},
         "train": {"batch_size": 32, "loss": "ce", "steps_per_epoch": 3},
         "cycle": {"enabled": True, "warmup_epochs": 1, "cycles": 1, "epochs_per_cycle": 2,
-                  "min_class_samples": 4, "mpl": True},
+                  "min_class_samples": 4, "method": "mpl"},
     })
     bundle, _ = make_toy_bundle(n_train=128, n_val=32, noise=0.3)
     quiet = dict(verbose=0, echo=lambda *_: None)

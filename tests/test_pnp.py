@@ -194,7 +194,7 @@ def _recipe_values():
         "model": {"backbone": "small_cnn", "width": 4},
         "train": {"batch_size": 48, "loss": "ce"},
         "cycle": {"enabled": True, "warmup_epochs": 0, "cycles": 1, "epochs_per_cycle": 1,
-                  "min_class_samples": 4, "selector": "pnp"},
+                  "min_class_samples": 4, "method": "pnp"},
     }
 
 
@@ -232,6 +232,6 @@ def test_grid_variant_pnp_trains_end_to_end(tmp_path):
     from test_adacm import train_grid_variant
 
     recipe, metrics = train_grid_variant("pnp", tmp_path / "run")
-    assert recipe.cycle.selector == "pnp" and metrics["epochs"] == 3
+    assert recipe.cycle.method == "pnp" and metrics["epochs"] == 3
     reports = sorted((tmp_path / "run" / "reports").glob("split-*/samples.csv"))
     assert reports and "p_ood" in reports[-1].read_text().splitlines()[0]
