@@ -99,9 +99,13 @@ def main(argv=None):
         for name in names:
             out[name] = run_one(name)
             print(f"{name}: recorded", flush=True)
-        path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=pathlib.Path(__file__).parent).stdout.strip()
+        record = {"commit": {"sha": commit}, "command": " ".join(["python", *sys.argv]),
+                  "settings": {"tiny": TINY, "runs": RUNS, "dropped": list(DROP)}, "runs": out}
+        path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         return
-    ref, bad = json.loads(path.read_text()), []
+    ref, bad = json.loads(path.read_text())["runs"], []
     for name in names:
         got = run_one(name)
         same = got == ref[name]
