@@ -271,8 +271,12 @@ class TrainConfig:
         "'anchors' (trust-free: after train.forward_warmup_epochs of plain CE, estimate the "
         "noise transition T from the model's training-set probabilities with the anchor-point "
         "rule, then train on CE(noisy label, log(softmax(z) @ T)); T is saved as "
-        "forward_transition.csv/png in the run folder). With loss 'ce', without the cycle.",
-        choices=("none", "anchors"))
+        "forward_transition.csv/png in the run folder); or 'gold' (gold loss correction, "
+        "Hendrycks et al., 'Using Trusted Data to Train Deep Networks on Labels Corrupted by "
+        "Severe Noise', NeurIPS 2018, in one run: the same, with T[y] = the warm-up model's "
+        "mean probabilities over the trusted rows of clean class y; needs trusted.source, "
+        "trusted rows not in training). With loss 'ce', without the cycle.",
+        choices=("none", "anchors", "gold"))
     forward_warmup_epochs: int = _field(
         3, "Forward correction: epochs of plain CE before T is estimated (the model must fit "
         "the noisy posterior first; must be < train.epochs).", min=1)
@@ -300,7 +304,11 @@ class CycleConfig:
         "Probabilistic Noise Prediction', CVPR 2022: a noise-type head predicts p(clean), "
         "p(ID noise), p(OOD noise) per row; clean rows train on the label, ID rows on the "
         "model's sharpened prediction, OOD rows on a flat target; ferkeras.pnp, "
-        "trainers/pnp.py; samples.csv gets p_ood).", choices=_selectors
+        "trainers/pnp.py; samples.csv gets p_ood); trusted (needs trusted.source: at each "
+        "split, T from the trusted rows' counts and the model recalibrated on them give each "
+        "row's posterior that its given label is clean, thresholded per given class at the "
+        "threshold that best separates clean from noisy trusted rows, cross-fitted; "
+        "ferkeras.trusted_split).", choices=_selectors
     )
     pnp_label_smoothing: float = _field(
         0.6, "cycle.selector pnp (Sun et al., CVPR 2022): label smoothing epsilon of the given "
@@ -357,11 +365,17 @@ class CycleConfig:
         "row whose predicted class has probability >= cycle.relabel_threshold under the split "
         "model (the EMA teacher when train.ema_decay > 0) takes that class as its label and "
         "stays in the supervised loss; the other noisy rows leave the loss; no FixMatch "
-        "term). Not with co_divide, mpl or threshold_mode ada_cm.",
-        choices=("fixmatch", "relabel"))
+        "term); or 'soft' (needs cycle.selector trusted: every noisy row trains on its "
+        "corrected soft target p(y | x, given) proportional to p_clean(y | x) T[y, given], T "
+        "and p_clean from the trusted rows, ferkeras.trusted_split.label_posterior; no "
+        "FixMatch term). Not with co_divide, mpl or threshold_mode ada_cm.",
+        choices=("fixmatch", "relabel", "soft"))
     relabel_threshold: float = _field(
         0.9, "cycle.noisy_mode relabel (SELFIE, Song et al. 2019): the confidence a noisy row's "
         "predicted class needs for the row to be relabelled.", min=0.01, max=1.0)
+    trusted_folds: int = _field(
+        5, "cycle.selector trusted: folds of the cross-fit that calibrates the per-class "
+        "thresholds on the trusted rows (ferkeras.trusted_split).", min=2)
     threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
     threshold_mode: str = _field(
         "adaptive", "fixed (FixMatch), adaptive (FlexMatch-style, per class) or ada_cm (Ada-CM; "
@@ -465,6 +479,19 @@ class TrustedConfig:
         "export: 'argmax' (none), 'prior' (prior shift to the trusted class prior), "
         "'recalibrate' (logistic recalibration of the log-probabilities).",
         choices=("argmax", "prior", "recalibrate"))
+    decision_objective: str = _field(
+        "accuracy", "What the baked decision rule is fitted for: 'accuracy' (every trusted row "
+        "counts once) or 'balanced' (rows weighted by the inverse of their trusted class's "
+        "frequency: balanced accuracy, for long-tailed classes). metrics.json -> decision "
+        "reports both.", choices=("accuracy", "balanced"))
+    train_fraction: float = _field(
+        0.0, "Share of the trusted rows (stratified, seeded) that JOIN the training set with "
+        "their trusted labels; the rest stay in validation and are the only rows the split's "
+        "T and thresholds, the decision rule and trusted.select are fitted on.", min=0.0,
+        max=0.9)
+    train_weight: float = _field(
+        1.0, "Per-row weight of the trusted rows that join the training set "
+        "(trusted.train_fraction) in the supervised loss.", min=0.0)
 
 
 @dataclasses.dataclass
@@ -609,6 +636,13 @@ def _check_corrections(recipe: Recipe) -> None:
     t = recipe.train
     if t.forward_correction != "none":
         key = f"Recipe key 'train.forward_correction' ({t.forward_correction!r})"
+        if t.forward_correction == "gold" and recipe.trusted.source == "none":
+            raise RecipeError(f"{key} estimates T on the trusted rows: set trusted.source. "
+                              "Received: trusted.source='none'")
+        if t.forward_correction == "gold" and recipe.trusted.train_fraction > 0:
+            raise RecipeError(f"{key} would correct the trusted rows' clean labels too: set "
+                              "trusted.train_fraction=0. Received: trusted.train_fraction="
+                              f"{recipe.trusted.train_fraction}")
         if recipe.cycle.enabled:
             raise RecipeError(f"{key} works with supervised training only, not with "
                               "cycle.enabled. Received: cycle.enabled=True")
@@ -638,8 +672,10 @@ CYCLE_METHODS: dict[str, tuple] = {
     "cycle.mpl=true": (lambda c: bool(c.mpl), "Meta Pseudo Labels: a teacher-student step"),
     "cycle.crest=true": (lambda c: bool(c.crest),
                          "CReST: rebalanced pseudo-labels added at each split"),
-    "cycle.noisy_mode=relabel": (lambda c: c.noisy_mode != "fixmatch",
+    "cycle.noisy_mode=relabel": (lambda c: c.noisy_mode == "relabel",
                                  "flagged rows relabelled instead of FixMatch"),
+    "cycle.noisy_mode=soft": (lambda c: c.noisy_mode == "soft",
+                              "flagged rows trained on their trusted soft targets"),
     "cycle.threshold_mode=ada_cm": (lambda c: c.threshold_mode == "ada_cm",
                                     "Ada-CM margins with their contrastive term"),
 }
@@ -660,8 +696,30 @@ def _check_cycle_methods(recipe: Recipe) -> None:
                           f"{', '.join(on[1:])}. Received: {', '.join(on)}")
 
 
+def _check_trusted_cycle(recipe: Recipe) -> None:
+    c, t = recipe.cycle, recipe.trusted
+    if c.selector == "trusted" and t.source == "none":
+        raise RecipeError("Recipe key 'cycle.selector' 'trusted' splits with the trusted rows: "
+                          "set trusted.source. Received: trusted.source='none'")
+    if c.noisy_mode == "soft" and c.selector != "trusted":
+        raise RecipeError("Recipe key 'cycle.noisy_mode' 'soft' trains on the trusted split's "
+                          "soft targets: set cycle.selector=trusted. Received: "
+                          f"cycle.selector={c.selector!r}")
+    if t.train_fraction > 0 and t.source == "none":
+        raise RecipeError("Recipe key 'trusted.train_fraction' needs trusted rows. Received: "
+                          "trusted.source='none'")
+    others = [k for k, (on, _) in CYCLE_METHODS.items()
+              if on(c) and k not in ("cycle.noisy_mode=relabel", "cycle.noisy_mode=soft")]
+    if t.train_fraction > 0 and t.train_weight != 1.0 and others:
+        raise RecipeError("Recipe key 'trusted.train_weight' weighs rows in the supervised and "
+                          "cycle (fixmatch, relabel, soft) steps only; set it to 1 with "
+                          f"{', '.join(others)}. Received: "
+                          f"trusted.train_weight={t.train_weight}")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
     _check_cycle_methods(recipe)
+    _check_trusted_cycle(recipe)
     _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:
         raise RecipeError(
