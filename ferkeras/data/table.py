@@ -87,7 +87,8 @@ class Split:
         return Split(labels=np.concatenate([self.labels, other.labels]),
                      images=both("images"), paths=both("paths"),
                      true_labels=both("true_labels", -1), soft_labels=both("soft_labels"),
-                     boxes=both("boxes", -1), weights=both("weights", 1.0), skipped=list(self.skipped) + list(other.skipped))
+                     boxes=both("boxes", -1), weights=both("weights", 1.0),
+                     skipped=list(self.skipped) + list(other.skipped))
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         """(K,) int64 count of given labels per class."""
