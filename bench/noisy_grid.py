@@ -115,8 +115,8 @@ def hashed_overrides(overrides: dict) -> dict:
     out = {}
     for key, value in overrides.items():
         if key == "cycle.method":
-            flag, (on, _) = next((f, v) for f, v in METHOD_FLAGS.items() if v[1] == value)
-            key, value = f"cycle.{flag}", on
+            key, value = next((f"cycle.{flag}", on) for flag, named in METHOD_FLAGS.items()
+                              for on, method in named.items() if method == value)
         out[old_option.get(key, key)] = value
     return dict(sorted(out.items()))
 

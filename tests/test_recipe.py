@@ -74,8 +74,15 @@ def test_every_method_needs_the_cycle_and_has_its_trainer_and_section():
     from ferkeras.methods import METHODS, list_methods
 
     assert list_methods()[0] == "fixmatch"
+    # `soft` needs the trusted split: its own rule, checked by the method's row
+    needs = {"soft": {"cycle": {"selector": "trusted"}, "trusted": {"source": "val_labels"}}}
+    with pytest.raises(RecipeError, match="set cycle.selector=trusted"):
+        recipe_from_dict({"cycle": {"enabled": True, "method": "soft"}})
     for name, method in METHODS.items():
-        recipe = recipe_from_dict({"cycle": {"enabled": True, "method": name}})
+        extra = needs.get(name, {})
+        recipe = recipe_from_dict({"cycle": {"enabled": True, "method": name,
+                                             **extra.get("cycle", {})},
+                                   "trusted": extra.get("trusted", {})})
         assert recipe.cycle.method == name
         if method.config is not None:  # its section, with its defaults
             assert getattr(recipe.cycle, name) == method.config()
@@ -105,6 +112,7 @@ OLD_AND_NEW = [
      {"method": "ada_cm", "ada_cm": {"contrastive_weight": 0.2, "temperature": 0.1}}),
     ({"noisy_mode": "relabel", "relabel_threshold": 0.8},
      {"method": "relabel", "relabel": {"threshold": 0.8}}),
+    ({"noisy_mode": "soft", "selector": "trusted"}, {"method": "soft", "selector": "trusted"}),
     ({"selector": "h2e", "h2e_rounds": 3, "h2e_penalty": 2.0},
      {"selector": "h2e", "h2e": {"rounds": 3, "penalty": 2.0}}),
     ({"noisy_mode": "fixmatch", "co_divide": False, "crest": False, "mpl": False}, {}),
@@ -115,12 +123,13 @@ OLD_AND_NEW = [
 def test_old_keys_load_as_their_new_spelling(old, new):
     from ferkeras.training.old_keys import OPTIONS
 
+    trusted = {"source": "val_labels"}  # for the trusted selector; read by nothing else here
     with pytest.warns(FutureWarning, match="old recipe keys read in their new spelling"):
-        from_old = recipe_from_dict({"cycle": {"enabled": True, **old}})
-    assert from_old == recipe_from_dict({"cycle": {"enabled": True, **new}})
+        from_old = recipe_from_dict({"cycle": {"enabled": True, **old}, "trusted": trusted})
+    assert from_old == recipe_from_dict({"cycle": {"enabled": True, **new}, "trusted": trusted})
     # and as --set overrides
     with pytest.warns(FutureWarning):
-        assert from_old == recipe_from_dict({"cycle": {"enabled": True}}, [
+        assert from_old == recipe_from_dict({"cycle": {"enabled": True}, "trusted": trusted}, [
             f"cycle.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in old.items()])
     assert all(f"{k}" in OPTIONS or k in ("selector", "co_divide", "crest", "mpl",
                                           "threshold_mode", "noisy_mode") for k in old)

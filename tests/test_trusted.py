@@ -158,7 +158,9 @@ def test_trusted_run_writes_rule_transition_and_export_bakes_it(tmp_path):
     metrics = train_recipe(recipe, run_dir=run, verbose=0)
     d = json.loads((run / "decision.json").read_text())
     assert d["kind"] == "prior" and metrics["decision"]["rule"] == "prior"
-    assert set(metrics["decision"]["test"]) == {"argmax", "prior"}
+    assert set(metrics["decision"]["test"]) == {"argmax", "prior", "prior@accuracy",
+                                                "prior@balanced"}
+    assert d["objective"] == "accuracy" and metrics["decision"]["baked"] == "prior@accuracy"
     assert (run / "transition.csv").is_file() and (run / "transition.png").is_file()
     meta = export_run(run, tmp_path / "export")
     assert meta["decision_rule"] == "prior"

@@ -40,11 +40,14 @@ class ForwardCorrection(keras.callbacks.Callback):
       strategy: multi-worker runs use the chief's estimate on every worker.
       echo: one-line progress output.
       dataset: the pass's dataset (default: `make_dataset(train_split, data_cfg)`).
+      trusted: for gold loss correction (Hendrycks et al. 2018), `(rows, val_split)`: T is
+        then estimated on the trusted rows (`transition.estimate_transition_trusted`), not
+        with the anchor rule on the training set.
     """
 
     def __init__(self, *, trainer, train_split, data_cfg, warmup_epochs, quantile=0.97,
                  class_names=None, run_dir=None, write=True, strategy=None, echo=print,
-                 dataset=None):
+                 dataset=None, trusted=None):
         super().__init__()
         if int(warmup_epochs) < 1:
             raise ValueError(f"warmup_epochs must be >= 1. Received: warmup_epochs="
@@ -64,14 +67,28 @@ class ForwardCorrection(keras.callbacks.Callback):
         self.dataset = (dataset if dataset is not None
                         else make_dataset(train_split, data_cfg, batch_size=512))
         self.estimated_at = None
+        self.estimator = "anchors"
+        if trusted is not None:
+            rows, val = trusted
+            self.estimator = "gold"
+            self.trusted_labels = np.asarray(rows.labels)
+            self.trusted_dataset = make_dataset(val.subset(rows.index), data_cfg,
+                                                batch_size=512)
 
     @classmethod
-    def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo):
+    def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo,
+                    trusted_rows=None):
         t = recipe.train
+        trusted = None
+        if t.forward_correction == "gold":
+            if trusted_rows is None:
+                raise ValueError("train.forward_correction 'gold' needs the trusted rows. "
+                                 "Received: trusted_rows=None")
+            trusted = (trusted_rows, bundle.val)
         return cls(trainer=trainer, train_split=bundle.train, data_cfg=recipe.data,
                    warmup_epochs=t.forward_warmup_epochs, quantile=t.forward_quantile,
                    class_names=bundle.class_names, run_dir=run_dir, write=write,
-                   strategy=strategy, echo=echo)
+                   strategy=strategy, echo=echo, trusted=trusted)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 >= self.warmup_epochs and not self.trainer.forward_is_on:
@@ -79,12 +96,19 @@ class ForwardCorrection(keras.callbacks.Callback):
 
     def estimate(self, epoch: int) -> np.ndarray:
         """Estimate T from the current model on the training set and install it."""
-        from ferkeras.noise.transition import estimate_transition_anchors
+        from ferkeras.noise.transition import (
+            estimate_transition_anchors,
+            estimate_transition_trusted,
+        )
         from ferkeras.training.passes import predict_probs
 
-        probs, index = predict_probs(self.trainer.eval_network, self.dataset)
-        probs = probs[np.argsort(index)]
-        T = estimate_transition_anchors(probs, quantile=self.quantile)
+        if self.estimator == "gold":
+            probs, index = predict_probs(self.trainer.eval_network, self.trusted_dataset)
+            T = estimate_transition_trusted(probs[np.argsort(index)], self.trusted_labels,
+                                            num_classes=self.trainer.num_classes)
+        else:
+            probs, index = predict_probs(self.trainer.eval_network, self.dataset)
+            T = estimate_transition_anchors(probs[np.argsort(index)], quantile=self.quantile)
         if self.strategy is not None:
             from ferkeras.training.strategy import broadcast_from_chief
 
@@ -94,7 +118,7 @@ class ForwardCorrection(keras.callbacks.Callback):
         if self.write:
             self._write(T)
         diag = ", ".join(f"{v:.2f}" for v in np.diag(T))
-        self.echo(f"forward correction: T estimated after epoch {epoch + 1} (anchors, "
+        self.echo(f"forward correction: T estimated after epoch {epoch + 1} ({self.estimator}, "
                   f"diagonal {diag}); the loss is corrected from epoch {epoch + 2}")
         cond = float(np.linalg.cond(T))
         if not cond < MAX_CONDITION:
@@ -110,7 +134,9 @@ class ForwardCorrection(keras.callbacks.Callback):
         from ferkeras.noise.trusted import _plot
 
         k = len(self.class_names)
-        mats = {"estimated (anchor points, Patrini et al. 2017)": T}
+        how = ("gold: trusted rows, Hendrycks et al. 2018" if self.estimator == "gold" else
+               "anchor points, Patrini et al. 2017")
+        mats = {f"estimated ({how})": T}
         truth = self.split.true_labels
         if truth is not None and (np.asarray(truth) >= 0).any():
             mats["true (training split: true label -> given label)"] = \
@@ -130,16 +156,17 @@ class ForwardCorrection(keras.callbacks.Callback):
         on = self.trainer.forward_is_on
         T = keras.ops.convert_to_numpy(self.trainer.transition)
         return {"forward_correction": {
-            "estimator": "anchors", "warmup_epochs": self.warmup_epochs, "on": on,
+            "estimator": self.estimator, "warmup_epochs": self.warmup_epochs, "on": on,
             "transition": np.round(T, 4).tolist() if on else None,
             "condition_number": round(float(np.linalg.cond(T)), 3) if on else None}}
 
 
-def method_callbacks(recipe, *, trainer, bundle, run_dir, write, strategy, echo) -> list:
+def method_callbacks(recipe, *, trainer, bundle, run_dir, write, strategy, echo,
+                     trusted_rows=None) -> list:
     """The callbacks of the recipe's training-time methods (forward correction), to run
     before `RunState` at each epoch end."""
     if recipe.train.forward_correction == "none":
         return []
     return [ForwardCorrection.from_recipe(recipe, trainer=trainer, bundle=bundle,
                                           run_dir=run_dir, write=write, strategy=strategy,
-                                          echo=echo)]
+                                          echo=echo, trusted_rows=trusted_rows)]

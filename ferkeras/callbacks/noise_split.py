@@ -46,11 +46,13 @@ class NoiseSplit(keras.callbacks.Callback):
       cb_beta: the class-balanced beta for the re-estimated class prior.
       strategy: multi-worker runs broadcast the chief's split to every worker.
       dataset: the loss pass's dataset (default: `make_dataset(train_split, data_cfg)`).
+      trusted: with cycle.selector trusted, the trusted rows (`ferkeras.noise.trusted.TrustedRows`)
+        and the validation `Split` they index: `(rows, val_split)`.
     """
 
     def __init__(self, *, trainer, train_split, data_cfg=None, cycle_cfg=None, class_names=None,
                  split_epochs=None, run_dir=None, seed=0, write=True, echo=print, cb_beta=0.999,
-                 strategy=None, dataset=None):
+                 strategy=None, dataset=None, trusted=None):
         super().__init__()
         from ferkeras.data.pipeline import make_dataset
         from ferkeras.training.recipe import CycleConfig, DataConfig
@@ -79,6 +81,21 @@ class NoiseSplit(keras.callbacks.Callback):
         # The loss pass: every sample once, un-augmented, `(image, label, index)` batches.
         self.dataset = (dataset if dataset is not None
                         else make_dataset(train_split, self.data_cfg, batch_size=512))
+        self.trusted = None
+        if trusted is not None:
+            rows, val = trusted
+            forced = np.zeros(len(self.labels), bool)
+            forced[np.asarray(rows.train_index, np.int64)] = True
+            self.trusted = {"labels": rows.labels, "given": rows.noisy, "forced": forced,
+                            "dataset": make_dataset(val.subset(rows.index), self.data_cfg,
+                                                    batch_size=512)}
+        elif self.cfg.selector == "trusted":
+            raise ValueError("cycle.selector 'trusted' needs the trusted rows. Received: "
+                             "trusted=None")
+        # per split: detection ROC-AUC on rows with known truth, and the trusted rows' own
+        # out-of-fold AUC (selector trusted); the virtuous circle shows as a rising list
+        self.auc_by_split: list = []
+        self.trusted_auc_by_split: list = []
         self.history: list[np.ndarray] = []
         self.split_seconds = 0.0
         self.splits_done = 0
@@ -89,14 +106,18 @@ class NoiseSplit(keras.callbacks.Callback):
         self.last_relabel = None
 
     @classmethod
-    def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo):
+    def from_recipe(cls, recipe, *, trainer, bundle, run_dir, write, strategy, echo,
+                    trusted_rows=None):
         from ferkeras.training.schedule import plan_phases, split_epochs
 
+        trusted = None
+        if recipe.cycle.selector == "trusted":
+            trusted = (trusted_rows, bundle.val)
         return cls(trainer=trainer, train_split=bundle.train, data_cfg=recipe.data,
                    cycle_cfg=recipe.cycle, class_names=bundle.class_names,
                    split_epochs=split_epochs(plan_phases(recipe)), run_dir=run_dir,
                    seed=recipe.seed, write=write, echo=echo, cb_beta=recipe.train.cb_beta,
-                   strategy=strategy)
+                   strategy=strategy, trusted=trusted)
 
     # ------------------------------------------------------------------ the cycle's interface
     @property
@@ -147,10 +168,22 @@ class NoiseSplit(keras.callbacks.Callback):
         self.echo(msg)
         return dataclasses.replace(result, labelled=result.labelled | picked)
 
-    def _selector_inputs(self, c) -> dict:
+    def _selector_inputs(self, c, probs) -> dict:
         """What a selector needs beyond the losses: H2E (`ferkeras.noise.h2e`) the network's
         penultimate features and its logits layer (the identifier starts from it); PNP
-        (`ferkeras.methods.pnp.core`) the trainer's noise-type probabilities."""
+        (`ferkeras.methods.pnp.core`) the trainer's noise-type probabilities; trusted
+        (`ferkeras.noise.trusted_split`) the probabilities of the training and trusted rows."""
+        if c.selector == "trusted":
+            from ferkeras.training.passes import predict_probs
+
+            t = self.trusted
+            tprobs, idx = predict_probs(self.trainer.eval_network, t["dataset"])
+            ordered = np.zeros_like(tprobs)
+            ordered[idx] = tprobs
+            return {"trusted_inputs": {
+                "train_probs": probs, "trusted_probs": ordered, "trusted_labels": t["labels"],
+                "trusted_given": t["given"], "folds": c.trusted_folds,
+                "forced_clean": t["forced"]}, "out": {}}
         if split_selector(c) == "pnp":
             return {"type_probs": self.trainer.noise_type_probs(self.dataset)}
         if split_selector(c) != "h2e":
@@ -168,7 +201,8 @@ class NoiseSplit(keras.callbacks.Callback):
         k, c = len(self.class_names), self.cfg
         losses, probs = per_sample_losses(self.trainer.eval_network, self.dataset, self.labels)
         self.history = (self.history + [losses])[-c.loss_window:]
-        inputs = self._selector_inputs(c)
+        inputs = self._selector_inputs(c, probs)
+        sink = inputs.get("out", {})
         result = selection.split_training_set(
             np.stack(self.history), self.labels, num_classes=k, selector=split_selector(c),
             window=c.loss_window, normalize=c.normalize, pred_probs=probs,
@@ -190,8 +224,15 @@ class NoiseSplit(keras.callbacks.Callback):
                                                          num_classes=k, p_clean=c.p_clean)
         if c.method == "crest":  # CReST (Wei et al. 2021): rebalanced pseudo-labels join
             result = self._crest(result, probs, epoch)
-        if getattr(self.trainer, "noisy_mode", "fixmatch") == "relabel":
+        found = sink.get("trusted_split")
+        self.auc_by_split.append(None if not result.scores else result.scores["auc"])
+        if found is not None:
+            self.trusted_auc_by_split.append(found.trusted_auc)
+        mode = getattr(self.trainer, "noisy_mode", "fixmatch")
+        if mode == "relabel":
             self._relabel(result, probs)
+        elif mode == "soft":
+            self._soft(result, found)
         else:
             self.trainer.set_split(result.labelled, result.clean_prob, result.clean_prior)
         self.trainer.set_class_prior(result.clean_counts, beta=self.cb_beta)
@@ -201,13 +242,15 @@ class NoiseSplit(keras.callbacks.Callback):
         if result.scores is not None:
             self.last_scores = result.scores
         if self.write:
-            self._write(epoch, result, probs)
+            self._write(epoch, result, probs, found)
         labelled = result.labelled
         msg = (f"split at epoch {epoch + 1}: {int(labelled.sum())} clean / "
                f"{int((~labelled).sum())} noisy ({seconds:.1f} s, mask "
                f"{mask_digest(labelled)})")
         if result.scores and result.scores["auc"] is not None:
             msg += f", detection ROC-AUC {result.scores['auc']:.3f}"
+        if found is not None and found.trusted_auc is not None:
+            msg += f", on the trusted rows (out of fold) {found.trusted_auc:.3f}"
         if self.relabel_table is not None:
             r = self.last_relabel
             msg += f"; relabelled {r['relabelled']} ({r['changed']} changed"
@@ -243,26 +286,51 @@ class NoiseSplit(keras.callbacks.Callback):
                              "dropped": int((~keep).sum()),
                              "threshold": self.trainer.relabel_threshold}
 
+    def _soft(self, result, found) -> None:
+        """noisy_mode soft: every row stays in the loss; the rows judged noisy train on
+        their corrected target p(y | x, given) (`trusted_split.label_posterior`), the others
+        (and the trusted rows in training) on their label one-hot."""
+        k = len(self.class_names)
+        table = np.asarray(found.posterior, np.float64).copy()
+        keep = np.asarray(result.labelled, bool)
+        table[keep] = np.eye(k)[self.labels[keep]]
+        if self.strategy is not None:  # the chief's targets on every worker
+            from ferkeras.training.strategy import broadcast_from_chief
+
+            (table,) = broadcast_from_chief(self.strategy, [table])
+        self.trainer.set_split(np.ones(len(self.labels), bool), result.clean_prob,
+                               result.clean_prior, soft_targets=table)
+
     def _write_history(self) -> None:
         with atomic_path(self.run_dir / "checkpoints" / HISTORY_FILE, suffix=".npz") as tmp, \
                 open(tmp, "wb") as fh:
             np.savez(fh, history=np.stack(self.history))
 
-    def _write(self, epoch, result, probs) -> None:
+    def _write(self, epoch, result, probs, found=None) -> None:
+        from ferkeras.io import atomic_write_json
         from ferkeras.training.reports import write_split_report
 
         self._write_history()
-        write_split_report(self.run_dir / "reports" / f"split-e{epoch + 1:03d}",
-                           split=self.split, data_cfg=self.data_cfg,
+        folder = self.run_dir / "reports" / f"split-e{epoch + 1:03d}"
+        write_split_report(folder, split=self.split, data_cfg=self.data_cfg,
                            class_names=self.class_names, result=result, pred_probs=probs,
                            relabels=self.relabel_table)
+        if found is not None:
+            atomic_write_json(folder / "trusted_split.json", {
+                "class_names": list(self.class_names),
+                "thresholds": found.thresholds.tolist(),
+                "transition": found.transition.tolist(),
+                "trusted_auc_out_of_fold": found.trusted_auc,
+                "detection": result.scores})
 
     # ------------------------------------------------------------------ run state
     def state_dict(self) -> dict:
         """The selector state; `history_file` names the loss history that `run_split` wrote
         into `checkpoints/` (RunState snapshots it with the epoch). Writes nothing."""
         state = {"split_seconds": self.split_seconds, "splits_done": self.splits_done,
-                 "last_scores": self.last_scores, "history_file": HISTORY_FILE}
+                 "last_scores": self.last_scores, "history_file": HISTORY_FILE,
+                 "auc_by_split": self.auc_by_split,
+                 "trusted_auc_by_split": self.trusted_auc_by_split}
         if self.last_relabel is not None:
             state["last_relabel"] = self.last_relabel
         return state
@@ -272,6 +340,8 @@ class NoiseSplit(keras.callbacks.Callback):
         self.splits_done = int(state.get("splits_done", 0))
         self.last_scores = state.get("last_scores")
         self.last_relabel = state.get("last_relabel")
+        self.auc_by_split = list(state.get("auc_by_split", []))
+        self.trusted_auc_by_split = list(state.get("trusted_auc_by_split", []))
         if self.run_dir is None:
             return
         path = self.run_dir / "checkpoints" / state.get("history_file", HISTORY_FILE)
@@ -286,4 +356,8 @@ class NoiseSplit(keras.callbacks.Callback):
             out["noise_detection"] = self.last_scores
         if self.last_relabel is not None:
             out["relabel"] = self.last_relabel
+        if any(a is not None for a in self.auc_by_split):
+            out["detection_auc_by_split"] = self.auc_by_split
+        if self.trusted_auc_by_split:
+            out["trusted_auc_by_split"] = self.trusted_auc_by_split
         return out

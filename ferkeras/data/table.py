@@ -23,6 +23,8 @@ class Split:
     true_labels: (N,) int32 or None; -1 where the true label is unknown.
     soft_labels: (N, K) float32 or None (FERPlus vote distribution).
     boxes:       (N, 4) int32 or None; face box x, y, w, h in pixels, -1 row for none.
+    weights:     (N,) float32 or None; per-row weight in the supervised loss (None = all 1;
+                 trusted rows that join the training set, `trusted.train_weight`).
     skipped:     (file, reason) for each sample the source dropped (corrupt, missing...).
     """
 
@@ -32,6 +34,7 @@ class Split:
     true_labels: np.ndarray | None = None
     soft_labels: np.ndarray | None = None
     boxes: np.ndarray | None = None
+    weights: np.ndarray | None = None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
@@ -39,7 +42,7 @@ class Split:
         if (self.images is None) == (self.paths is None):
             raise ValueError("A Split needs exactly one of `images` or `paths`.")
         n = len(self.labels)
-        for name in ("images", "paths", "true_labels", "soft_labels", "boxes"):
+        for name in ("images", "paths", "true_labels", "soft_labels", "boxes", "weights"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(
@@ -84,7 +87,8 @@ class Split:
         return Split(labels=np.concatenate([self.labels, other.labels]),
                      images=both("images"), paths=both("paths"),
                      true_labels=both("true_labels", -1), soft_labels=both("soft_labels"),
-                     boxes=both("boxes", -1), skipped=list(self.skipped) + list(other.skipped))
+                     boxes=both("boxes", -1), weights=both("weights", 1.0),
+                     skipped=list(self.skipped) + list(other.skipped))
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         """(K,) int64 count of given labels per class."""

@@ -7,6 +7,7 @@ config (the section `cycle.<name>` of the recipe) together. Training looks the n
 
     fixmatch   FixMatch on the noisy rows (the default; `ferkeras.trainers.cycle`)
     relabel    SELFIE-style relabelling instead of FixMatch
+    soft       corrected soft targets from the trusted rows (needs cycle.selector trusted)
     co_divide  DivideMix: two networks, each split by the other
     pnp        PNP: a noise-type head (clean / in-distribution / out-of-distribution)
     crest      CReST: class-rebalancing self-training
@@ -34,6 +35,7 @@ from ferkeras.methods.crest import CReSTConfig
 from ferkeras.methods.mpl import MPLConfig
 from ferkeras.methods.pnp import PNPConfig
 from ferkeras.methods.relabel import RelabelConfig
+from ferkeras.methods.soft import check_recipe as _check_soft
 
 NOISE_SPLIT = "ferkeras.callbacks.noise_split:NoiseSplit"
 
@@ -82,6 +84,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("relabel", "relabel confident noisy rows with the prediction; drop the rest",
            "Song et al., SELFIE: Refurbishing Unclean Samples, ICML 2019",
            "ferkeras.trainers.cycle:CycleTrainer", RelabelConfig),
+    Method("soft", "noisy rows train on corrected soft targets from the trusted rows' T",
+           "forward correction of the targets with a trusted T (cf. Hendrycks et al., GLC, "
+           "NeurIPS 2018)", "ferkeras.trainers.cycle:CycleTrainer", check=_check_soft),
     Method("co_divide", "DivideMix: two networks, each split by the other's losses",
            "Li, Socher & Hoi, DivideMix, ICLR 2020",
            "ferkeras.methods.co_divide.trainer:CoDivideTrainer", CoDivideConfig,

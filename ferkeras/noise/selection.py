@@ -529,10 +529,36 @@ def _select_pnp(losses, normalized, labels, *, num_classes, seed, type_probs=Non
     return labelled, clean_prob, None
 
 
+def _select_trusted(losses, normalized, labels, *, num_classes, seed, trusted_inputs=None,
+                    out=None, **_):
+    """The trusted split (`ferkeras.noise.trusted_split.trusted_split`): needs `trusted_inputs`, a
+    dict with train_probs (N, K), trusted_probs (M, K), trusted_labels (M,), trusted_given
+    (M,), and optionally folds and forced_clean (N,) bool (rows kept labelled whatever their
+    score: the trusted rows that joined the training set). `out`, a dict, receives the
+    `TrustedSplit` under 'trusted_split'."""
+    from ferkeras.noise.trusted_split import trusted_split
+
+    if trusted_inputs is None:
+        raise ValueError("The trusted selector needs `trusted_inputs` (the model's "
+                         "probabilities of the training and trusted rows and the trusted "
+                         "labels). Received: trusted_inputs=None")
+    i = trusted_inputs
+    found = trusted_split(i["train_probs"], labels, i["trusted_probs"], i["trusted_labels"],
+                          i["trusted_given"], num_classes=num_classes, seed=seed,
+                          folds=i.get("folds", 5))
+    labelled, clean_prob = found.labelled.copy(), found.clean_prob.copy()
+    forced = i.get("forced_clean")
+    if forced is not None:
+        labelled[forced], clean_prob[forced] = True, 1.0
+    if out is not None:
+        out["trusted_split"] = found
+    return labelled, clean_prob, None
+
+
 # name -> fn(losses, normalized, labels, *, num_classes, seed, **options)
 #         -> (labelled (N,) bool, clean_prob (N,) float, fitted GMMs or None)
 SELECTORS = {"gmm": _select_gmm, "small_loss": _select_small_loss, "h2e": _select_h2e,
-             "pnp": _select_pnp}
+             "pnp": _select_pnp, "trusted": _select_trusted}
 
 
 def list_selectors() -> list[str]:

@@ -186,11 +186,14 @@ def label_clean_probability(clean_probs, labels, T) -> np.ndarray:
     return num / np.maximum(den[np.arange(len(y)), y], _EPS)
 
 
-def fit_recalibration(pred_probs, clean_labels, *, c: float = 1.0, seed: int = 0):
+def fit_recalibration(pred_probs, clean_labels, *, c: float = 1.0, seed: int = 0,
+                      class_weight=None):
     """Trusted recalibration: multinomial logistic regression from log noisy-label
     probabilities to clean labels, fitted on trusted rows (a learnt, full-matrix
     generalisation of the prior shift). Returns (W (K, K), b (K,)); apply with
-    `apply_recalibration`. Rows with label -1 are ignored.
+    `apply_recalibration`. Rows with label -1 are ignored. class_weight: None (every row
+    counts once: fitted for accuracy) or 'balanced' (rows weighted by the inverse frequency
+    of their class: fitted for balanced accuracy).
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -201,7 +204,7 @@ def fit_recalibration(pred_probs, clean_labels, *, c: float = 1.0, seed: int = 0
     present = np.unique(y[keep])
     if len(present) < 2:
         raise ValueError("fit_recalibration needs trusted rows of at least 2 classes.")
-    model = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    model = LogisticRegression(C=c, max_iter=2000, random_state=seed, class_weight=class_weight)
     model.fit(log_probs(p[keep]), y[keep])
     W = np.zeros((k, k))
     b = np.full(k, -30.0)  # classes without trusted rows are never predicted

@@ -29,11 +29,38 @@ DECISION_FILE = "decision.json"
 @dataclasses.dataclass
 class TrustedRows:
     """The validation rows with trusted labels. index: (M,) rows of bundle.val; labels: (M,)
-    their trusted labels; noisy: (M,) their given (possibly noisy) labels."""
+    their trusted labels; noisy: (M,) their given (possibly noisy) labels. train_index: rows
+    of bundle.train that are trusted rows moved into training (`trusted.train_fraction`);
+    they are not among `index`."""
 
     index: np.ndarray
     labels: np.ndarray
     noisy: np.ndarray
+    train_index: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.int64))
+
+
+def move_trusted_to_train(train, val, rows: TrustedRows, *, fraction: float, weight: float,
+                          seed: int):
+    """(train, val, rows): a stratified, seeded `fraction` of the trusted rows leaves `val`
+    and joins the end of `train` with its trusted label and row weight `weight`. Their
+    true_labels there are -1: they are never scored as training rows (detection, pseudo-label
+    accuracy). The rows left in `val` keep everything fitted on trusted rows out of sample."""
+    from ferkeras.data.table import stratified_holdout
+
+    stay, move = stratified_holdout(rows.labels, fraction=fraction, seed=seed)
+    moved = val.subset(rows.index[move])
+    moved.labels = rows.labels[move].astype(np.int32)
+    moved.true_labels = np.full(len(moved), -1, np.int32)
+    moved.soft_labels = None
+    moved.weights = np.full(len(moved), weight, np.float32)
+    keep = np.ones(len(val), bool)
+    keep[rows.index[move]] = False
+    new_pos = np.cumsum(keep) - 1  # old val row -> its row in the kept val
+    out = TrustedRows(index=new_pos[rows.index[stay]], labels=rows.labels[stay],
+                      noisy=rows.noisy[stay],
+                      train_index=np.arange(len(train), len(train) + len(moved)))
+    return train.concat(moved), val.subset(keep), out
 
 
 def prepare_bundle(bundle, cfg, *, seed: int):
@@ -41,7 +68,7 @@ def prepare_bundle(bundle, cfg, *, seed: int):
     from ferkeras.data.table import stratified_holdout
 
     notes = []
-    val, test = bundle.val, bundle.test
+    train, val, test = bundle.train, bundle.val, bundle.test
     if cfg.test_fraction > 0:
         if test is not None and len(test):
             notes.append(f"trusted.test_fraction={cfg.test_fraction} ignored: the data has a "
@@ -90,41 +117,64 @@ def prepare_bundle(bundle, cfg, *, seed: int):
                            noisy=val.labels[index].astype(np.int64))
         notes.append(f"trusted: {len(index)} validation rows with trusted labels "
                      f"({cfg.source}).")
+        if cfg.train_fraction > 0:
+            train, val, rows = move_trusted_to_train(
+                train, val, rows, fraction=cfg.train_fraction, weight=cfg.train_weight,
+                seed=seed)
+            notes.append(f"trusted: {len(rows.train_index)} trusted rows (fraction "
+                         f"{cfg.train_fraction}, stratified, seed {seed}) join the training "
+                         f"set with weight {cfg.train_weight}; {len(rows.index)} stay in "
+                         "validation for everything fitted on trusted rows.")
         if cfg.select:
-            val = val.subset(index)
+            val = val.subset(rows.index)
             val.labels = rows.labels.astype(np.int32)
-            rows = TrustedRows(index=np.arange(len(index)), labels=rows.labels, noisy=rows.noisy)
+            rows = TrustedRows(index=np.arange(len(rows.index)), labels=rows.labels,
+                               noisy=rows.noisy, train_index=rows.train_index)
             notes.append("trusted: the best epoch is picked on the trusted labels.")
     elif cfg.select or cfg.decision != "argmax":
         raise ValueError("trusted.select / trusted.decision need trusted rows. Received: "
                          f"trusted.source='none', select={cfg.select}, "
                          f"decision={cfg.decision!r}")
-    out = dataclasses.replace(bundle, val=val, test=test,
+    out = dataclasses.replace(bundle, train=train, val=val, test=test,
                               notes=list(bundle.notes) + notes)
     return out, rows, notes
 
 
 # ----------------------------------------------------------------------------- decision rules
-def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0) -> dict:
+OBJECTIVES = ("accuracy", "balanced")
+
+
+def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0,
+                 objective: str = "accuracy") -> dict:
     """Fit a decision rule on trusted rows. probs: (M, K) softmax; labels: (M,) trusted labels;
-    train_prior: (K,) the label distribution the model was trained on. Returns
-    {"kind", "W": (K, K), "b": (K,)} with z' = log_softmax(z) @ W + b."""
+    train_prior: (K,) the label distribution the model was trained on. objective: 'accuracy'
+    (every trusted row counts once) or 'balanced' (balanced accuracy: the prior shift targets
+    the uniform prior; the recalibration weighs rows by the inverse frequency of their
+    class). Returns {"kind", "objective", "W": (K, K), "b": (K,)} with
+    z' = log_softmax(z) @ W + b."""
     from ferkeras.noise import transition as tr
 
+    if objective not in OBJECTIVES:
+        raise ValueError(f"Unknown decision objective. Valid: {OBJECTIVES}. Received: "
+                         f"objective={objective!r}")
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
     labels = np.asarray(labels)
+    balanced = objective == "balanced"
     if kind == "argmax":
         W, b = np.eye(k), np.zeros(k)
     elif kind == "prior":
-        target = (np.bincount(labels, minlength=k) + 0.5) / (len(labels) + 0.5 * k)
+        target = (np.full(k, 1.0 / k) if balanced else
+                  (np.bincount(labels, minlength=k) + 0.5) / (len(labels) + 0.5 * k))
         W, b = np.eye(k), tr.prior_shift_bias(source_prior=train_prior, target_prior=target)
     elif kind == "recalibrate":
-        W, b = tr.fit_recalibration(probs, labels, seed=seed)
+        W, b = tr.fit_recalibration(probs, labels, seed=seed,
+                                    class_weight="balanced" if balanced else None)
     else:
         raise ValueError(f"Unknown decision rule. Valid: argmax, prior, recalibrate. "
                          f"Received: kind={kind!r}")
-    return {"kind": kind, "W": np.asarray(W).tolist(), "b": np.asarray(b).tolist()}
+    return {"kind": kind, "objective": objective, "W": np.asarray(W).tolist(),
+            "b": np.asarray(b).tolist()}
 
 
 def apply_decision(decision: dict, probs) -> np.ndarray:
@@ -211,23 +261,31 @@ def finish_run(run_dir, recipe, bundle, rows: TrustedRows | None, *, class_names
     k = len(class_names)
     train_prior = bundle.train.class_counts(k) / max(len(bundle.train), 1)
     val_probs = probs_of(bundle.val)
-    decision = fit_decision(recipe.trusted.decision, val_probs[rows.index], rows.labels,
-                            train_prior=train_prior, seed=recipe.seed)
+    fitted = {obj: fit_decision(recipe.trusted.decision, val_probs[rows.index], rows.labels,
+                                train_prior=train_prior, seed=recipe.seed, objective=obj)
+              for obj in OBJECTIVES}
+    decision = fitted[recipe.trusted.decision_objective]
     decision.update({"class_names": list(class_names), "fitted_on": len(rows.index),
                      "source": recipe.trusted.source})
     io.atomic_write_json(run_dir / DECISION_FILE, decision)
-    block = {"rule": decision["kind"], "fitted_on_trusted_rows": len(rows.index)}
-    block["val_trusted"] = {
-        rule: classification_metrics(rows.labels, p[rows.index], class_names=class_names)
-        for rule, p in (("argmax", val_probs), (decision["kind"],
-                                                apply_decision(decision, val_probs)))}
-    block["val_trusted_note"] = "in-sample for the rule: fitted on these rows"
+    block = {"rule": decision["kind"], "objective": decision["objective"],
+             "fitted_on_trusted_rows": len(rows.index)}
+    # argmax, the baked rule under its own name, and the rule fitted for each objective
+    rules = {"argmax": None}
+    if decision["kind"] != "argmax":
+        rules[decision["kind"]] = decision
+        rules.update({f"{decision['kind']}@{obj}": d for obj, d in fitted.items()})
+
+    def scored(labels, probs):
+        return {name: classification_metrics(
+            labels, probs if d is None else apply_decision(d, probs), class_names=class_names)
+            for name, d in rules.items()}
+
+    block["val_trusted"] = scored(rows.labels, val_probs[rows.index])
+    block["val_trusted_note"] = "in-sample for the rules: fitted on these rows"
     if bundle.test is not None and len(bundle.test):
-        test_probs = probs_of(bundle.test)
-        block["test"] = {
-            rule: classification_metrics(bundle.test.labels, p, class_names=class_names)
-            for rule, p in (("argmax", test_probs),
-                            (decision["kind"], apply_decision(decision, test_probs)))}
+        block["test"] = scored(bundle.test.labels, probs_of(bundle.test))
+        block["baked"] = f"{decision['kind']}@{decision['objective']}"
     write_transition_report(run_dir, noisy=rows.noisy, trusted=rows.labels,
                             probs=val_probs[rows.index], train=bundle.train,
                             class_names=class_names)

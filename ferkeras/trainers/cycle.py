@@ -38,6 +38,9 @@ class CycleTrainer(SupervisedTrainer):
         labels of the per-sample `relabels` table (-1 = keep the given label); the other
         noisy rows leave the loss; no FixMatch term).
       relabel_threshold: with noisy_mode 'relabel', the confidence a flagged row needs.
+      noisy_mode 'soft': every row trains on a per-sample target distribution, the (N, K)
+        table `soft_relabels` the split writes (`ferkeras.noise.trusted_split.label_posterior` for
+        the rows judged noisy, the given label one-hot for the others); no FixMatch term.
     """
 
     def __init__(self, network, *, num_classes, num_samples=None, true_labels=None,
@@ -45,8 +48,8 @@ class CycleTrainer(SupervisedTrainer):
                  distribution_alignment=True, noisy_mode="fixmatch", relabel_threshold=0.9,
                  **kwargs):
         super().__init__(network, num_classes=num_classes, **kwargs)
-        if noisy_mode not in ("fixmatch", "relabel"):
-            raise ValueError(f"noisy_mode must be fixmatch or relabel. "
+        if noisy_mode not in ("fixmatch", "relabel", "soft"):
+            raise ValueError(f"noisy_mode must be fixmatch, relabel or soft. "
                              f"Received: noisy_mode={noisy_mode!r}")
         if not 0.0 < relabel_threshold <= 1.0:
             raise ValueError(f"relabel_threshold must be in (0, 1]. "
@@ -92,6 +95,10 @@ class CycleTrainer(SupervisedTrainer):
         self.true_labels = self.add_weight(
             shape=(n,), initializer=keras.initializers.Constant(truth.astype(np.int32)),
             dtype="int32", name="true_labels", **table)
+        self.soft_relabels = None
+        if self.noisy_mode == "soft":  # one-hot given labels until the first split
+            self.soft_relabels = self.add_weight(
+                shape=(n, k), initializer="zeros", name="soft_relabels", **table)
         self.relabels = None
         if self.noisy_mode == "relabel":  # only then: fixmatch runs keep their saved layout
             # float32 like selected_labels; values -1..K-1, written from the host only.
@@ -133,8 +140,8 @@ class CycleTrainer(SupervisedTrainer):
             true_labels=bundle.train.true_labels, lambda_u=c.lambda_u, threshold=c.threshold,
             threshold_mode=c.threshold_mode, min_threshold=c.min_threshold,
             distribution_alignment=c.distribution_alignment,
-            noisy_mode="relabel" if c.method == "relabel" else "fixmatch",
-            relabel_threshold=c.relabel.threshold,
+            noisy_mode=c.method if c.method in ("relabel", "soft") else "fixmatch",
+            relabel_threshold=c.relabel.threshold, row_weights=bundle.train.weights,
             loss=t.loss, tau=t.tau, label_smoothing=t.label_smoothing, ema_decay=t.ema_decay,
         )
 
@@ -147,11 +154,21 @@ class CycleTrainer(SupervisedTrainer):
         return [*super().metrics, self.sup_tracker, self.unsup_tracker, self.mask_tracker,
                 self.labelled_tracker, self.pseudo_acc_tracker]
 
-    def set_split(self, labelled_mask, clean_prob, clean_prior, relabels=None):
+    def set_split(self, labelled_mask, clean_prob, clean_prior, relabels=None,
+                  soft_targets=None):
         """Install a new split (host-side arrays) and reset the FlexMatch state of the pool.
 
         relabels: with noisy_mode 'relabel', (N,) new labels (-1 = none) of the rows that
-        `labelled_mask` keeps in the supervised loss."""
+        `labelled_mask` keeps in the supervised loss.
+        soft_targets: with noisy_mode 'soft', (N, K) the target distribution of every row."""
+        if self.soft_relabels is not None:
+            if soft_targets is None:
+                raise ValueError("noisy_mode='soft' needs soft_targets (N, K) at each split. "
+                                 "Received: soft_targets=None")
+            self.soft_relabels.assign(np.asarray(soft_targets, np.float32))
+        elif soft_targets is not None:
+            raise ValueError("soft_targets need noisy_mode='soft'. Received: noisy_mode="
+                             f"{self.noisy_mode!r}")
         if self.relabels is not None:
             table = (np.full(self.num_samples, -1.0) if relabels is None
                      else np.asarray(relabels, np.float64))
@@ -172,6 +189,8 @@ class CycleTrainer(SupervisedTrainer):
         weak, strong = views
         if self.noisy_mode == "relabel":
             return self._relabel_step(weak, labels, index)
+        if self.noisy_mode == "soft":
+            return self._soft_step(weak, labels, index)
         batch = tf.shape(weak)[0]
         is_lab = tf.gather(self.labelled_mask, index)
         unlab_pos = tf.cast(tf.where(is_lab < 0.5)[:, 0], tf.int32)
@@ -179,7 +198,7 @@ class CycleTrainer(SupervisedTrainer):
         with tf.GradientTape() as tape:
             logits = self.network(tf.concat([weak, strong_u], axis=0), training=True)
             logits_w, logits_s = logits[:batch], logits[batch:]
-            sup = self.supervised_per_example(labels, logits_w) * is_lab
+            sup = self.weigh_rows(self.supervised_per_example(labels, logits_w) * is_lab, index)
             pseudo, mask = self._pseudo_labels(tf.stop_gradient(logits_w), index, is_lab,
                                                unlab_pos)
             unsup_u = L.cross_entropy(pseudo, logits_s, num_classes=self.num_classes) * mask
@@ -199,7 +218,26 @@ class CycleTrainer(SupervisedTrainer):
         is_lab = tf.gather(self.labelled_mask, index)
         with tf.GradientTape() as tape:
             logits = self.network(weak, training=True)
-            sup = self.supervised_per_example(labels, logits) * is_lab
+            sup = self.weigh_rows(self.supervised_per_example(labels, logits) * is_lab, index)
+            loss = tf.nn.compute_average_loss(sup) + self._regularization()
+        self.apply_gradients(tape, loss)
+        self.loss_tracker.update_state(sup)
+        self.accuracy_tracker.update_state(labels, logits, sample_weight=is_lab)
+        self.sup_tracker.update_state(sup, sample_weight=is_lab)
+        self.labelled_tracker.update_state(is_lab)
+        return {m.name: m.result() for m in self.metrics}
+
+    def _soft_step(self, weak, labels, index):
+        """Every row `labelled_mask` keeps trains on its row of `soft_relabels` (before the
+        first split, rows of zeros: the given label one-hot instead)."""
+        table = tf.gather(self.soft_relabels, index)
+        onehot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=table.dtype)
+        unset = tf.cast(tf.reduce_sum(table, axis=-1, keepdims=True) <= 0.0, table.dtype)
+        targets = unset * onehot + (1.0 - unset) * table
+        is_lab = tf.gather(self.labelled_mask, index)
+        with tf.GradientTape() as tape:
+            logits = self.network(weak, training=True)
+            sup = self.weigh_rows(self.supervised_per_example(targets, logits) * is_lab, index)
             loss = tf.nn.compute_average_loss(sup) + self._regularization()
         self.apply_gradients(tape, loss)
         self.loss_tracker.update_state(sup)

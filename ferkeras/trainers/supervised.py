@@ -64,7 +64,8 @@ class SupervisedTrainer(keras.Model):
 
     def __init__(self, network, *, num_classes, loss="ce", tau=None, label_smoothing=None,
                  ema_decay=0.0, seed=0, soft_targets=None, elr_lambda=0.0, elr_beta=0.7,
-                 distill_alpha=0.0, distill_temperature=1.0, num_samples=None, **kwargs):
+                 distill_alpha=0.0, distill_temperature=1.0, num_samples=None,
+                 row_weights=None, **kwargs):
         super().__init__(**kwargs)
         if not elr_lambda >= 0.0:
             raise ValueError(f"elr_lambda must be >= 0. Received: elr_lambda={elr_lambda}")
@@ -114,6 +115,18 @@ class SupervisedTrainer(keras.Model):
             self.soft_targets = self.add_weight(
                 shape=table.shape, initializer=keras.initializers.Constant(table),
                 trainable=False, name="soft_targets")
+        # (N,) per-row loss weights (trusted rows that joined the training set), looked up by
+        # sample index; None weighs every row 1. An int sizes a table of ones (from_config).
+        self.row_weights = None
+        if row_weights is not None:
+            table = (np.ones(int(row_weights), "float32") if np.ndim(row_weights) == 0
+                     else np.asarray(row_weights, dtype="float32"))
+            if table.ndim != 1 or (table < 0).any():
+                raise ValueError("row_weights must be (N,) and >= 0. Received: shape "
+                                 f"{table.shape}")
+            self.row_weights = self.add_weight(
+                shape=table.shape, initializer=keras.initializers.Constant(table),
+                trainable=False, name="row_weights")
         self.prior_is_set = False
         if self.loss_object.class_counts is not None:
             self.set_class_prior(self.loss_object.class_counts, beta=self.cb_beta)
@@ -153,7 +166,15 @@ class SupervisedTrainer(keras.Model):
                   "distill_temperature": self.distill_temperature}
         if self.elr_targets is not None:
             config["num_samples"] = int(self.elr_targets.shape[0])
+        if self.row_weights is not None:
+            config["row_weights"] = int(self.row_weights.shape[0])
         return config
+
+    def weigh_rows(self, per_example, index):
+        """(B,) per-example losses times the rows' `row_weights` (unchanged without them)."""
+        if self.row_weights is None:
+            return per_example
+        return per_example * tf.gather(self.row_weights, index)
 
     def _create_elr_targets(self, n):
         """The (N, K) ELR target table, zeros as in the paper's code. MEAN-aggregated: each
@@ -316,6 +337,7 @@ class SupervisedTrainer(keras.Model):
             per_example = self.supervised_per_example(targets, logits)
             if self.elr_lambda > 0:
                 per_example = per_example + self.elr_lambda * self._elr_term(logits, index)
+            per_example = self.weigh_rows(per_example, index)
             loss = tf.nn.compute_average_loss(per_example) + self._regularization()
         self.apply_gradients(tape, loss)
         self.loss_tracker.update_state(per_example)

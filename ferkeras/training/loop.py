@@ -260,7 +260,8 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
         val_dataset=val_ds, val_labels=bundle.val.labels, class_names=class_names,
         run_dir=out_dir, select_metric=recipe.train.select_metric, write=chief,
     )
-    control = _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo)
+    control = _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo,
+                            trusted_rows=trusted_rows)
     run_state = RunState(run_dir=out_dir, checkpoint=checkpoint, write=chief, strategy=strat,
                          extra_state=[control])
     start_epoch = run_state.restore(trainer, state)
@@ -273,7 +274,8 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
     # training-time methods (forward correction) change trainer variables at an epoch end:
     # before RunState, so that epoch's saved state holds them
     methods = method_callbacks(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
-                               write=chief, strategy=strat, echo=echo)
+                               write=chief, strategy=strat, echo=echo,
+                               trusted_rows=trusted_rows)
     callbacks = [NaNGuard(), checkpoint, *methods, run_state]
     if chief:
         import keras
@@ -318,6 +320,8 @@ def _train(recipe, bundle, *, run_dir, out_dir, state, strat, chief, t0, verbose
                               batch_size=eval_batch)
         if decision:
             metrics["decision"] = decision
+            for line in decision_lines(decision):
+                echo(line)
         io.atomic_write_json(run_dir / "metrics.json", metrics)
         write_metric_plots(metrics, class_names, run_dir)
     return metrics
@@ -408,18 +412,38 @@ def _make_trainer(recipe, network, bundle):
         distill_alpha=recipe.train.distill_alpha,
         distill_temperature=recipe.train.distill_temperature,
         num_samples=len(bundle.train) if recipe.train.elr_lambda > 0 else None,
+        row_weights=bundle.train.weights,
     )
 
 
-def _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo) -> CycleControl:
+def decision_lines(block: dict) -> list[str]:
+    """Console lines for metrics.json's `decision` block: each rule's test (else trusted
+    validation) accuracy and balanced accuracy beside argmax's, the baked one marked."""
+    where = "test" if block.get("test") else "val_trusted"
+    scores = block.get(where) or {}
+    baked = block.get("baked", block.get("rule"))
+    lines = [f"decision rule ({where}, fitted on {block.get('fitted_on_trusted_rows')} "
+             "trusted rows):"]
+    for name, m in scores.items():
+        if name == block.get("rule") and name != "argmax":
+            continue  # the baked rule is listed under its name@objective
+        mark = "  <- baked into the export" if name == baked else ""
+        lines.append(f"  {name:<24} accuracy {100 * m['accuracy']:.1f} %, balanced accuracy "
+                     f"{100 * m['balanced_accuracy']:.1f} %{mark}")
+    return lines
+
+
+def _make_control(recipe, trainer, bundle, out_dir, chief, strat, echo,
+                  trusted_rows=None) -> CycleControl:
     """The cycle's controller is its method's split (`Method.split`)."""
     if not recipe.cycle.enabled:
         return NoCycle()
     from ferkeras.methods import get_method
 
     split_cls = get_method(recipe.cycle.method).split_class()
+    extra = {"trusted_rows": trusted_rows} if recipe.cycle.selector == "trusted" else {}
     return split_cls.from_recipe(recipe, trainer=trainer, bundle=bundle, run_dir=out_dir,
-                                 write=chief, strategy=strat, echo=echo)
+                                 write=chief, strategy=strat, echo=echo, **extra)
 
 
 def _write_skipped(run_dir, bundle):

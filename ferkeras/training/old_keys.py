@@ -11,6 +11,7 @@ run folders give the same run. Two old keys that name different methods are an e
     cycle.mpl: true                -> cycle.method: mpl
     cycle.threshold_mode: ada_cm   -> cycle.method: ada_cm
     cycle.noisy_mode: relabel      -> cycle.method: relabel   (noisy_mode: fixmatch -> dropped)
+    cycle.noisy_mode: soft         -> cycle.method: soft
     cycle.<prefix>_<option>        -> cycle.<method>.<option>, e.g. cycle.pnp_eta -> cycle.pnp.eta
 """
 
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import warnings
 
-# old flag -> (the value that turns it on, the method), for flags whose "off" value is dropped
+# old flag -> {value that named a method: the method}
 METHOD_FLAGS = {
-    "selector": ("pnp", "pnp"),
-    "co_divide": (True, "co_divide"),
-    "crest": (True, "crest"),
-    "mpl": (True, "mpl"),
-    "threshold_mode": ("ada_cm", "ada_cm"),
-    "noisy_mode": ("relabel", "relabel"),
+    "selector": {"pnp": "pnp"},
+    "co_divide": {True: "co_divide"},
+    "crest": {True: "crest"},
+    "mpl": {True: "mpl"},
+    "threshold_mode": {"ada_cm": "ada_cm"},
+    "noisy_mode": {"relabel": "relabel", "soft": "soft"},
 }
 # flags whose other values were "off" and are dropped (the others stay as they are)
 DROPPED_OFF = {"co_divide": False, "crest": False, "mpl": False, "noisy_mode": "fixmatch"}
@@ -57,8 +58,16 @@ def new_spelling(key: str, value=None) -> str | None:
     if key in OPTIONS:
         section, option = OPTIONS[key]
         return f"cycle.{section}.{option}"
-    if key in METHOD_FLAGS and value == METHOD_FLAGS[key][0]:
-        return f"cycle.method: {METHOD_FLAGS[key][1]}"
+    if key in METHOD_FLAGS and _names(key, value):
+        return f"cycle.method: {_names(key, value)}"
+    return None
+
+
+def _names(key: str, value) -> str | None:
+    """The method an old flag's value named, or None (a bool is never a str: True != "x")."""
+    for on, method in METHOD_FLAGS[key].items():
+        if type(on) is type(value) and on == value:
+            return method
     return None
 
 
@@ -72,11 +81,12 @@ def translate_old_keys(values: dict) -> dict:
     named, moved = {}, []
     if "method" in cycle:
         named["cycle.method"] = cycle["method"]
-    for key, (on, method) in METHOD_FLAGS.items():
+    for key in METHOD_FLAGS:
         if key not in cycle or isinstance(cycle[key], dict):  # a dict is a new section
             continue
         value = cycle[key]
-        if value == on:
+        method = _names(key, value)
+        if method:
             named[f"cycle.{key}={value!r}"] = method
             del cycle[key]
             moved.append(f"cycle.{key}={value!r} -> cycle.method={method!r}")

@@ -270,8 +270,12 @@ class TrainConfig:
         "'anchors' (trust-free: after train.forward_warmup_epochs of plain CE, estimate the "
         "noise transition T from the model's training-set probabilities with the anchor-point "
         "rule, then train on CE(noisy label, log(softmax(z) @ T)); T is saved as "
-        "forward_transition.csv/png in the run folder). With loss 'ce', without the cycle.",
-        choices=("none", "anchors"))
+        "forward_transition.csv/png in the run folder); or 'gold' (gold loss correction, "
+        "Hendrycks et al., 'Using Trusted Data to Train Deep Networks on Labels Corrupted by "
+        "Severe Noise', NeurIPS 2018, in one run: the same, with T[y] = the warm-up model's "
+        "mean probabilities over the trusted rows of clean class y; needs trusted.source, "
+        "trusted rows not in training). With loss 'ce', without the cycle.",
+        choices=("none", "anchors", "gold"))
     forward_warmup_epochs: int = _field(
         3, "Forward correction: epochs of plain CE before T is estimated (the model must fit "
         "the noisy posterior first; must be < train.epochs).", min=1)
@@ -289,7 +293,8 @@ class _CycleKeys:
     enabled: bool = _field(False, "Run the cycle after warm-up; false trains supervised only.")
     method: str = _field(
         "fixmatch", "What the rows judged noisy train on (`ferkeras methods` lists them, "
-        "ferkeras.methods.METHODS): fixmatch, relabel, co_divide, pnp, crest, ada_cm or mpl. "
+        "ferkeras.methods.METHODS): fixmatch, relabel, soft, co_divide, pnp, crest, ada_cm or "
+        "mpl. "
         "Its options are the section cycle.<method>.", choices=_methods)
     warmup_epochs: int = _field(3, "Epochs on all labels before the first split.", min=0)
     cycles: int = _field(2, "Number of (split -> SSL epochs) cycles.", min=0)
@@ -301,8 +306,12 @@ class _CycleKeys:
         "Distribution', ECCV 2022: a noise identifier on the network's penultimate features, "
         "trained across original / class-balanced / reversed class environments with the IRM "
         "penalty; a row is clean when its class-balanced prediction is its label; "
-        "ferkeras.noise.h2e; options cycle.h2e). cycle.method pnp brings its own split.",
-        choices=_selectors)
+        "ferkeras.noise.h2e; options cycle.h2e); trusted (needs trusted.source: at each "
+        "split, T from the trusted rows' counts and the model recalibrated on them give each "
+        "row's posterior that its given label is clean, thresholded per given class at the "
+        "threshold that best separates clean from noisy trusted rows, cross-fitted; "
+        "ferkeras.noise.trusted_split; option cycle.trusted_folds). cycle.method pnp brings "
+        "its own split.", choices=_selectors)
     normalize: str = _field(
         "per_class", "Loss normalisation: global or per_class.", choices=_normalize_modes
     )
@@ -319,6 +328,9 @@ class _CycleKeys:
         20, "Classes with fewer samples fall back to a rank rule instead of a GMM.", min=2
     )
     lambda_u: float = _field(1.0, "Weight of the unsupervised loss.", min=0.0)
+    trusted_folds: int = _field(
+        5, "cycle.selector trusted: folds of the cross-fit that calibrates the per-class "
+        "thresholds on the trusted rows (ferkeras.noise.trusted_split).", min=2)
     threshold: float = _field(0.95, "FixMatch confidence threshold.", min=0.0, max=1.0)
     threshold_mode: str = _field(
         "adaptive", "fixed (FixMatch) or adaptive (FlexMatch-style, per class). (Ada-CM's "
@@ -385,6 +397,19 @@ class TrustedConfig:
         "export: 'argmax' (none), 'prior' (prior shift to the trusted class prior), "
         "'recalibrate' (logistic recalibration of the log-probabilities).",
         choices=("argmax", "prior", "recalibrate"))
+    decision_objective: str = _field(
+        "accuracy", "What the baked decision rule is fitted for: 'accuracy' (every trusted row "
+        "counts once) or 'balanced' (rows weighted by the inverse of their trusted class's "
+        "frequency: balanced accuracy, for long-tailed classes). metrics.json -> decision "
+        "reports both.", choices=("accuracy", "balanced"))
+    train_fraction: float = _field(
+        0.0, "Share of the trusted rows (stratified, seeded) that JOIN the training set with "
+        "their trusted labels; the rest stay in validation and are the only rows the split's "
+        "T and thresholds, the decision rule and trusted.select are fitted on.", min=0.0,
+        max=0.9)
+    train_weight: float = _field(
+        1.0, "Per-row weight of the trusted rows that join the training set "
+        "(trusted.train_fraction) in the supervised loss.", min=0.0)
 
 
 @dataclasses.dataclass
@@ -534,6 +559,13 @@ def _check_corrections(recipe: Recipe) -> None:
     t = recipe.train
     if t.forward_correction != "none":
         key = f"Recipe key 'train.forward_correction' ({t.forward_correction!r})"
+        if t.forward_correction == "gold" and recipe.trusted.source == "none":
+            raise RecipeError(f"{key} estimates T on the trusted rows: set trusted.source. "
+                              "Received: trusted.source='none'")
+        if t.forward_correction == "gold" and recipe.trusted.train_fraction > 0:
+            raise RecipeError(f"{key} would correct the trusted rows' clean labels too: set "
+                              "trusted.train_fraction=0. Received: trusted.train_fraction="
+                              f"{recipe.trusted.train_fraction}")
         if recipe.cycle.enabled:
             raise RecipeError(f"{key} works with supervised training only, not with "
                               "cycle.enabled. Received: cycle.enabled=True")
@@ -592,8 +624,25 @@ def _check_unread_sections(recipe: Recipe) -> None:
                 f"{getattr(section, changed[0])!r}, {what}={getattr(c, what.split('.')[1])!r}")
 
 
+def _check_trusted_cycle(recipe: Recipe) -> None:
+    c, t = recipe.cycle, recipe.trusted
+    if c.selector == "trusted" and t.source == "none":
+        raise RecipeError("Recipe key 'cycle.selector' 'trusted' splits with the trusted rows: "
+                          "set trusted.source. Received: trusted.source='none'")
+    if t.train_fraction > 0 and t.source == "none":
+        raise RecipeError("Recipe key 'trusted.train_fraction' needs trusted rows. Received: "
+                          "trusted.source='none'")
+    if (t.train_fraction > 0 and t.train_weight != 1.0 and c.enabled
+            and c.method not in ("fixmatch", "relabel", "soft")):
+        raise RecipeError("Recipe key 'trusted.train_weight' weighs rows in the supervised and "
+                          "cycle (fixmatch, relabel, soft) steps only; set it to 1 with "
+                          f"cycle.method {c.method}. Received: "
+                          f"trusted.train_weight={t.train_weight}")
+
+
 def _check_cross_fields(recipe: Recipe) -> None:
     _check_method(recipe)
+    _check_trusted_cycle(recipe)
     _check_corrections(recipe)
     if recipe.train.jit_compile and recipe.cycle.enabled:
         raise RecipeError(
