@@ -3,7 +3,8 @@
 Each kind of name has one table; the recipe's allowed values and the builders both read it.
 The other kinds live beside their builders, which are import-light too:
 `ferkeras.data.sources` (sources), `ferkeras.models` (backbones), `ferkeras.noise.selection`
-(selectors) and `ferkeras.labels` (class sets).
+(selectors), `ferkeras.methods` (the methods of the noisy rows, `cycle.method`) and
+`ferkeras.labels` (class sets).
 """
 
 from __future__ import annotations

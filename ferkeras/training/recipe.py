@@ -3,11 +3,13 @@
 `load_recipe(path, overrides, smoke=False)` reads YAML, applies `--set key=value` overrides and
 validates everything, raising `RecipeError` that names the key and the value received. Unknown
 keys suggest the closest valid one. `smoke_recipe` shrinks a validated recipe to a seconds-long
-run.
+run. Keys of the flat cycle section from before `cycle.method` load in their new spelling
+(`ferkeras.training.old_keys`).
 
-Names (sources, class sets, backbones, losses, selectors) are checked against their one
-table, read when a recipe is validated: `ferkeras.data.sources`, `ferkeras.labels`,
-`ferkeras.models`, `ferkeras.registry` and `ferkeras.noise.selection`.
+Names (sources, class sets, backbones, losses, selectors, methods) are checked against their
+one table, read when a recipe is validated: `ferkeras.data.sources`, `ferkeras.labels`,
+`ferkeras.models`, `ferkeras.registry`, `ferkeras.noise.selection` and `ferkeras.methods`.
+A method's own options are its section `cycle.<method>`, declared beside the method.
 """
 
 from __future__ import annotations
