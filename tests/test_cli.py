@@ -213,15 +213,22 @@ def test_recipe_errors_are_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_models_and_help_do_not_import_tensorflow():
+def test_models_methods_and_help_do_not_import_tensorflow():
     code = ("import sys; from ferkeras.cli import cli\n"
-            "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
-            "try:\n    cli(['models'])\nexcept SystemExit:\n    pass\n"
+            "for args in (['--help'], ['models'], ['methods']):\n"
+            "    try:\n        cli(args)\n    except SystemExit:\n        pass\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert "small_cnn" in out.stdout and "predict" in out.stdout
+    # `ferkeras methods`: every method of the table, one line each with its paper
+    from ferkeras.methods import METHODS
+
+    for name, method in METHODS.items():
+        assert f"{name:10s} {method.description}" in out.stdout
+        assert method.paper in out.stdout
+    assert "composable" in out.stdout and "train.elr_lambda" in out.stdout
 
 
 def test_audit_writes_ranked_label_issues(tmp_path):
