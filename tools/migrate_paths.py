@@ -17,7 +17,7 @@ import re
 import sys
 
 MOVES = {
-    "training": "training.train",  # handled specially: package re-exports
+    "training": "training",  # kept: the package exports train, train_recipe, ... (loop.py)
     "recipe": "training.recipe", "schedule": "training.schedule", "strategy": "training.strategy",
     "runs": "training.runs", "evaluation": "training.evaluation",
     "evaluate_run": "training.evaluate_run", "reports": "training.reports",
