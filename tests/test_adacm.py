@@ -199,13 +199,6 @@ def train_grid_variant(name, run_dir, *, epochs=3):
     return recipe, train(recipe, bundle, run_dir=run_dir, verbose=0, echo=lambda *_: None)
 
 
-@pytest.mark.slow
-def test_grid_variant_ada_cm_trains_end_to_end(tmp_path):
-    recipe, metrics = train_grid_variant("ada_cm", tmp_path / "run")
-    assert recipe.cycle.method == "ada_cm" and metrics["epochs"] == 3
-    assert "contrastive_loss" in (tmp_path / "run" / "history.csv").read_text()
-
-
 def test_margins_are_gathered_from_the_global_batch_under_two_replicas(mirrored_strategy):
     """The per-class statistics (and so the margins) of 2 replicas equal 1 replica's. With
     the contrastive weight 0 the whole step matches too (its NT-Xent negatives are

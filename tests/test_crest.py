@@ -149,12 +149,3 @@ def test_recipe_path_trains_two_cycles_as_crest_generations(tmp_path):
     values["cycle"]["threshold_mode"] = "ada_cm"  # the old spelling of another method
     with pytest.raises(RecipeError, match="name different methods"):
         recipe_from_dict(values)
-
-
-@pytest.mark.slow
-def test_grid_variant_crest_trains_end_to_end(tmp_path):
-    from test_adacm import train_grid_variant
-
-    recipe, metrics = train_grid_variant("crest", tmp_path / "run")
-    assert recipe.cycle.method == "crest" and recipe.cycle.crest.t_min == 0.5
-    assert metrics["epochs"] == 3

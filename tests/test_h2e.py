@@ -151,11 +151,3 @@ def test_recipe_path_trains_with_the_h2e_selector(tmp_path):
     values["cycle"]["h2e"] = {"rounds": 0}
     with pytest.raises(RecipeError, match="h2e.rounds"):
         recipe_from_dict(values)
-
-
-@pytest.mark.slow
-def test_grid_variant_h2e_trains_end_to_end(tmp_path):
-    from test_adacm import train_grid_variant
-
-    recipe, metrics = train_grid_variant("h2e", tmp_path / "run")
-    assert recipe.cycle.selector == "h2e" and metrics["epochs"] == 3

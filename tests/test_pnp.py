@@ -8,6 +8,7 @@ p_ood into samples.csv.
 """
 
 import csv
+import pathlib
 
 import keras
 import numpy as np
@@ -227,7 +228,7 @@ def test_recipe_refuses_pnp_with_another_cycle_method():
         recipe_from_dict(values)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the one grid variant trained here; the others build their recipes only
 def test_grid_variant_pnp_trains_end_to_end(tmp_path):
     from test_adacm import train_grid_variant
 
@@ -235,3 +236,37 @@ def test_grid_variant_pnp_trains_end_to_end(tmp_path):
     assert recipe.cycle.method == "pnp" and metrics["epochs"] == 3
     reports = sorted((tmp_path / "run" / "reports").glob("split-*/samples.csv"))
     assert reports and "p_ood" in reports[-1].read_text().splitlines()[0]
+
+
+def test_every_grid_variant_builds_a_recipe_of_its_method():
+    """bench/noisy_grid.py's variants are written in the recipe's own keys (cycle.method and
+    its section): each builds a valid recipe that names its method, without training (the
+    recipe-path test of each method trains it; the pnp variant above trains through the
+    grid's builders)."""
+    import argparse
+    import sys
+    import warnings
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
+    import noisy_grid
+
+    from ferkeras.methods import METHODS
+
+    args = argparse.Namespace(model="small_cnn", width=4, epochs=3, limit_train=0)
+    seen = set()
+    for name, (_, overrides) in noisy_grid.VARIANTS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # an old key would warn
+            recipe = noisy_grid.make_recipe(name, noisy_grid.settings_for(name, args, 0),
+                                            "unused")
+        if "cycle.method" in overrides:
+            assert recipe.cycle.method == overrides["cycle.method"], name
+            seen.add(recipe.cycle.method)
+        for key, value in overrides.items():
+            section, _, rest = key.partition(".")
+            node = getattr(recipe, section)
+            for part in rest.split("."):
+                node = getattr(node, part)
+            assert node == value, (name, key)
+    assert seen >= set(METHODS) - {"fixmatch", "soft"}, seen
+
