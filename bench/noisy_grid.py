@@ -26,7 +26,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-BASE_CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted")
+BASE_CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted", "trusted_ce",
+                "trusted_cycle")
+# The trusted track's bases (#21): the validation half's FERPlus majority labels are the
+# trusted rows; the epoch is picked on them (allowed on this track: they are not the
+# reported half) and a recalibration is fitted on them for each objective
+# (trusted.decision_objective; decision_rules.json). trusted_cycle is cycle_ce's schedule.
+TRUSTED_BASES = ("trusted_ce", "trusted_cycle")
+# Trusted rows that join training (t_rows, t_soft_rows): half of them, stratified, each with
+# weight 5, so the ~800 rows carry ~12 % of the loss mass of 28.6k noisy rows. Set before any
+# result; the other half stays out of training for the split's T and thresholds, the rule
+# and the epoch.
+TRUSTED_ROWS = {"trusted.train_fraction": 0.5, "trusted.train_weight": 5.0}
 
 # Method variants: name -> (base config, recipe overrides as dotted keys). A variant trains
 # like its base (same data, selection and budget) with the overrides applied on top, and its
@@ -70,6 +81,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                          "cycle.h2e_penalty": 1.0}),
     # PNP (Sun et al., CVPR 2022) at the authors' settings: label smoothing 0.6, T 0.1,
     # eta 0.5, beta (OOD) 1, gamma (head) 1, omega (consistency) 1; samples.csv gets p_ood.
+    # --- the trusted track (#21), one factor at a time, then the combination ---
+    # The trusted split inside the cycle (T from trusted counts x recalibrated model,
+    # per-class thresholds cross-fitted on the trusted rows); flagged rows to FixMatch.
+    "t_split": ("trusted_cycle", {"cycle.selector": "trusted"}),
+    # The same split; flagged rows train on p(y | x, given) (soft relabelling) instead.
+    "t_soft": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.noisy_mode": "soft"}),
+    # CE with half the trusted rows in training (weight 5).
+    "t_rows": ("trusted_ce", dict(TRUSTED_ROWS)),
+    # Gold loss correction (Hendrycks et al. 2018) in one run: T from the trusted rows after
+    # the same 4-epoch warm-up as the cycle's; the classic baseline of this track.
+    "glc": ("trusted_ce", {"train.forward_correction": "gold",
+                           "train.forward_warmup_epochs": 4}),
+    # The combination: soft relabelling with half the trusted rows in training.
+    "t_soft_rows": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.noisy_mode": "soft",
+                                      **TRUSTED_ROWS}),
     "pnp": ("cycle_ce", {"cycle.selector": "pnp", "cycle.pnp_label_smoothing": 0.6,
                          "cycle.pnp_temperature": 0.1, "cycle.pnp_eta": 0.5,
                          "cycle.pnp_ood_weight": 1.0, "cycle.pnp_aux_weight": 1.0,
@@ -96,7 +122,7 @@ def settings_for(config: str, args, seed: int) -> dict:
         "weight_decay": 1e-4, "warmup_epochs": 0.5, "augment": "weak", "dropout": 0.2,
         "precision": "float32", "limit_train": args.limit_train, "split_seed": 0,
         "select": "accuracy on the validation half vs FER2013 labels"
-        if config not in ("oracle", "ce_trusted") else
+        if config not in ("oracle", "ce_trusted") + TRUSTED_BASES else
         "accuracy on the validation half vs FERPlus majority (trusted)",
     }
     if config == "oracle":
@@ -132,7 +158,10 @@ def _recipe_values(config: str, s: dict, data_root: str) -> dict:
                   "augment": s["augment"], "select_metric": "accuracy", "ema_decay": 0.0,
                   "loss": "logit_adjusted" if config in ("la", "cycle") else "ce"},
     }
-    if config in ("cycle", "cycle_ce"):
+    if config in TRUSTED_BASES:
+        values["trusted"] = {"source": "val_true_labels", "select": True,
+                             "decision": "recalibrate", "decision_objective": "accuracy"}
+    if config in ("cycle", "cycle_ce", "trusted_cycle"):
         per_cycle = max(1, s["epochs"] // 3)
         values["cycle"] = {"enabled": True, "warmup_epochs": max(1, s["epochs"] - 2 * per_cycle),
                            "cycles": 2, "epochs_per_cycle": per_cycle,
@@ -161,12 +190,14 @@ def make_bundle(t, rows, config):
         val_labels = t.plus[val_rows]
     else:
         val_rows = rows["val"]
+    # the trusted track reads the trusted labels itself (trusted.source val_true_labels)
+    val_truth = t.plus[val_rows] if config in TRUSTED_BASES else None
     labels = t.plus[tr] if config == "oracle" else t.fer[tr]
     rep = rows["reported"][t.plus[rows["reported"]] >= 0]
     bundle = DatasetBundle(
         class_names=tuple(get_class_names("fer2013")),
         train=Split(images=t.images[tr], labels=labels, true_labels=t.plus[tr]),
-        val=Split(images=t.images[val_rows], labels=val_labels),
+        val=Split(images=t.images[val_rows], labels=val_labels, true_labels=val_truth),
         test=Split(images=t.images[rep], labels=t.plus[rep]),
         source="fer2013", notes=notes,
     )
@@ -197,17 +228,30 @@ def features(net, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out).astype(np.float16)
 
 
-def save_probs(net, t, rows, path) -> float:
+def save_probs(net, t, rows, path, run_dir=None) -> float:
     """Write the run's probabilities; returns the seconds of the pass over the training set
-    (what a post-hoc rule costs on top of training)."""
+    (what a post-hoc rule costs on top of training). A trusted-track run also gets each
+    in-run decision rule applied to the reported half (`reported_rule_<objective>`) and the
+    validation rows the rules were fitted on (`rules_val_rows`), from decision_rules.json."""
     t0 = time.time()
     train = predict(net, t.images[rows["train"]])
     seconds = time.time() - t0
+    reported = predict(net, t.images[rows["reported"]])
+    extra = {}
+    rules_file = None if run_dir is None else pathlib.Path(run_dir) / "decision_rules.json"
+    if rules_file is not None and rules_file.is_file():
+        from ferkeras.trusted import OBJECTIVES, apply_decision
+
+        rules = json.loads(rules_file.read_text())
+        for obj in OBJECTIVES:
+            extra[f"reported_rule_{obj}"] = apply_decision(rules[obj], reported).astype(
+                np.float32)
+        extra["rules_val_rows"] = np.asarray(rules["trusted_val_rows"], np.int64)
     np.savez_compressed(path, train=train,
                         val=predict(net, t.images[rows["val"]]),
-                        reported=predict(net, t.images[rows["reported"]]),
+                        reported=reported,
                         feats_val=features(net, t.images[rows["val"]]),
-                        feats_reported=features(net, t.images[rows["reported"]]))
+                        feats_reported=features(net, t.images[rows["reported"]]), **extra)
     return seconds
 
 
@@ -289,7 +333,7 @@ def run(config, seed, args, t, rows, work, log):
     # the recipe's network; for co_divide the ensemble of both (what best.weights.h5 holds)
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
                             weights=run_dir / "checkpoints" / "best.weights.h5")
-    train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz")
+    train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz", run_dir=run_dir)
     history = []
     hist_file = run_dir / "history.csv"
     if hist_file.is_file():
@@ -305,7 +349,11 @@ def run(config, seed, args, t, rows, work, log):
               "ferplus_by_epoch": curve.records,  # logging only (see ferplus_logger)
               "ferplus_by_epoch_s": round(curve.seconds, 2),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if base_of(config).startswith("cycle"):
+    for key in ("detection_auc_by_split", "trusted_auc_by_split", "decision",
+                "forward_correction"):
+        if key in metrics:
+            result[key] = metrics[key]
+    if base_of(config) in ("cycle", "cycle_ce", "trusted_cycle"):
         reports = sorted((run_dir / "reports").glob("split-e*/samples.csv"))
         result["last_split_csv"] = str(reports[-1]) if reports else None
     done.write_text(json.dumps(result, indent=2))
@@ -322,7 +370,7 @@ def rescore(config, seed, args, t, rows, work, log):
     recipe = make_recipe(config, settings_for(config, args, seed), "unused")
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
                             weights=work / name / "checkpoints" / "best.weights.h5")
-    seconds = save_probs(net, t, rows, work / f"{name}.probs.npz")
+    seconds = save_probs(net, t, rows, work / f"{name}.probs.npz", run_dir=work / name)
     done = json.loads((work / f"{name}.done.json").read_text())
     done["train_pass_s"] = round(seconds, 2)
     done["train_pass_loadavg"] = list(os.getloadavg())
