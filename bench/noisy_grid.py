@@ -255,19 +255,27 @@ def save_probs(net, t, rows, path, run_dir=None) -> float:
     return seconds
 
 
-def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
+def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool = False):
     """A Keras callback that, at each epoch end, scores the eval network on the reported half
     against FERPlus (rows with a majority) and on the validation half against the FER2013
     labels, and appends {epoch, reported_acc_ferplus, val_acc_fer2013} to `path` (JSON, kept
     across a resume). LOGGING ONLY: nothing reads it during training, the epoch is still
     selected by ValidationCheckpoint; the report draws it (memorisation curves). Its seconds
-    are kept (`seconds`) so the report can take them out of the run's wall time."""
+    are kept (`seconds`) so the report can take them out of the run's wall time.
+
+    dynamics: also record the training dynamics of every training row (eval network,
+    un-augmented): the probability of its FER2013 label and its margin (that probability
+    minus the largest other), one column per epoch, in `dynamics.npz` beside `path` (float16;
+    epochs as `epochs`). Label-error detectors from training dynamics (area under the margin,
+    Pleiss et al. 2020) are scored from it (bench/audit_dynamics.py)."""
     import keras
 
     rep = rows["reported"][t.plus[rows["reported"]] >= 0]
     rep_x, rep_y = t.images[rep], t.plus[rep]
     val_x, val_y = t.images[rows["val"]], t.fer[rows["val"]]
+    tr_x, tr_y = t.images[rows["train"]], t.fer[rows["train"]]
     old = json.loads(path.read_text()) if resume and path.is_file() else {}
+    dyn_path = path.with_name("dynamics.npz")
 
     class FerplusByEpoch(keras.callbacks.Callback):
         records = list(old.get("records", []))
@@ -280,6 +288,8 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
                 rec = {"epoch": epoch + 1, "reported_acc_ferplus": float(
                     (predict(net, rep_x).argmax(1) == rep_y).mean()), "val_acc_fer2013": float(
                     (predict(net, val_x).argmax(1) == val_y).mean())}
+                if dynamics:
+                    self._dynamics(net, epoch + 1)
             except Exception as err:  # noqa: BLE001
                 rec = {"epoch": epoch + 1, "error": f"{type(err).__name__}: {err}"[:300]}
             self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [rec]
@@ -287,6 +297,25 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"records": self.records, "seconds": self.seconds}))
             tmp.replace(path)
+
+        def _dynamics(self, net, epoch):
+            p = predict(net, tr_x)
+            given = p[np.arange(len(tr_y)), tr_y]
+            other = p.copy()
+            other[np.arange(len(tr_y)), tr_y] = -1.0
+            margin = given - other.max(1)
+            got = dict(np.load(dyn_path)) if dyn_path.is_file() else {}
+            keep = got.get("epochs", np.zeros(0, np.int64)) < epoch
+            out = {"epochs": np.append(got.get("epochs", np.zeros(0, np.int64))[keep], epoch),
+                   "prob": np.column_stack([got["prob"][:, keep], given]) if got else
+                   given[:, None], "margin": np.column_stack([got["margin"][:, keep], margin])
+                   if got else margin[:, None]}
+            out["prob"], out["margin"] = (out["prob"].astype(np.float16),
+                                          out["margin"].astype(np.float16))
+            tmp = dyn_path.with_suffix(".tmp.npz")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **out)
+            tmp.replace(dyn_path)
 
     return FerplusByEpoch()
 
@@ -328,7 +357,8 @@ def run(config, seed, args, t, rows, work, log):
     run_dir = work / name
     log(f"{name}: training on {len(bundle.train)} images")
     resumed = (run_dir / "checkpoints" / "state.json").is_file()
-    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json", resume=resumed)
+    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json", resume=resumed,
+                           dynamics=args.dynamics)
     metrics = train_one(recipe, bundle, run_dir, log, callbacks=(curve,))
     # the recipe's network; for co_divide the ensemble of both (what best.weights.h5 holds)
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
@@ -396,6 +426,9 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true",
                    help="seconds: fake FER2013-format tables, ce+oracle, 1 seed, 1 epoch")
     p.add_argument("--redo-stale", action="store_true")
+    p.add_argument("--dynamics", action="store_true",
+                   help="log every training row's given-label probability and margin per "
+                   "epoch (<run>/dynamics.npz; logging only, its seconds are excluded)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)
