@@ -26,7 +26,18 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-BASE_CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted")
+BASE_CONFIGS = ("ce", "la", "cycle", "cycle_ce", "oracle", "ce_trusted", "trusted_ce",
+                "trusted_cycle")
+# The trusted track's bases (#21): the validation half's FERPlus majority labels are the
+# trusted rows; the epoch is picked on them (allowed on this track: they are not the
+# reported half) and a recalibration is fitted on them for each objective
+# (trusted.decision_objective; decision_rules.json). trusted_cycle is cycle_ce's schedule.
+TRUSTED_BASES = ("trusted_ce", "trusted_cycle")
+# Trusted rows that join training (t_rows, t_soft_rows): half of them, stratified, each with
+# weight 5, so the ~800 rows carry ~12 % of the loss mass of 28.6k noisy rows. Set before any
+# result; the other half stays out of training for the split's T and thresholds, the rule
+# and the epoch.
+TRUSTED_ROWS = {"trusted.train_fraction": 0.5, "trusted.train_weight": 5.0}
 
 # Method variants: name -> (base config, recipe overrides as dotted keys). A variant trains
 # like its base (same data, selection and budget) with the overrides applied on top, and its
@@ -70,6 +81,21 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                          "cycle.h2e.penalty": 1.0}),
     # PNP (Sun et al., CVPR 2022) at the authors' settings: label smoothing 0.6, T 0.1,
     # eta 0.5, beta (OOD) 1, gamma (head) 1, omega (consistency) 1; samples.csv gets p_ood.
+    # --- the trusted track (#21), one factor at a time, then the combination ---
+    # The trusted split inside the cycle (T from trusted counts x recalibrated model,
+    # per-class thresholds cross-fitted on the trusted rows); flagged rows to FixMatch.
+    "t_split": ("trusted_cycle", {"cycle.selector": "trusted"}),
+    # The same split; flagged rows train on p(y | x, given) (soft relabelling) instead.
+    "t_soft": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.method": "soft"}),
+    # CE with half the trusted rows in training (weight 5).
+    "t_rows": ("trusted_ce", dict(TRUSTED_ROWS)),
+    # Gold loss correction (Hendrycks et al. 2018) in one run: T from the trusted rows after
+    # the same 4-epoch warm-up as the cycle's; the classic baseline of this track.
+    "glc": ("trusted_ce", {"train.forward_correction": "gold",
+                           "train.forward_warmup_epochs": 4}),
+    # The combination: soft relabelling with half the trusted rows in training.
+    "t_soft_rows": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.method": "soft",
+                                      **TRUSTED_ROWS}),
     "pnp": ("cycle_ce", {"cycle.method": "pnp", "cycle.pnp.label_smoothing": 0.6,
                          "cycle.pnp.temperature": 0.1, "cycle.pnp.eta": 0.5,
                          "cycle.pnp.ood_weight": 1.0, "cycle.pnp.aux_weight": 1.0,
@@ -96,7 +122,7 @@ def settings_for(config: str, args, seed: int) -> dict:
         "weight_decay": 1e-4, "warmup_epochs": 0.5, "augment": "weak", "dropout": 0.2,
         "precision": "float32", "limit_train": args.limit_train, "split_seed": 0,
         "select": "accuracy on the validation half vs FER2013 labels"
-        if config not in ("oracle", "ce_trusted") else
+        if config not in ("oracle", "ce_trusted") + TRUSTED_BASES else
         "accuracy on the validation half vs FERPlus majority (trusted)",
     }
     if config == "oracle":
@@ -149,7 +175,10 @@ def _recipe_values(config: str, s: dict, data_root: str) -> dict:
                   "augment": s["augment"], "select_metric": "accuracy", "ema_decay": 0.0,
                   "loss": "logit_adjusted" if config in ("la", "cycle") else "ce"},
     }
-    if config in ("cycle", "cycle_ce"):
+    if config in TRUSTED_BASES:
+        values["trusted"] = {"source": "val_true_labels", "select": True,
+                             "decision": "recalibrate", "decision_objective": "accuracy"}
+    if config in ("cycle", "cycle_ce", "trusted_cycle"):
         per_cycle = max(1, s["epochs"] // 3)
         values["cycle"] = {"enabled": True, "warmup_epochs": max(1, s["epochs"] - 2 * per_cycle),
                            "cycles": 2, "epochs_per_cycle": per_cycle,
@@ -178,12 +207,14 @@ def make_bundle(t, rows, config):
         val_labels = t.plus[val_rows]
     else:
         val_rows = rows["val"]
+    # the trusted track reads the trusted labels itself (trusted.source val_true_labels)
+    val_truth = t.plus[val_rows] if config in TRUSTED_BASES else None
     labels = t.plus[tr] if config == "oracle" else t.fer[tr]
     rep = rows["reported"][t.plus[rows["reported"]] >= 0]
     bundle = DatasetBundle(
         class_names=tuple(get_class_names("fer2013")),
         train=Split(images=t.images[tr], labels=labels, true_labels=t.plus[tr]),
-        val=Split(images=t.images[val_rows], labels=val_labels),
+        val=Split(images=t.images[val_rows], labels=val_labels, true_labels=val_truth),
         test=Split(images=t.images[rep], labels=t.plus[rep]),
         source="fer2013", notes=notes,
     )
@@ -214,33 +245,54 @@ def features(net, images: np.ndarray) -> np.ndarray:
     return np.concatenate(out).astype(np.float16)
 
 
-def save_probs(net, t, rows, path) -> float:
+def save_probs(net, t, rows, path, run_dir=None) -> float:
     """Write the run's probabilities; returns the seconds of the pass over the training set
-    (what a post-hoc rule costs on top of training)."""
+    (what a post-hoc rule costs on top of training). A trusted-track run also gets each
+    in-run decision rule applied to the reported half (`reported_rule_<objective>`) and the
+    validation rows the rules were fitted on (`rules_val_rows`), from decision_rules.json."""
     t0 = time.time()
     train = predict(net, t.images[rows["train"]])
     seconds = time.time() - t0
+    reported = predict(net, t.images[rows["reported"]])
+    extra = {}
+    rules_file = None if run_dir is None else pathlib.Path(run_dir) / "decision_rules.json"
+    if rules_file is not None and rules_file.is_file():
+        from ferkeras.noise.trusted import OBJECTIVES, apply_decision
+
+        rules = json.loads(rules_file.read_text())
+        for obj in OBJECTIVES:
+            extra[f"reported_rule_{obj}"] = apply_decision(rules[obj], reported).astype(
+                np.float32)
+        extra["rules_val_rows"] = np.asarray(rules["trusted_val_rows"], np.int64)
     np.savez_compressed(path, train=train,
                         val=predict(net, t.images[rows["val"]]),
-                        reported=predict(net, t.images[rows["reported"]]),
+                        reported=reported,
                         feats_val=features(net, t.images[rows["val"]]),
-                        feats_reported=features(net, t.images[rows["reported"]]))
+                        feats_reported=features(net, t.images[rows["reported"]]), **extra)
     return seconds
 
 
-def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
+def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool = False):
     """A Keras callback that, at each epoch end, scores the eval network on the reported half
     against FERPlus (rows with a majority) and on the validation half against the FER2013
     labels, and appends {epoch, reported_acc_ferplus, val_acc_fer2013} to `path` (JSON, kept
     across a resume). LOGGING ONLY: nothing reads it during training, the epoch is still
     selected by ValidationCheckpoint; the report draws it (memorisation curves). Its seconds
-    are kept (`seconds`) so the report can take them out of the run's wall time."""
+    are kept (`seconds`) so the report can take them out of the run's wall time.
+
+    dynamics: also record the training dynamics of every training row (eval network,
+    un-augmented): the probability of its FER2013 label and its margin (that probability
+    minus the largest other), one column per epoch, in `dynamics.npz` beside `path` (float16;
+    epochs as `epochs`). Label-error detectors from training dynamics (area under the margin,
+    Pleiss et al. 2020) are scored from it (bench/audit_dynamics.py)."""
     import keras
 
     rep = rows["reported"][t.plus[rows["reported"]] >= 0]
     rep_x, rep_y = t.images[rep], t.plus[rep]
     val_x, val_y = t.images[rows["val"]], t.fer[rows["val"]]
+    tr_x, tr_y = t.images[rows["train"]], t.fer[rows["train"]]
     old = json.loads(path.read_text()) if resume and path.is_file() else {}
+    dyn_path = path.with_name("dynamics.npz")
 
     class FerplusByEpoch(keras.callbacks.Callback):
         records = list(old.get("records", []))
@@ -253,6 +305,8 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
                 rec = {"epoch": epoch + 1, "reported_acc_ferplus": float(
                     (predict(net, rep_x).argmax(1) == rep_y).mean()), "val_acc_fer2013": float(
                     (predict(net, val_x).argmax(1) == val_y).mean())}
+                if dynamics:
+                    self._dynamics(net, epoch + 1)
             except Exception as err:  # noqa: BLE001
                 rec = {"epoch": epoch + 1, "error": f"{type(err).__name__}: {err}"[:300]}
             self.records = [r for r in self.records if r["epoch"] < epoch + 1] + [rec]
@@ -260,6 +314,25 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"records": self.records, "seconds": self.seconds}))
             tmp.replace(path)
+
+        def _dynamics(self, net, epoch):
+            p = predict(net, tr_x)
+            given = p[np.arange(len(tr_y)), tr_y]
+            other = p.copy()
+            other[np.arange(len(tr_y)), tr_y] = -1.0
+            margin = given - other.max(1)
+            got = dict(np.load(dyn_path)) if dyn_path.is_file() else {}
+            keep = got.get("epochs", np.zeros(0, np.int64)) < epoch
+            out = {"epochs": np.append(got.get("epochs", np.zeros(0, np.int64))[keep], epoch),
+                   "prob": np.column_stack([got["prob"][:, keep], given]) if got else
+                   given[:, None], "margin": np.column_stack([got["margin"][:, keep], margin])
+                   if got else margin[:, None]}
+            out["prob"], out["margin"] = (out["prob"].astype(np.float16),
+                                          out["margin"].astype(np.float16))
+            tmp = dyn_path.with_suffix(".tmp.npz")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **out)
+            tmp.replace(dyn_path)
 
     return FerplusByEpoch()
 
@@ -301,12 +374,13 @@ def run(config, seed, args, t, rows, work, log):
     run_dir = work / name
     log(f"{name}: training on {len(bundle.train)} images")
     resumed = (run_dir / "checkpoints" / "state.json").is_file()
-    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json", resume=resumed)
+    curve = ferplus_logger(t, rows, run_dir / "ferplus_by_epoch.json", resume=resumed,
+                           dynamics=args.dynamics)
     metrics = train_one(recipe, bundle, run_dir, log, callbacks=(curve,))
     # the recipe's network; for co_divide the ensemble of both (what best.weights.h5 holds)
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
                             weights=run_dir / "checkpoints" / "best.weights.h5")
-    train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz")
+    train_pass_s = save_probs(net, t, rows, work / f"{name}.probs.npz", run_dir=run_dir)
     history = []
     hist_file = run_dir / "history.csv"
     if hist_file.is_file():
@@ -322,7 +396,11 @@ def run(config, seed, args, t, rows, work, log):
               "ferplus_by_epoch": curve.records,  # logging only (see ferplus_logger)
               "ferplus_by_epoch_s": round(curve.seconds, 2),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if base_of(config).startswith("cycle"):
+    for key in ("detection_auc_by_split", "trusted_auc_by_split", "decision",
+                "forward_correction"):
+        if key in metrics:
+            result[key] = metrics[key]
+    if base_of(config) in ("cycle", "cycle_ce", "trusted_cycle"):
         reports = sorted((run_dir / "reports").glob("split-e*/samples.csv"))
         result["last_split_csv"] = str(reports[-1]) if reports else None
     done.write_text(json.dumps(result, indent=2))
@@ -339,7 +417,7 @@ def rescore(config, seed, args, t, rows, work, log):
     recipe = make_recipe(config, settings_for(config, args, seed), "unused")
     net = build_run_network(recipe, input_shape=(48, 48, 1), num_classes=7,
                             weights=work / name / "checkpoints" / "best.weights.h5")
-    seconds = save_probs(net, t, rows, work / f"{name}.probs.npz")
+    seconds = save_probs(net, t, rows, work / f"{name}.probs.npz", run_dir=work / name)
     done = json.loads((work / f"{name}.done.json").read_text())
     done["train_pass_s"] = round(seconds, 2)
     done["train_pass_loadavg"] = list(os.getloadavg())
@@ -365,6 +443,9 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true",
                    help="seconds: fake FER2013-format tables, ce+oracle, 1 seed, 1 epoch")
     p.add_argument("--redo-stale", action="store_true")
+    p.add_argument("--dynamics", action="store_true",
+                   help="log every training row's given-label probability and margin per "
+                   "epoch (<run>/dynamics.npz; logging only, its seconds are excluded)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)

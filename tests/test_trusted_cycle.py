@@ -133,3 +133,43 @@ def test_gold_loss_correction_estimates_t_on_the_trusted_rows(tmp_path):
     fc = metrics["forward_correction"]
     assert fc["estimator"] == "gold" and fc["on"]
     assert any("(gold," in ln for ln in lines)
+
+
+def test_trusted_keys_work_on_a_rafdb_fixture_with_test_labels(tmp_path):
+    """RAF-DB / AffectNet: the clean labels are the test split's (trusted.source
+    test_labels). The trusted rows are carved from it, half of them join training, and the
+    trusted split runs on them; the reported test rows never reach training or fitting."""
+    from test_sources import write_image
+
+    from ferkeras.data.sources import load_bundle
+    from ferkeras.training.recipe import DataConfig
+    from ferkeras.noise.trusted_split import trusted_split
+
+    root = tmp_path / "basic"
+    lines = [f"train_{i:05d}.jpg {i % 7 + 1}" for i in range(1, 29)]
+    lines += [f"test_{i:04d}.jpg {i % 7 + 1}" for i in range(1, 57)]
+    (root / "EmoLabel").mkdir(parents=True)
+    (root / "EmoLabel/list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    for line in lines:
+        write_image(root / f"Image/aligned/{line.split()[0][:-4]}_aligned.jpg", size=(12, 12))
+    bundle = load_bundle(DataConfig(source="rafdb", root=str(root), class_set="rafdb",
+                                    val_fraction=0.25), seed=0)
+    recipe = recipe_from_dict({
+        "data": {"source": "rafdb", "root": str(root), "class_set": "rafdb"},
+        "cycle": {"enabled": True, "selector": "trusted", "method": "soft"},
+        "trusted": {"source": "test_labels", "fraction": 0.5, "train_fraction": 0.5,
+                    "decision": "recalibrate", "decision_objective": "balanced"}})
+    out, rows, _ = trusted.prepare_bundle(bundle, recipe.trusted, seed=0)
+    reported = set(out.test.paths.tolist())
+    in_train = set(out.train.paths[rows.train_index].tolist())
+    held = set(out.val.paths[rows.index].tolist())
+    assert reported and in_train and held
+    assert all("/test_" in p for p in in_train | held)  # carved from the test split
+    assert not reported & (in_train | held) and not in_train & held
+    assert len(reported) + len(in_train) + len(held) == 56
+    k = len(out.class_names)
+    rng = np.random.default_rng(0)
+    probs = lambda n: rng.dirichlet(np.ones(k), n)  # noqa: E731
+    found = trusted_split(probs(len(out.train)), out.train.labels, probs(len(rows.index)),
+                          rows.labels, rows.noisy, num_classes=k, folds=2)
+    assert found.labelled.shape == (len(out.train),)

@@ -24,6 +24,7 @@ import pathlib
 import numpy as np
 
 DECISION_FILE = "decision.json"
+RULES_FILE = "decision_rules.json"  # the rule fitted for each objective, and on which rows
 
 
 @dataclasses.dataclass
@@ -38,6 +39,9 @@ class TrustedRows:
     noisy: np.ndarray
     train_index: np.ndarray = dataclasses.field(
         default_factory=lambda: np.zeros(0, np.int64))
+    # rows of the validation split as the data gave it (after a test carve-out) that `index`
+    # points at; None = the same as `index`
+    origin: np.ndarray | None = None
 
 
 def move_trusted_to_train(train, val, rows: TrustedRows, *, fraction: float, weight: float,
@@ -57,9 +61,11 @@ def move_trusted_to_train(train, val, rows: TrustedRows, *, fraction: float, wei
     keep = np.ones(len(val), bool)
     keep[rows.index[move]] = False
     new_pos = np.cumsum(keep) - 1  # old val row -> its row in the kept val
+    origin = rows.index if rows.origin is None else rows.origin
     out = TrustedRows(index=new_pos[rows.index[stay]], labels=rows.labels[stay],
                       noisy=rows.noisy[stay],
-                      train_index=np.arange(len(train), len(train) + len(moved)))
+                      train_index=np.arange(len(train), len(train) + len(moved)),
+                      origin=origin[stay])
     return train.concat(moved), val.subset(keep), out
 
 
@@ -129,7 +135,8 @@ def prepare_bundle(bundle, cfg, *, seed: int):
             val = val.subset(rows.index)
             val.labels = rows.labels.astype(np.int32)
             rows = TrustedRows(index=np.arange(len(rows.index)), labels=rows.labels,
-                               noisy=rows.noisy, train_index=rows.train_index)
+                               noisy=rows.noisy, train_index=rows.train_index,
+                               origin=rows.index if rows.origin is None else rows.origin)
             notes.append("trusted: the best epoch is picked on the trusted labels.")
     elif cfg.select or cfg.decision != "argmax":
         raise ValueError("trusted.select / trusted.decision need trusted rows. Received: "
@@ -268,6 +275,13 @@ def finish_run(run_dir, recipe, bundle, rows: TrustedRows | None, *, class_names
     decision.update({"class_names": list(class_names), "fitted_on": len(rows.index),
                      "source": recipe.trusted.source})
     io.atomic_write_json(run_dir / DECISION_FILE, decision)
+    origin = rows.index if rows.origin is None else rows.origin
+    io.atomic_write_json(run_dir / RULES_FILE, {
+        **fitted, "baked": decision["objective"],
+        "trusted_val_rows": np.asarray(origin).tolist(),
+        "trusted_val_rows_note": "rows of the validation split (after any test carve-out, "
+                                 "before trusted rows moved into training) the rules were "
+                                 "fitted on"})
     block = {"rule": decision["kind"], "objective": decision["objective"],
              "fitted_on_trusted_rows": len(rows.index)}
     # argmax, the baked rule under its own name, and the rule fitted for each objective
