@@ -142,8 +142,8 @@ def test_trusted_keys_work_on_a_rafdb_fixture_with_test_labels(tmp_path):
     from test_sources import write_image
 
     from ferkeras.data.sources import load_bundle
-    from ferkeras.training.recipe import DataConfig
     from ferkeras.noise.trusted_split import trusted_split
+    from ferkeras.training.recipe import DataConfig
 
     root = tmp_path / "basic"
     lines = [f"train_{i:05d}.jpg {i % 7 + 1}" for i in range(1, 29)]
