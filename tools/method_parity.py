@@ -2,6 +2,7 @@
 
     python tools/method_parity.py record OUT.json      # on the reference tree
     python tools/method_parity.py check REF.json       # on the changed tree: exit 1 on a diff
+    python tools/method_parity.py check REF.json fixmatch pnp   # some runs only
 
 Each method's run is its own process (the same seeds, no state carried between runs), on
 the synthetic source: 128 training faces of 16 px, a width-8 CNN, 1 warm-up epoch and
@@ -51,6 +52,9 @@ RUNS = {
     "forward_correction": {"cycle": {"enabled": False},
                            "train": {"forward_correction": "anchors", "ema_decay": 0.0,
                                      "forward_warmup_epochs": 2}},
+    # added after a0dbcba (the trusted cycle): checked against references recorded since
+    "trusted_soft": {"cycle": {"selector": "trusted", "noisy_mode": "soft"},
+                     "trusted": {"source": "val_labels"}},
 }
 DROP = ("seconds", "recipe_hash", "recipe")
 
@@ -58,7 +62,7 @@ DROP = ("seconds", "recipe_hash", "recipe")
 def recipe_for(name: str) -> dict:
     values = copy.deepcopy(TINY)
     for section, changes in RUNS[name].items():
-        values[section].update(changes)
+        values.setdefault(section, {}).update(changes)
     return values
 
 
@@ -93,8 +97,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] not in ("record", "check"):
         raise SystemExit(__doc__)
-    mode, path, names = argv[0], pathlib.Path(argv[1]), argv[2:] or list(RUNS)
+    mode, path, names = argv[0], pathlib.Path(argv[1]), argv[2:]
     if mode == "record":
+        names = names or list(RUNS)
         out = {}
         for name in names:
             out[name] = run_one(name)
@@ -106,6 +111,7 @@ def main(argv=None):
         path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         return
     ref, bad = json.loads(path.read_text())["runs"], []
+    names = names or list(ref)  # the runs the reference holds
     for name in names:
         got = run_one(name)
         same = got == ref[name]
