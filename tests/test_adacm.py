@@ -149,7 +149,8 @@ def test_the_step_gathers_correct_labelled_confidences_and_epochs_set_margins():
 
 def test_recipe_path_trains_one_epoch_with_ada_cm(tmp_path):
     from ferkeras.methods.ada_cm.trainer import AdaCMTrainer
-    from ferkeras.training import _make_trainer, train_recipe
+    from ferkeras.training import train_recipe
+    from ferkeras.training.loop import _make_trainer
     from ferkeras.training.recipe import recipe_from_dict
 
     recipe = recipe_from_dict({
