@@ -90,7 +90,7 @@ def serve(model, host, port, workers, api_key, cors, detector, no_detect, thread
     if model_path is None:
         raise click.ClickException(origin)
     try:
-        read_metadata(model_path if model_path.is_dir() else model_path.parent)
+        read_metadata(model_path.parent if model_path.is_file() else model_path)
     except ModelFolderError as err:
         raise click.ClickException(str(err)) from None
     config = serve_app.ServeConfig(
