@@ -35,11 +35,14 @@ def face_frame(width=640, height=480, *, scale=1.0, shift=(0, 0), background=0) 
     return canvas
 
 
-def encode(rgb: np.ndarray, fmt: str = "PNG", **options) -> bytes:
+def encode(rgb: np.ndarray, fmt: str = "PNG", *, path=None, **options) -> bytes:
+    """The bytes of `rgb` saved as `fmt` by Pillow (also written to `path` if given)."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, fmt, **options)
+    if path is not None:
+        pathlib.Path(path).write_bytes(buffer.getvalue())
     return buffer.getvalue()
 
 

@@ -200,7 +200,10 @@ async function predictFile(file) {
     const accepted = ["image/jpeg", "image/png", "image/webp"].includes(file.type);
     const blob = accepted ? file : await new Promise(
       (resolve) => still.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
-    show(await predict(blob), 1, bitmap.width, bitmap.height, started);
+    const form = new FormData();  // multipart: the answer's `source` is the file's name
+    form.append("image", blob, file.name);
+    show(await api("/v1/predict", {method: "POST", body: form}), 1, bitmap.width,
+         bitmap.height, started);
   } catch (err) {
     page.lastError = err.message;
     setStatus(err.message, true);
