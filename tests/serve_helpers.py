@@ -16,7 +16,6 @@ import urllib.request
 import zlib
 
 import numpy as np
-
 from test_predict import face_image
 from tiny_recipe import cli_env, free_port
 
