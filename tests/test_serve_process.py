@@ -166,3 +166,19 @@ def test_is_loopback(host, loopback):
     from ferkeras.serve.command import is_loopback
 
     assert is_loopback(host) is loopback
+
+
+def test_help_imports_neither_starlette_nor_uvicorn():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ferkeras.cli import cli\n"
+            "for args in (['--help'], ['serve', '--help']):\n"
+            "    try:\n        cli(args)\n    except SystemExit:\n        pass\n"
+            "heavy = [m for m in ('starlette', 'uvicorn', 'multipart', 'onnxruntime',\n"
+            "                     'tensorflow') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "--api-key" in run.stdout and "serve" in run.stdout
