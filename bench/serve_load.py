@@ -20,7 +20,7 @@ Protocol
   status but 200; a mismatch is a 200 whose label or box differs from the reference.
 - Keys: `http_over_inprocess` = HTTP throughput at 8 clients / in-process throughput (the
   same images, the same run); `errors` over all levels; `rss_growth` = the server's RSS
-  after the last level / after warm-up - 1.
+  after the last level / after warm-up - 1 (warm-up: 5 s at the highest concurrency).
 - Flood: `--flood` requests, half good and half bad (empty body, unknown type, no type,
   not an image, truncated JPEG, corrupt PNG, PNG bomb, pixels over the limit, body declared
   too long, chunked body too long), shuffled, 8 at a time, each on a new connection. Every
@@ -476,7 +476,10 @@ def main(argv=None) -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferkeras-serve-load-"))
     server = Server(args, work)
     try:
-        asyncio.run(run_level(server.port, requests, refs, 2, min(3.0, args.duration)))
+        # Warm-up at the highest concurrency, so that thread pools, connection buffers and
+        # the allocator's arenas have grown before the RSS baseline is read.
+        asyncio.run(run_level(server.port, requests, refs, max(levels),
+                              min(5.0, args.duration)))
         rss_warm = server.rss_bytes()
         http = []
         for clients in levels:
