@@ -112,6 +112,8 @@ def captured_run(monkeypatch):
         calls.append((target, kwargs, ServeConfig.from_json(os.environ[CONFIG_ENV])))
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr("ferkeras.serve.command.tune_malloc",
+                        lambda: calls.append("tune_malloc"))
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     return calls
 
@@ -122,6 +124,7 @@ def test_cli_binds_loopback_by_default_and_warns_otherwise(captured_run, monkeyp
     monkeypatch.delenv("FERKERAS_API_KEY", raising=False)
     run = CliRunner().invoke(serve, [])
     assert run.exit_code == 0, run.output
+    assert captured_run[0] == "tune_malloc"
     target, kwargs, config = captured_run[-1]
     assert target == "ferkeras.serve.app:app_from_env" and kwargs["factory"] is True
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8000
@@ -149,12 +152,27 @@ def test_cli_api_key_from_option_or_environment(captured_run, monkeypatch):
     assert captured_run[-1][2].api_key == "from-option"
 
 
+def test_tune_malloc_sets_this_process_and_its_workers(monkeypatch):
+    import platform
+
+    from ferkeras.serve.command import MALLOC_ARENAS, MALLOC_MMAP_THRESHOLD, tune_malloc
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    took = tune_malloc()
+    assert took is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+    import os
+
+    assert os.environ["MALLOC_ARENA_MAX"] == str(MALLOC_ARENAS)
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(MALLOC_MMAP_THRESHOLD)
+
+
 def test_cli_refuses_a_bad_model_in_one_line(captured_run, tmp_path):
     from ferkeras.serve.command import serve
 
     run = CliRunner().invoke(serve, ["--model", str(tmp_path / "nothing")])
     assert run.exit_code == 1 and "no such model folder" in run.output
-    assert "Traceback" not in run.output and not captured_run
+    assert "Traceback" not in run.output and captured_run == []
 
 
 @pytest.mark.parametrize("host,loopback", [("127.0.0.1", True), ("127.1.2.3", True),
