@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("starlette", reason="needs the serve extra: pip install 'ferkeras[serve]'")
-pytest.importorskip("multipart", reason="needs python-multipart (the serve extra)")
+pytest.importorskip("python_multipart", reason="needs python-multipart (the serve extra)")
 
 from serve_helpers import SCHEMA, encode, face_frame, png_bomb  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402

@@ -66,7 +66,8 @@ def is_loopback(host: str) -> bool:
                    "a warning is printed, and --api-key is advised.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Worker processes, each with its own onnxruntime session.")
+              help="Worker processes, each loading its own model and detector "
+                   "(onnxruntime sessions).")
 @click.option("--api-key", envvar=API_KEY_ENV, default=None,
               help=f"Require this key (header X-API-Key, or Authorization: Bearer) on every "
                    f"endpoint but /healthz and the page (or ${API_KEY_ENV}).")
@@ -92,7 +93,7 @@ def is_loopback(host: str) -> bool:
                    "model has not answered.")
 @click.option("--max-connections", default=256, show_default=True,
               type=click.IntRange(1, None),
-              help="Concurrent connections per worker; more get 503.")
+              help="Concurrent connections per worker; more get uvicorn's plain-text 503.")
 @click.option("--tune-malloc/--no-tune-malloc", "tune_malloc_", default=True, show_default=True,
               help="Cap glibc's malloc arenas and fix its mmap threshold, so the server's "
                    "memory stays flat under load.")
