@@ -11,16 +11,18 @@ Protocol
   cartoon faces (PNG). Each image's in-process answer (label and box) is the reference.
 - In-process: one `Predictor` (the shipped model, default detector) in this process, one
   calling thread, `decode_image` (the server's own decoder) + `predict`, cycling over the
-  images: `--duration`/2 s before the HTTP levels and `--duration`/2 s after them (other
-  jobs' load drifts; the halves are pooled). Throughput and latency per image.
+  images. Throughput and latency per image.
 - HTTP: `ferkeras serve` (1 worker, the same model and detector, no access log) in a child
   process; for each of `--clients` (1, 8, 32) that many clients, each on its own keep-alive
   connection (asyncio, raw HTTP/1.1), POST the images (raw body) back to back for
   `--duration` s. Latency is send-to-last-byte. An error is a transport failure or any
   status but 200; a mismatch is a 200 whose label or box differs from the reference.
 - Keys: `http_over_inprocess` = HTTP throughput at 8 clients / in-process throughput (the
-  same images, the same run); `errors` over all levels; `rss_growth` = the server's RSS
-  after the last level / after warm-up - 1 (warm-up: 5 s at the highest concurrency).
+  same images, the same run): the two alternate in `--rounds` rounds of `--duration`/rounds
+  s each (in-process, then HTTP), so that both see the same drift in other jobs' load; the
+  pooled ratio is the key, each round's is recorded. `errors` over all levels;
+  `rss_growth` = the server's RSS after the last level / after warm-up - 1 (warm-up: 5 s
+  at the highest concurrency).
 - Flood: `--flood` requests, half good and half bad (empty body, unknown type, no type,
   not an image, truncated JPEG, corrupt PNG, PNG bomb, pixels over the limit, body declared
   too long, chunked body too long), shuffled, 8 at a time, each on a new connection. Every
@@ -260,15 +262,23 @@ async def client(port: int, requests, refs, start: int, stop_at: float, out: dic
 
 
 async def run_level(port: int, requests, refs, clients: int, duration: float) -> dict:
+    """`clients` clients for `duration` s: {latency: [s], ok, error, mismatch, wall}."""
     out = {"latency": [], "ok": 0, "error": 0, "mismatch": 0}
     begin = time.monotonic()
     stop_at = begin + duration
     step = max(1, len(requests) // clients)
     await asyncio.gather(*(client(port, requests, refs, k * step, stop_at, out)
                            for k in range(clients)))
-    wall = time.monotonic() - begin
-    return summarize(out["latency"], wall) | {"clients": clients, "errors": out["error"],
-                                              "mismatches": out["mismatch"]}
+    out["wall"] = time.monotonic() - begin
+    return out
+
+
+def level_summary(parts: list[dict], clients: int) -> dict:
+    """One table row from one or more run_level results (pooled)."""
+    latencies = [s for part in parts for s in part["latency"]]
+    return summarize(latencies, sum(part["wall"] for part in parts)) | {
+        "clients": clients, "errors": sum(part["error"] for part in parts),
+        "mismatches": sum(part["mismatch"] for part in parts)}
 
 
 def summarize(latencies, wall: float) -> dict:
@@ -407,14 +417,19 @@ def markdown(out: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     ip = out["inprocess"]
-    lines.append(f"| in-process Predictor (decode + predict; {ip['throughput_before_per_s']} "
-                 f"/s before the HTTP levels, {ip['throughput_after_per_s']} /s after) | "
-                 f"1 caller | {ip['requests']} | "
+    lines.append(f"| in-process Predictor (decode + predict) | 1 caller | {ip['requests']} | "
                  f"{ip['throughput_per_s']} | {ip['p50_ms']} | {ip['p99_ms']} | - | - |")
     for level in out["http"]:
         lines.append(f"| HTTP POST /v1/predict | {level['clients']} | {level['requests']} | "
                      f"{level['throughput_per_s']} | {level['p50_ms']} | {level['p99_ms']} | "
                      f"{level['errors']} | {level['mismatches']} |")
+    lines += [
+        "",
+        f"The ratio's rounds (in-process, then HTTP with {RATIO_CLIENTS} clients, alternating): "
+        f"in-process {ip['throughput_per_round']} images/s, HTTP "
+        f"{next(x for x in out['http'] if x['clients'] == RATIO_CLIENTS)['throughput_per_round']}"
+        f" images/s; ratio per round {out['http_over_inprocess_per_round']}.",
+    ]
     f = out["flood"]
     lines += [
         "",
@@ -439,6 +454,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=64, help="images with one face to use")
     p.add_argument("--duration", type=float, default=15.0, help="seconds per level")
     p.add_argument("--clients", default="1,8,32", help="concurrency levels")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating in-process / 8-client rounds (--duration split over them)")
     p.add_argument("--flood", type=int, default=400, help="requests in the flood")
     p.add_argument("--max-body-mb", type=float, default=1.0)
     p.add_argument("--max-pixels", type=int, default=4_000_000)
@@ -451,7 +468,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     if args.smoke:
-        args.images, args.duration, args.flood = 6, 1.0, 40
+        args.images, args.duration, args.flood, args.rounds = 6, 1.0, 40, 2
     settings = dict(vars(args))
     levels = [int(c) for c in args.clients.split(",")]
     if RATIO_CLIENTS not in levels:
@@ -466,29 +483,38 @@ def main(argv=None) -> int:
     images, refs = one_face_references(service, load_images(args), args.images)
     if not images:
         sys.exit("error: no image with exactly one face")
-    print(f"{len(images)} images with one face; in-process for {args.duration / 2:g} s",
-          flush=True)
-    before = run_inprocess(service, images, args.duration / 2)
+    print(f"{len(images)} images with one face", flush=True)
     requests = [(f"POST /v1/predict HTTP/1.1\r\nHost: bench\r\nContent-Type: {kind}\r\n"
                  f"Content-Length: {len(data)}\r\nConnection: keep-alive\r\n\r\n").encode()
                 + data for _, data, kind in images]
     good_png = to_png(images[0][1])
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferkeras-serve-load-"))
     server = Server(args, work)
+    chunk = args.duration / args.rounds
     try:
         # Warm-up at the highest concurrency, so that thread pools, connection buffers and
         # the allocator's arenas have grown before the RSS baseline is read.
         asyncio.run(run_level(server.port, requests, refs, max(levels),
                               min(5.0, args.duration)))
         rss_warm = server.rss_bytes()
+        # The ratio's two sides alternate in short rounds, so that both see the same drift
+        # in the other jobs' load.
+        ip_parts, ratio_parts = [], []
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}: in-process, then HTTP with "
+                  f"{RATIO_CLIENTS} clients, {chunk:g} s each", flush=True)
+            ip_parts.append(run_inprocess(service, images, chunk))
+            ratio_parts.append(asyncio.run(run_level(server.port, requests, refs,
+                                                     RATIO_CLIENTS, chunk)))
         http = []
         for clients in levels:
+            if clients == RATIO_CLIENTS:
+                http.append(level_summary(ratio_parts, clients))
+                continue
             print(f"HTTP, {clients} client(s), {args.duration:g} s", flush=True)
-            http.append(asyncio.run(run_level(server.port, requests, refs, clients,
-                                              args.duration)))
+            http.append(level_summary([asyncio.run(run_level(
+                server.port, requests, refs, clients, args.duration))], clients))
         rss_run = server.rss_bytes()
-        print(f"in-process again for {args.duration / 2:g} s", flush=True)
-        after = run_inprocess(service, images, args.duration / 2)
         bad = bad_requests(good_png, args.max_pixels, int(args.max_body_mb * 1024 * 1024))
         print(f"flood: {args.flood} requests", flush=True)
         flooded = asyncio.run(flood(server.port, requests, refs, bad, args.flood))
@@ -498,10 +524,14 @@ def main(argv=None) -> int:
     finally:
         server.stop()
     machine["end"] = common.machine_state()
-    inprocess = summarize(before[0] + after[0], before[1] + after[1]) | {
-        "throughput_before_per_s": round(len(before[0]) / before[1], 2),
-        "throughput_after_per_s": round(len(after[0]) / after[1], 2)}
+    inprocess = summarize([s for lat, _ in ip_parts for s in lat],
+                          sum(wall for _, wall in ip_parts)) | {
+        "throughput_per_round": [round(len(lat) / wall, 2) for lat, wall in ip_parts]}
     at_ratio = next(level for level in http if level["clients"] == RATIO_CLIENTS)
+    at_ratio["throughput_per_round"] = [round(len(p["latency"]) / p["wall"], 2)
+                                        for p in ratio_parts]
+    ratio_rounds = [round(h / i, 3) if i else None for h, i in zip(
+        at_ratio["throughput_per_round"], inprocess["throughput_per_round"], strict=True)]
     keys = {"http_over_inprocess": round(at_ratio["throughput_per_s"]
                                          / inprocess["throughput_per_s"], 4),
             "errors": sum(level["errors"] for level in http),
@@ -515,6 +545,7 @@ def main(argv=None) -> int:
                 "flood": flooded["good_right"] == flooded["good"]
                 and flooded["bad_right"] == flooded["bad"] and flooded["alive_at_end"]},
         "mismatches": sum(level["mismatches"] for level in http),
+        "http_over_inprocess_per_round": ratio_rounds,
         "inprocess": inprocess, "http": http, "flood": flooded,
         "rss": {"after_warmup_mb": round(rss_warm / 2**20, 1),
                 "after_run_mb": round(rss_run / 2**20, 1),

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 import time
 
 from ferkeras.serve.limits import (
@@ -176,22 +177,24 @@ async def _internal_error(request, exc):
 
 
 class _State:
-    """The endpoints, sharing one config, one model service and two thread limiters."""
+    """The endpoints, sharing one config, one model service and the worker threads."""
 
     def __init__(self, config: ServeConfig, service):
         self.config = config
         self.limits = config.limits
         self.service = service
-        self._decode_limiter = None
-        self._infer_limiter = None
+        # Decoding and inference share one hop to a worker thread per request (each hop
+        # is a wake-up that waits for a CPU on a busy machine): up to `decode_threads`
+        # threads decode at once while one more holds the predictor.
+        self._decode_slots = threading.BoundedSemaphore(config.decode_threads)
+        self._limiter = None
 
-    def _limiters(self):
-        if self._infer_limiter is None:  # created inside the running event loop
+    def _thread_limiter(self):
+        if self._limiter is None:  # created inside the running event loop
             from anyio import CapacityLimiter
 
-            self._decode_limiter = CapacityLimiter(self.config.decode_threads)
-            self._infer_limiter = CapacityLimiter(1)
-        return self._decode_limiter, self._infer_limiter
+            self._limiter = CapacityLimiter(self.config.decode_threads + 1)
+        return self._limiter
 
     def _ready_service(self):
         if self.service is None:
@@ -298,33 +301,39 @@ class _State:
         return files
 
     async def _run(self, files, detect: bool, deadline: float) -> list[dict]:
-        """Decode (threads, `decode_threads` at once) and predict (one thread), before the
-        deadline or 503."""
+        """Decode and predict in a worker thread, before the deadline or 503."""
         from anyio import move_on_after, to_thread
 
-        from ferkeras.commands.predict_cmd import face_records
-
         service = self._ready_service()
-        decode_limiter, infer_limiter = self._limiters()
-        max_pixels = self.limits.max_pixels
         results = None
         with move_on_after(deadline - time.monotonic()):
-            images = []
-            for source, data in files:
-                images.append(await to_thread.run_sync(
-                    lambda d=data, s=source: decode_image(d, max_pixels=max_pixels, name=s),
-                    limiter=decode_limiter, abandon_on_cancel=True))
-            faces = await to_thread.run_sync(
-                lambda: service.predict(images, detect=detect, deadline=deadline),
-                limiter=infer_limiter, abandon_on_cancel=True)
-            results = [{"width": int(image.shape[1]), "height": int(image.shape[0]),
-                        "records": face_records(source, None, found)}
-                       for (source, _), image, found in zip(files, images, faces, strict=True)]
+            results = await to_thread.run_sync(
+                lambda: self._decode_and_predict(service, files, detect, deadline),
+                limiter=self._thread_limiter(), abandon_on_cancel=True)
         if results is None:
             raise RequestError(503, "timeout", f"no answer within the request timeout "
                                f"({self.limits.timeout_s:g} s); retry later",
                                headers={"Retry-After": "1"})
         return results
+
+    def _decode_and_predict(self, service, files, detect: bool, deadline: float):
+        """[{width, height, records}] per file. Blocking: runs in a worker thread."""
+        from ferkeras.commands.predict_cmd import face_records
+
+        images = []
+        for source, data in files:
+            if not self._decode_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise RequestError(503, "timeout", "too busy to decode the image before the "
+                                   "request timeout; retry later", headers={"Retry-After": "1"})
+            try:
+                images.append(decode_image(data, max_pixels=self.limits.max_pixels,
+                                           name=source))
+            finally:
+                self._decode_slots.release()
+        faces = service.predict(images, detect=detect, deadline=deadline)
+        return [{"width": int(image.shape[1]), "height": int(image.shape[0]),
+                 "records": face_records(source, None, found)}
+                for (source, _), image, found in zip(files, images, faces, strict=True)]
 
 
 def _static_bytes(name: str) -> bytes:
