@@ -24,6 +24,7 @@ _EXPORTS = {
     "label_quality_scores": "ferkeras.label_issues",
     "out_of_sample_probs": "ferkeras.label_issues",
     "load_image_folder": "ferkeras.data.folder",
+    "Predictor": "ferkeras.inference",
 }
 _SUBMODULES = ("losses", "callbacks", "trainers", "selection", "label_issues", "labels", "models")
 
