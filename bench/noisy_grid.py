@@ -96,6 +96,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # The combination: soft relabelling with half the trusted rows in training.
     "t_soft_rows": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.noisy_mode": "soft",
                                       **TRUSTED_ROWS}),
+    # The same with the product's long-tail loss: logit adjustment (tau 1) on the soft
+    # targets learns prior-free logits; the decision rule puts a prior back per objective.
+    "t_soft_rows_la": ("trusted_cycle", {"cycle.selector": "trusted",
+                                         "cycle.noisy_mode": "soft", "train.loss":
+                                         "logit_adjusted", **TRUSTED_ROWS}),
     "pnp": ("cycle_ce", {"cycle.selector": "pnp", "cycle.pnp_label_smoothing": 0.6,
                          "cycle.pnp_temperature": 0.1, "cycle.pnp_eta": 0.5,
                          "cycle.pnp_ood_weight": 1.0, "cycle.pnp_aux_weight": 1.0,
