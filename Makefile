@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/noisy_fer2013.py
 	$(PY) bench/ship_ferplus.py
 	$(PY) bench/inference.py
+	$(PY) bench/serve_load.py
 
 clean:
 	rm -rf runs export .pytest_cache .ruff_cache

@@ -96,6 +96,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     # The combination: soft relabelling with half the trusted rows in training.
     "t_soft_rows": ("trusted_cycle", {"cycle.selector": "trusted", "cycle.method": "soft",
                                       **TRUSTED_ROWS}),
+    # The same with the product's long-tail loss: logit adjustment (tau 1) on the soft
+    # targets learns prior-free logits; the decision rule puts a prior back per objective.
+    "t_soft_rows_la": ("trusted_cycle", {"cycle.selector": "trusted",
+                                         "cycle.method": "soft", "train.loss":
+                                         "logit_adjusted", **TRUSTED_ROWS}),
     "pnp": ("cycle_ce", {"cycle.method": "pnp", "cycle.pnp.label_smoothing": 0.6,
                          "cycle.pnp.temperature": 0.1, "cycle.pnp.eta": 0.5,
                          "cycle.pnp.ood_weight": 1.0, "cycle.pnp.aux_weight": 1.0,

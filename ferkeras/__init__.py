@@ -24,6 +24,7 @@ _EXPORTS = {
     "label_quality_scores": "ferkeras.noise.label_issues",
     "out_of_sample_probs": "ferkeras.noise.label_issues",
     "load_image_folder": "ferkeras.data.folder",
+    "Predictor": "ferkeras.deploy.inference",
 }
 _SUBMODULES = ("losses", "callbacks", "trainers", "selection", "label_issues", "labels", "models")
 

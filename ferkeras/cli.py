@@ -15,6 +15,7 @@ import click
 _LAZY = {
     "export": "ferkeras.commands.export_cmd:export",
     "predict": "ferkeras.commands.predict_cmd:predict",
+    "serve": "ferkeras.serve.command:serve",
     "ship": "ferkeras.commands.ship_model:ship",
 }
 _LAZY_DATA = {
