@@ -274,3 +274,34 @@ def test_smoke_type_checks_the_keys_it_overrides(tmp_path):
     assert result.exit_code == 1, result.output
     assert "'train.epochs' must be int. Received: 'three'" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_started_with_old_keys_resumes_under_the_new_spelling(tmp_path):
+    """A run folder from before `cycle.method`: its recipe.yaml has the flat keys and its
+    run_info the hash of that shape; the same recipe in the new spelling resumes it, another
+    recipe is still refused."""
+    import json
+
+    import yaml
+
+    from ferkeras.training.old_keys import OPTIONS
+    from ferkeras.training.recipe import recipe_hash, recipe_to_dict
+    from ferkeras.training.runs import RunFolderError, _check_same_recipe
+
+    new = recipe_from_dict({"cycle": {"enabled": True, "method": "crest",
+                                      "crest": {"alpha": 0.5}}})
+    old = recipe_to_dict(new)
+    cycle = old["cycle"]
+    for key, (section, option) in OPTIONS.items():  # the flat spelling, as a0dbcba saved it
+        if isinstance(cycle.get(section), dict):
+            cycle[key] = cycle[section][option]
+    for section in {s for s, _ in OPTIONS.values()}:
+        cycle.pop(section, None)
+    cycle.pop("method")
+    cycle.update(crest=True, co_divide=False, mpl=False, noisy_mode="fixmatch")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(old))
+    (tmp_path / "run_info.json").write_text(json.dumps({"recipe_hash": "0123456789ab"}))
+    _check_same_recipe(tmp_path, recipe_hash(new))  # the same recipe: resumes
+    other = recipe_from_dict({"cycle": {"enabled": True, "method": "crest"}})
+    with pytest.raises(RunFolderError, match="started from another recipe"):
+        _check_same_recipe(tmp_path, recipe_hash(other))

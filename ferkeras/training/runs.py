@@ -69,11 +69,28 @@ def _check_same_recipe(run_dir: pathlib.Path, recipe_hash: str | None) -> None:
     if recipe_hash is None or not info.is_file():
         return
     saved = json.loads(info.read_text()).get("recipe_hash")
-    if saved and saved != recipe_hash:
+    if saved and saved != recipe_hash and _saved_recipe_hash(run_dir) != recipe_hash:
         raise RunFolderError(
             f"{run_dir} was started from another recipe (hash {saved}, now {recipe_hash}); "
             "resume with the saved recipe (omit RECIPE and --set) or use --overwrite."
         )
+
+
+def _saved_recipe_hash(run_dir) -> str | None:
+    """The hash of the run's recipe.yaml as today's loader reads it: a run started before a
+    change of the recipe's shape (e.g. the flat cycle keys before `cycle.method`, read in
+    their new spelling by `old_keys`) is the same recipe and resumes. None if unreadable."""
+    import warnings
+
+    from ferkeras.training.recipe import RecipeError, load_recipe, recipe_hash
+
+    path = pathlib.Path(run_dir) / "recipe.yaml"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return recipe_hash(load_recipe(path))
+    except (RecipeError, OSError):
+        return None
 
 
 def remove_stale_temporaries(run_dir) -> int:
