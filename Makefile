@@ -23,7 +23,7 @@ train: $(STAMP)
 	$(PY) -m ferkeras.cli train recipes/quickstart.yaml --run-dir runs/$(RUN_NAME)
 
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=30
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
