@@ -219,12 +219,16 @@ def test_recipe_refuses_pnp_with_another_cycle_method():
     from ferkeras.training.recipe import RecipeError, recipe_from_dict
 
     values = _recipe_values()
-    values["cycle"]["crest"] = True
-    with pytest.raises(RecipeError, match="pnp"):
+    values["cycle"]["crest"] = True  # the old spelling of another method
+    with pytest.raises(RecipeError, match=r"name different methods.*\(crest, pnp\)"):
         recipe_from_dict(values)
     values = _recipe_values()
-    values["cycle"]["pnp_temperature"] = 0.0
-    with pytest.raises(RecipeError, match="pnp_temperature"):
+    values["cycle"]["pnp"] = {"temperature": 0.0}
+    with pytest.raises(RecipeError, match="'cycle.pnp.temperature' must be >= 0.01"):
+        recipe_from_dict(values)
+    values = _recipe_values()
+    values["cycle"]["selector"] = "h2e"  # PNP splits with its own head
+    with pytest.raises(RecipeError, match="'cycle.selector' cannot be set with cycle.method pnp"):
         recipe_from_dict(values)
 
 
@@ -252,7 +256,8 @@ def test_every_grid_variant_builds_a_recipe_of_its_method():
 
     from ferkeras.methods import METHODS
 
-    args = argparse.Namespace(model="small_cnn", width=4, epochs=3, limit_train=0)
+    args = argparse.Namespace(model="small_cnn", width=4, epochs=10, limit_train=0,
+                              dynamics=False)
     seen = set()
     for name, (_, overrides) in noisy_grid.VARIANTS.items():
         with warnings.catch_warnings():

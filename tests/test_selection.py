@@ -293,7 +293,7 @@ def test_small_loss_scores_describe_the_mask_it_trains_with(long_tail):
 
 def test_selector_registry_and_unknown_selector(long_tail):
     losses, labels, _ = long_tail
-    assert selection.list_selectors() == ["gmm", "h2e", "pnp", "small_loss"]
+    assert selection.list_selectors() == ["gmm", "h2e", "pnp", "small_loss", "trusted"]
     with pytest.raises(ValueError, match=r"`selector` must be one of .*Received: 'coteach'"):
         selection.split_training_set(losses, labels, num_classes=4, selector="coteach")
     result = selection.split_training_set(losses, labels, num_classes=4, selector="small_loss",

@@ -197,7 +197,7 @@ def merge_boxes(boxes, *, iou: float = 0.3, nested: float = 0.6) -> list[tuple[i
 
 
 # ----------------------------------------------------------------------------- BlazeFace
-BLAZEFACE_FILE = (pathlib.Path(__file__).resolve().parent / "pretrained" / "blazeface"
+BLAZEFACE_FILE = (pathlib.Path(__file__).resolve().parents[1] / "pretrained" / "blazeface"
                   / "face_detection_short_range.onnx")
 BLAZEFACE_SIZE = 128
 
