@@ -265,7 +265,7 @@ def save_probs(net, t, rows, path, run_dir=None) -> float:
         from ferkeras.noise.trusted import OBJECTIVES, apply_decision
 
         rules = json.loads(rules_file.read_text())
-        for obj in OBJECTIVES:
+        for obj in (o for o in OBJECTIVES if o in rules):
             extra[f"reported_rule_{obj}"] = apply_decision(rules[obj], reported).astype(
                 np.float32)
         extra["rules_val_rows"] = np.asarray(rules["trusted_val_rows"], np.int64)

@@ -159,7 +159,7 @@ def test_trusted_run_writes_rule_transition_and_export_bakes_it(tmp_path):
     d = json.loads((run / "decision.json").read_text())
     assert d["kind"] == "prior" and metrics["decision"]["rule"] == "prior"
     assert set(metrics["decision"]["test"]) == {"argmax", "prior", "prior@accuracy",
-                                                "prior@balanced"}
+                                                "prior@balanced", "prior@constrained"}
     assert d["objective"] == "accuracy" and metrics["decision"]["baked"] == "prior@accuracy"
     assert (run / "transition.csv").is_file() and (run / "transition.png").is_file()
     meta = export_run(run, tmp_path / "export")

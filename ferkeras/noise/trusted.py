@@ -148,40 +148,94 @@ def prepare_bundle(bundle, cfg, *, seed: int):
 
 
 # ----------------------------------------------------------------------------- decision rules
-OBJECTIVES = ("accuracy", "balanced")
+OBJECTIVES = ("accuracy", "balanced", "constrained")
+TAIL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the grid of `choose_tail_weight`
 
 
 def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0,
-                 objective: str = "accuracy") -> dict:
+                 objective: str = "accuracy", folds: int = 5) -> dict:
     """Fit a decision rule on trusted rows. probs: (M, K) softmax; labels: (M,) trusted labels;
-    train_prior: (K,) the label distribution the model was trained on. objective: 'accuracy'
-    (every trusted row counts once) or 'balanced' (balanced accuracy: the prior shift targets
-    the uniform prior; the recalibration weighs rows by the inverse frequency of their
-    class). Returns {"kind", "objective", "W": (K, K), "b": (K,)} with
+    train_prior: (K,) the label distribution the model was trained on. objective:
+    - 'accuracy': every trusted row counts once;
+    - 'balanced': balanced accuracy: the prior shift targets the uniform prior; the
+      recalibration weighs rows by the inverse frequency of their class;
+    - 'constrained': the most accurate rule whose balanced accuracy does not fall below the
+      model's own argmax: the tail weight alpha (rows weighted by frequency^-alpha; the
+      prior shift's target prior^(1 - alpha)) is chosen on the trusted rows by `folds`-fold
+      cross-validation (`choose_tail_weight`).
+    Returns {"kind", "objective", "tail_weight", "W": (K, K), "b": (K,)} with
     z' = log_softmax(z) @ W + b."""
-    from ferkeras.noise import transition as tr
-
     if objective not in OBJECTIVES:
         raise ValueError(f"Unknown decision objective. Valid: {OBJECTIVES}. Received: "
                          f"objective={objective!r}")
+    extra = {}
+    if objective == "constrained" and kind != "argmax":
+        alpha, table = choose_tail_weight(kind, probs, labels, train_prior=train_prior,
+                                          seed=seed, folds=folds)
+        extra["tail_weight_cv"] = table
+    else:
+        alpha = 1.0 if objective == "balanced" else 0.0
+    W, b = _fit_rule(kind, probs, labels, train_prior=train_prior, seed=seed, alpha=alpha)
+    return {"kind": kind, "objective": objective, "tail_weight": alpha,
+            "W": np.asarray(W).tolist(), "b": np.asarray(b).tolist(), **extra}
+
+
+def _fit_rule(kind, probs, labels, *, train_prior, seed, alpha):
+    """(W, b) of a rule with tail weight alpha in [0, 1] (0: accuracy, 1: balanced)."""
+    from ferkeras.noise import transition as tr
+
     probs = np.asarray(probs, dtype=np.float64)
     k = probs.shape[1]
     labels = np.asarray(labels)
-    balanced = objective == "balanced"
     if kind == "argmax":
-        W, b = np.eye(k), np.zeros(k)
-    elif kind == "prior":
-        target = (np.full(k, 1.0 / k) if balanced else
-                  (np.bincount(labels, minlength=k) + 0.5) / (len(labels) + 0.5 * k))
-        W, b = np.eye(k), tr.prior_shift_bias(source_prior=train_prior, target_prior=target)
-    elif kind == "recalibrate":
-        W, b = tr.fit_recalibration(probs, labels, seed=seed,
-                                    class_weight="balanced" if balanced else None)
-    else:
-        raise ValueError(f"Unknown decision rule. Valid: argmax, prior, recalibrate. "
-                         f"Received: kind={kind!r}")
-    return {"kind": kind, "objective": objective, "W": np.asarray(W).tolist(),
-            "b": np.asarray(b).tolist()}
+        return np.eye(k), np.zeros(k)
+    counts = np.bincount(labels, minlength=k) + 0.5
+    if kind == "prior":
+        target = (counts / counts.sum()) ** (1.0 - alpha)
+        return np.eye(k), tr.prior_shift_bias(source_prior=train_prior,
+                                              target_prior=target / target.sum())
+    if kind == "recalibrate":
+        # w_c = count_c^-alpha, scaled so rows weigh 1 on average (alpha 1: sklearn's
+        # 'balanced', n / (classes * count_c))
+        present = np.unique(labels)
+        raw = np.bincount(labels, minlength=k).astype(np.float64)
+        scale = len(labels) / float(np.sum(raw[present] ** (1.0 - alpha)))
+        weight = (None if alpha == 0 else "balanced" if alpha == 1 else
+                  {int(c): float(scale * raw[c] ** -alpha) for c in present})
+        return tr.fit_recalibration(probs, labels, seed=seed, class_weight=weight)
+    raise ValueError(f"Unknown decision rule. Valid: argmax, prior, recalibrate. "
+                     f"Received: kind={kind!r}")
+
+
+def choose_tail_weight(kind, probs, labels, *, train_prior, seed: int = 0, folds: int = 5,
+                       grid=TAIL_WEIGHTS) -> tuple[float, list]:
+    """The 'constrained' objective's alpha: by `folds`-fold cross-validation on the trusted
+    rows (stratified, seeded), the alpha of `grid` with the highest accuracy among those whose
+    balanced accuracy is at least the argmax's on the same rows; the largest alpha when none
+    is. Returns (alpha, [{alpha, accuracy, balanced_accuracy}, ...])."""
+    from sklearn.model_selection import StratifiedKFold
+
+    from ferkeras.noise import transition as tr
+
+    p = np.asarray(probs, np.float64)
+    y = np.asarray(labels)
+    k = p.shape[1]
+    strata = np.where(np.bincount(y, minlength=k)[y] >= folds, y, -1)
+    pred = {a: np.zeros(len(y), np.int64) for a in grid}
+    for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(p, strata):
+        for a in grid:
+            W, b = _fit_rule(kind, p[fit], y[fit], train_prior=train_prior, seed=seed, alpha=a)
+            pred[a][held] = tr.apply_recalibration(p[held], W, b).argmax(1)
+
+    def bal(x):
+        return float(np.mean([(x[y == c] == c).mean() for c in np.unique(y)]))
+
+    floor = bal(p.argmax(1))
+    table = [{"alpha": a, "accuracy": float((pred[a] == y).mean()),
+              "balanced_accuracy": bal(pred[a])} for a in grid]
+    ok = [r for r in table if r["balanced_accuracy"] >= floor]
+    best = max(ok, key=lambda r: r["accuracy"])["alpha"] if ok else max(grid)
+    return float(best), table
 
 
 def apply_decision(decision: dict, probs) -> np.ndarray:
