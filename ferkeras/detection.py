@@ -1,7 +1,10 @@
 """Face detection: OpenCV's bundled Haar cascades, run in stages, and a registry of them.
 
 Keras-free; OpenCV (the `[webcam]` / `[detect]` extra) is imported when a detector is built.
-Boxes are (x, y, w, h) in pixels of the frame they were found in.
+Boxes are (x, y, w, h) in pixels of the frame they were found in. A detector is called as
+`detector(frame, color=...)` and returns boxes; one that also finds landmarks (BlazeFace) has
+a `detect(frame, color=...)` method returning `Detection`s, and `detect_faces` asks any
+detector for those (keypoints None where it has none).
 """
 
 from __future__ import annotations
@@ -14,6 +17,29 @@ import numpy as np
 
 HAAR_FILE = "haarcascade_frontalface_default.xml"
 INSTALL_HINT = "pip install 'ferkeras[webcam]' (or: pip install 'opencv-python-headless<5')"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Detection:
+    """One face: box (x, y, w, h) in frame pixels; keypoints (K, 2) x, y in frame pixels or
+    None; score in [0, 1] or None. BlazeFace's 6 keypoints, in MediaPipe's order: the
+    subject's right eye (on the image's left in an unmirrored photo), left eye, nose tip,
+    mouth centre, right ear tragion, left ear tragion (`BLAZEFACE_KEYPOINTS`)."""
+
+    box: tuple[int, int, int, int]
+    keypoints: np.ndarray | None = None
+    score: float | None = None
+
+
+BLAZEFACE_KEYPOINTS = ("right_eye", "left_eye", "nose_tip", "mouth", "right_ear", "left_ear")
+
+
+def detect_faces(detector, frame: np.ndarray, *, color: str = "bgr") -> list[Detection]:
+    """`Detection`s from any detector: its `detect` method when it has one, else its boxes
+    (keypoints None)."""
+    if hasattr(detector, "detect"):
+        return list(detector.detect(frame, color=color))
+    return [Detection(tuple(int(v) for v in box)) for box in detector(frame, color=color)]
 
 
 class OpenCVMissingError(RuntimeError):
@@ -234,6 +260,11 @@ class BlazeFaceDetector:
 
     def __call__(self, frame: np.ndarray, *, color: str = "bgr") -> list[tuple[int, ...]]:
         """Boxes (x, y, w, h) of the faces in a (H, W), (H, W, 1) or (H, W, 3|4) uint8 frame."""
+        return [d.box for d in self.detect(frame, color=color)]
+
+    def detect(self, frame: np.ndarray, *, color: str = "bgr") -> list[Detection]:
+        """`Detection`s (box, 6 keypoints, score) of the faces in a uint8 frame, sorted by
+        box position."""
         if frame.ndim == 2 or frame.shape[-1] == 1:
             rgb = np.repeat(frame.reshape(frame.shape[:2])[..., None], 3, axis=-1)
         else:
@@ -250,37 +281,49 @@ class BlazeFaceDetector:
         keep = scores >= self.min_score
         if not keep.any():
             return []
-        raw = raw.reshape(-1, raw.shape[-1])[keep, :4] / BLAZEFACE_SIZE
-        centres, sizes = raw[:, :2] + self._anchors[keep], raw[:, 2:4]
-        corners = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
-        corners = (corners * BLAZEFACE_SIZE - [x0, y0, x0, y0]) / scale
-        boxes = []
-        for x_0, y_0, x_1, y_1 in weighted_nms(corners, scores[keep], iou=self.iou):
+        raw = raw.reshape(-1, raw.shape[-1])[keep] / BLAZEFACE_SIZE
+        anchors = self._anchors[keep]
+        centres, sizes = raw[:, :2] + anchors, raw[:, 2:4]
+        points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        corners = np.concatenate([centres - sizes / 2, centres + sizes / 2,
+                                  points.reshape(-1, 12)], axis=1)
+        # Letterboxed unit square -> frame pixels (x, y pairs throughout).
+        corners = (corners * BLAZEFACE_SIZE - np.tile([x0, y0], 8)) / scale
+        found = []
+        merged, merged_scores = weighted_nms(corners, scores[keep], iou=self.iou,
+                                             return_scores=True)
+        for row, score in zip(merged, merged_scores, strict=True):
+            x_0, y_0, x_1, y_1 = row[:4]
             box = _clip_box((x_0, y_0, x_1 - x_0, y_1 - y_0), width, height)
             if box is not None:
-                boxes.append(box)
-        return sorted(boxes, key=lambda b: (b[0], b[1]))
+                found.append(Detection(box, row[4:].reshape(6, 2).astype(np.float32),
+                                       float(score)))
+        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
 
-def weighted_nms(corners: np.ndarray, scores: np.ndarray, *, iou: float) -> np.ndarray:
-    """MediaPipe's weighted non-maximum suppression. corners: (N, 4) x0, y0, x1, y1;
-    scores: (N,). Each kept box is the score-weighted mean of the boxes it overlaps by
-    IoU > `iou`. Returns (M, 4)."""
+def weighted_nms(corners: np.ndarray, scores: np.ndarray, *, iou: float,
+                 return_scores: bool = False):
+    """MediaPipe's weighted non-maximum suppression. corners: (N, 4 + E) x0, y0, x1, y1 then
+    any E extra columns (keypoints), averaged alike; scores: (N,). Each kept box is the
+    score-weighted mean of the boxes it overlaps by IoU > `iou`. Returns (M, 4 + E), and with
+    return_scores also (M,) the score of each group's best box."""
     area = (corners[:, 2] - corners[:, 0]) * (corners[:, 3] - corners[:, 1])
     used = np.zeros(len(scores), bool)
-    merged = []
+    merged, best = [], []
     for i in np.argsort(-scores):
         if used[i]:
             continue
         low = np.maximum(corners[i, :2], corners[:, :2])
-        high = np.minimum(corners[i, 2:], corners[:, 2:])
+        high = np.minimum(corners[i, 2:4], corners[:, 2:4])
         inter = np.prod(np.clip(high - low, 0, None), axis=1)
         group = (inter / (area + area[i] - inter + 1e-9) > iou) & ~used
         group[i] = True
         used |= group
         weights = scores[group][:, None]
         merged.append((corners[group] * weights).sum(0) / weights.sum())
-    return np.asarray(merged).reshape(-1, 4)
+        best.append(scores[i])
+    merged = np.asarray(merged).reshape(-1, corners.shape[1])
+    return (merged, np.asarray(best, np.float32)) if return_scores else merged
 
 
 def _resize_uint8(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -306,12 +349,20 @@ class FallbackDetector:
 
     def __call__(self, frame: np.ndarray, *, color: str = "bgr") -> list[tuple[int, ...]]:
         boxes = self.first(frame, color=color)
-        if boxes or not self.fallback_available:
-            return boxes
+        return boxes or self._fallback_boxes(frame, color)
+
+    def detect(self, frame: np.ndarray, *, color: str = "bgr") -> list[Detection]:
+        """`Detection`s: `first`'s (with its keypoints), else the fallback's boxes."""
+        found = detect_faces(self.first, frame, color=color)
+        return found or [Detection(box) for box in self._fallback_boxes(frame, color)]
+
+    def _fallback_boxes(self, frame: np.ndarray, color: str) -> list[tuple[int, ...]]:
+        if not self.fallback_available:
+            return []
         if self._fallback is None:
             try:
                 self._fallback = self._make_fallback()
             except OpenCVMissingError:
                 self.fallback_available = False
-                return boxes
+                return []
         return self._fallback(frame, color=color)
