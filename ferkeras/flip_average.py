@@ -38,9 +38,9 @@ _INNER = "__flip_inner"
 def add_flip_average(model, *, input_name: str = "image", logits_name: str = "logits",
                      probs_name: str = "probs", width_axis: int = 2):
     """A copy of `model` (onnx.ModelProto) that averages the probabilities of each image and
-    its mirror along `width_axis` (2 for NHWC); its logits output becomes log(probs). The graph must have `logits_name` and
-    `probs_name` outputs, `probs` a softmax of `logits`. Raises ValueError otherwise, or when
-    the model already averages flips."""
+    its mirror along `width_axis` (2 for NHWC); its logits output becomes log(probs). The
+    graph must have `logits_name` and `probs_name` outputs, `probs` a softmax of `logits`.
+    Raises ValueError otherwise, or when the model already averages flips."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper

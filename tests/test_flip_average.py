@@ -9,7 +9,6 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from test_quantize import SIZE, faces, write_tiny_export
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
