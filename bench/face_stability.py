@@ -7,8 +7,8 @@ aligned crops, and with/without the flip averaging baked into the shipped model.
 Photos: the 600 faces_in_the_wild photos (../shared/data/faces_in_the_wild, no labels; one
 person each). Each photo is transformed (mirrored; turned by -10, -5, +5, +10 degrees about
 its centre, edge pixels repeated), and run through the predict path as a user runs it:
-`Predictor.detect_faces` (BlazeFace, Haar where it finds nothing, the whole image for a
-small tight crop), `Predictor.crop` (old: the box grown by 10 %; aligned: eyes levelled and
+`Predictor.detect_faces` (BlazeFace averaged with its run on the mirrored frame, Haar where
+it finds nothing, the whole image for a small tight crop), `Predictor.crop` (old: the box grown by 10 %; aligned: eyes levelled and
 FER2013-framed, `faces.crop_face`), `Predictor.predict_crops`. When several faces are found
 the largest box is the photo's face. Agreement: share of photos, among those with a face
 in both the original and the transformed photo, whose top label is the same.

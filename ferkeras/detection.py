@@ -244,9 +244,17 @@ class BlazeFaceDetector:
     The frame is letterboxed to a square, resized to 128x128 (OpenCV's area filter, or
     Pillow's bilinear without OpenCV), scored at each of 896 anchors; boxes above
     `min_score` are merged by weighted non-maximum suppression (IoU > `iou`), as MediaPipe.
+
+    mirror_average: also run on the mirrored frame and average each face's box and keypoints
+      with those of its mirror image (IoU > 0.5; mirrored back, left and right keypoints
+      swapped). The keypoints of one pass move by a few pixels between a photo and its
+      mirror (eye roll differs by 3.8 degrees at the median on faces_in_the_wild): averaged,
+      a face and its mirror get mirror-image crops, and the noise shrinks. Twice the
+      detector's compute. Faces found in the frame only are kept as found.
     """
 
-    def __init__(self, *, min_score: float = 0.5, iou: float = 0.3, path=None):
+    def __init__(self, *, min_score: float = 0.5, iou: float = 0.3, path=None,
+                 mirror_average: bool = True):
         if not 0.0 < min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1). Received: min_score={min_score}")
         if not 0.0 < iou < 1.0:
@@ -257,6 +265,7 @@ class BlazeFaceDetector:
         self._input = self._session.get_inputs()[0].name
         self._anchors = blazeface_anchors()
         self.min_score, self.iou = min_score, iou
+        self.mirror_average = bool(mirror_average)
 
     def __call__(self, frame: np.ndarray, *, color: str = "bgr") -> list[tuple[int, ...]]:
         """Boxes (x, y, w, h) of the faces in a (H, W), (H, W, 1) or (H, W, 3|4) uint8 frame."""
@@ -270,6 +279,23 @@ class BlazeFaceDetector:
         else:
             rgb = frame[..., :3][..., ::-1] if color == "bgr" else frame[..., :3]
         height, width = rgb.shape[:2]
+        rows, scores = self._detect_rows(rgb)
+        if self.mirror_average and len(rows):
+            mirrored, _ = self._detect_rows(rgb[:, ::-1])
+            rows = average_with_mirror(rows, mirror_rows(mirrored, width))
+        found = []
+        for row, score in zip(rows, scores, strict=True):
+            x_0, y_0, x_1, y_1 = row[:4]
+            box = _clip_box((x_0, y_0, x_1 - x_0, y_1 - y_0), width, height)
+            if box is not None:
+                found.append(Detection(box, row[4:].reshape(6, 2).astype(np.float32),
+                                       float(score)))
+        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+
+    def _detect_rows(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 16) x0, y0, x1, y1 and 6 keypoints (x, y) in frame pixels, and (M,) scores,
+        after weighted NMS and before clipping."""
+        height, width = rgb.shape[:2]
         scale = BLAZEFACE_SIZE / max(height, width)
         w, h = max(1, round(width * scale)), max(1, round(height * scale))
         x0, y0 = (BLAZEFACE_SIZE - w) // 2, (BLAZEFACE_SIZE - h) // 2
@@ -280,7 +306,7 @@ class BlazeFaceDetector:
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -80.0, 80.0)))
         keep = scores >= self.min_score
         if not keep.any():
-            return []
+            return np.zeros((0, 16)), np.zeros(0, np.float32)
         raw = raw.reshape(-1, raw.shape[-1])[keep] / BLAZEFACE_SIZE
         anchors = self._anchors[keep]
         centres, sizes = raw[:, :2] + anchors, raw[:, 2:4]
@@ -289,16 +315,45 @@ class BlazeFaceDetector:
                                   points.reshape(-1, 12)], axis=1)
         # Letterboxed unit square -> frame pixels (x, y pairs throughout).
         corners = (corners * BLAZEFACE_SIZE - np.tile([x0, y0], 8)) / scale
-        found = []
-        merged, merged_scores = weighted_nms(corners, scores[keep], iou=self.iou,
-                                             return_scores=True)
-        for row, score in zip(merged, merged_scores, strict=True):
-            x_0, y_0, x_1, y_1 = row[:4]
-            box = _clip_box((x_0, y_0, x_1 - x_0, y_1 - y_0), width, height)
-            if box is not None:
-                found.append(Detection(box, row[4:].reshape(6, 2).astype(np.float32),
-                                       float(score)))
-        return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+        return weighted_nms(corners, scores[keep], iou=self.iou, return_scores=True)
+
+
+# BlazeFace's keypoints under a mirror: the eyes swap, and so do the ears.
+_MIRROR_KEYPOINTS = (1, 0, 2, 3, 5, 4)
+
+
+def mirror_rows(rows: np.ndarray, width: int) -> np.ndarray:
+    """(M, 16) detection rows of a mirrored frame, in the unmirrored frame's pixels: x ->
+    width - x, box corners and left/right keypoints swapped."""
+    rows = np.asarray(rows, np.float64).reshape(-1, 16)
+    out = rows.copy()
+    out[:, 0], out[:, 2] = width - rows[:, 2], width - rows[:, 0]
+    points = rows[:, 4:].reshape(-1, 6, 2)[:, _MIRROR_KEYPOINTS].copy()
+    points[..., 0] = width - points[..., 0]
+    out[:, 4:] = points.reshape(-1, 12)
+    return out
+
+
+def average_with_mirror(rows: np.ndarray, mirrored: np.ndarray, *,
+                        iou: float = 0.5) -> np.ndarray:
+    """Each row (M, 4 + E) averaged with the best-overlapping row of `mirrored` (IoU >
+    `iou`, each used once); rows without a match are kept as they are."""
+    out = np.asarray(rows, np.float64).copy()
+    used = np.zeros(len(mirrored), bool)
+    for i, row in enumerate(out):
+        if not len(mirrored):
+            break
+        low = np.maximum(row[:2], mirrored[:, :2])
+        high = np.minimum(row[2:4], mirrored[:, 2:4])
+        inter = np.prod(np.clip(high - low, 0, None), axis=1)
+        area = np.prod(row[2:4] - row[:2])
+        areas = np.prod(mirrored[:, 2:4] - mirrored[:, :2], axis=1)
+        overlap = np.where(used, -1.0, inter / (area + areas - inter + 1e-9))
+        j = int(np.argmax(overlap))
+        if overlap[j] > iou:
+            out[i] = (row + mirrored[j]) / 2
+            used[j] = True
+    return out
 
 
 def weighted_nms(corners: np.ndarray, scores: np.ndarray, *, iou: float,

@@ -176,3 +176,43 @@ def test_blazeface_keypoints_follow_a_rolled_face():
     crop = align_face(rolled, found.keypoints[:2], side=96)
     (again,) = detector.detect(np.pad(crop.astype(np.uint8), ((48, 48), (48, 48), (0, 0))))
     assert abs(eye_angle(again.keypoints[:2])) < 6.0
+
+
+def test_predictor_crops_aligned_faces_through_crop_face(tmp_path):
+    """Predictor (as `ferkeras predict` runs it) crops a face with keypoints through
+    `faces.crop_face`; align=False, or a detector without keypoints, crops the box."""
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    try:
+        from test_quantize import write_tiny_export
+    finally:
+        sys.path.pop(0)
+    from ferkeras.detection import Detection
+    from ferkeras.faces import crop_box, crop_face
+    from ferkeras.inference import Predictor
+
+    model = write_tiny_export(tmp_path / "model")
+    image, eyes = synthetic_face(angle=-14.0, distance=50.0)
+    rgb = np.repeat(image[..., None], 3, axis=-1)
+    box = (100, 60, 100, 130)
+    keypoints = np.concatenate([eyes, np.full((4, 2), 150.0)]).astype(np.float32)
+
+    class WithKeypoints:
+        def __call__(self, frame, *, color="bgr"):
+            return [box]
+
+        def detect(self, frame, *, color="bgr"):
+            return [Detection(box, keypoints, 0.9)]
+
+    for detector in (WithKeypoints(), lambda frame, color: [box]):
+        for align in (True, False):
+            predictor = Predictor(model, detector=detector, align=align)
+            (face,) = predictor.predict(rgb)
+            assert face["box"] == list(box) and face["box_source"] == "detector"
+            with_keypoints = align and isinstance(detector, WithKeypoints)
+            crop = (crop_face(rgb, box, keypoints, min_side=48, max_side=192)
+                    if with_keypoints else crop_box(rgb, box, margin=0.1))
+            expected = predictor.predict_crops([crop])[0]
+            np.testing.assert_allclose(list(face["scores"].values()), expected, atol=1e-6)
