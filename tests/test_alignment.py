@@ -216,3 +216,48 @@ def test_predictor_crops_aligned_faces_through_crop_face(tmp_path):
                     if with_keypoints else crop_box(rgb, box, margin=0.1))
             expected = predictor.predict_crops([crop])[0]
             np.testing.assert_allclose(list(face["scores"].values()), expected, atol=1e-6)
+
+
+def test_mirror_rows_and_averaging_make_detection_mirror_equivariant():
+    from ferkeras.detection import average_with_mirror, mirror_rows
+
+    rng = np.random.default_rng(0)
+    row = np.concatenate([[40.0, 30.0, 140.0, 150.0], rng.uniform(40, 140, 12)])
+    back = mirror_rows(mirror_rows(row[None], 200), 200)
+    np.testing.assert_allclose(back, row[None])  # mirroring twice is the identity
+    mirrored = mirror_rows(row[None], 200)[0]
+    assert mirrored[0] == 60.0 and mirrored[2] == 160.0
+    points, flipped = row[4:].reshape(6, 2), mirrored[4:].reshape(6, 2)
+    np.testing.assert_allclose(flipped[0], [200 - points[1, 0], points[1, 1]])  # eyes swap
+    np.testing.assert_allclose(flipped[2], [200 - points[2, 0], points[2, 1]])  # nose stays
+    # A near copy is averaged in; a far box is not.
+    other = row + 2.0
+    np.testing.assert_allclose(average_with_mirror(row[None], other[None]), [row + 1.0])
+    far = row.copy()
+    far[:4] += 500
+    np.testing.assert_allclose(average_with_mirror(row[None], far[None]), row[None])
+    np.testing.assert_allclose(average_with_mirror(row[None], np.zeros((0, 16))), row[None])
+
+
+def test_blazeface_gives_a_photo_and_its_mirror_mirror_image_crops():
+    pytest.importorskip("cv2")
+    import pathlib
+    import sys
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    try:
+        from test_predict import face_image
+    finally:
+        sys.path.pop(0)
+    from ferkeras.detection import BlazeFaceDetector
+
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[90:330, 150:470] = face_image(cx=150, cy=125)
+    mirror = np.ascontiguousarray(canvas[:, ::-1])
+    detector = BlazeFaceDetector()
+    (face,), (face_m,) = detector.detect(canvas), detector.detect(mirror)
+    eyes, eyes_m = eyes_from_keypoints(face.keypoints), eyes_from_keypoints(face_m.keypoints)
+    np.testing.assert_allclose(eyes_m, [[640 - eyes[1, 0], eyes[1, 1]],
+                                        [640 - eyes[0, 0], eyes[0, 1]]], atol=1e-3)
+    crop, crop_m = align_face(canvas, eyes), align_face(mirror, eyes_m)
+    np.testing.assert_allclose(crop_m, crop[:, ::-1], atol=1e-2)
