@@ -1,6 +1,7 @@
 """How FER2013 frames its faces, measured with the detector `ferkeras predict` uses (BlazeFace).
 
     .venv/bin/python bench/face_framing.py [--data ../shared/data] [--rows 3000]   # ~1 min
+    .venv/bin/python bench/face_framing.py --smoke     # seconds: drawn faces, no shared data
 
 Each of `--rows` seeded FER2013 Training faces (48x48 grey) is upscaled (bicubic) and placed
 in the middle of a 128x128 frame (BlazeFace's input size) with a border of `pad` x the face's
@@ -25,6 +26,7 @@ import argparse
 import os
 import pathlib
 import sys
+import types
 
 import numpy as np
 
@@ -80,8 +82,10 @@ def box_relative(detection) -> dict:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Median, quartiles, mean and sd of each key over `rows`."""
+    """Median, quartiles, mean and sd of each key over `rows` ({} when there are none)."""
     out = {}
+    if not rows:
+        return out
     for key in rows[0]:
         v = np.asarray([r[key] for r in rows], np.float64)
         out[key] = {"median": round(float(np.median(v)), 4),
@@ -147,6 +151,8 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pads", default="0.25,0.5,0.75")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: drawn cartoon faces stand in for FER2013 and the photos")
     args = p.parse_args(argv)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import cv2
@@ -157,9 +163,22 @@ def main(argv=None) -> int:
     from ferkeras.detection import BlazeFaceDetector
 
     data = pathlib.Path(args.data)
-    table = read_fer2013_csv(data / FER2013_FILE)
-    train = np.flatnonzero(table.usage == "Training")
-    rows = np.sort(np.random.default_rng(args.seed).choice(train, args.rows, replace=False))
+    if args.smoke:
+        from inference import drawn_faces
+
+        drawn = drawn_faces(8)
+        faces48 = np.stack([cv2.resize(cv2.cvtColor(d[20:220, 60:260], cv2.COLOR_BGR2GRAY),
+                                       (48, 48), interpolation=cv2.INTER_AREA) for d in drawn])
+        table = types.SimpleNamespace(images=faces48.reshape(-1, 48 * 48))
+        rows = np.arange(len(faces48))
+        photos = drawn
+    else:
+        table = read_fer2013_csv(data / FER2013_FILE)
+        train = np.flatnonzero(table.usage == "Training")
+        rows = np.sort(np.random.default_rng(args.seed).choice(train, args.rows,
+                                                                replace=False))
+        paths = sorted((data / "faces_in_the_wild" / "images").glob("*.jpg"))
+        photos = [cv2.imread(str(path)) for path in paths]
     detector = BlazeFaceDetector()
     pads = [float(v) for v in args.pads.split(",")]
     by_pad, found_rows = {}, {}
@@ -171,7 +190,7 @@ def main(argv=None) -> int:
                             "multi_box_rate": round(sum(g["n_found"] > 1 for g in ok)
                                                     / max(1, len(ok)), 4),
                             "abs_roll_deg_median": round(float(np.median(
-                                [abs(g["roll_deg"]) for g in ok])), 2),
+                                [abs(g["roll_deg"]) for g in ok])), 2) if ok else None,
                             "stats": summarize([{k: v for k, v in g.items() if k != "n_found"}
                                                 for g in ok])}
         print(f"pad {pad}: found {len(ok)}/{len(rows)}", flush=True)
@@ -182,10 +201,9 @@ def main(argv=None) -> int:
         frame, _, _ = place_in_frame(table.images[r].reshape(48, 48), pad=float(chosen))
         fer_rel.append(box_relative(max(detector.detect(frame, color="rgb"),
                                         key=lambda d: d.score)))
-    photos = sorted((data / "faces_in_the_wild" / "images").glob("*.jpg"))
     wild_rel, old_crop = [], []
-    for path in photos:
-        found = detector.detect(cv2.imread(str(path)), color="bgr")
+    for photo in photos:
+        found = detector.detect(photo, color="bgr")
         if found:
             best = max(found, key=lambda d: d.score)
             wild_rel.append(box_relative(best))
@@ -203,6 +221,8 @@ def main(argv=None) -> int:
             "old_crop_eye_distance": round(float(np.median(old[:, 0])), 4),
             "old_crop_eye_y": round(float(np.median(old[:, 1])), 4)}
     stats = by_pad[chosen]["stats"]
+    if not stats:
+        stats = {k: {"median": None} for k in ("eye_distance", "eye_x", "eye_y")}
     out = {"n_rows": len(rows), "seed": args.seed, "pads": pads, "chosen_pad": chosen,
            "by_pad": by_pad, "box_relative": box_rel,
            "measured_framing": {"eye_distance": stats["eye_distance"]["median"],
@@ -211,7 +231,7 @@ def main(argv=None) -> int:
            "framing": {"eye_distance": FER2013_FRAMING.eye_distance,
                        "eye_x": FER2013_FRAMING.eye_x, "eye_y": FER2013_FRAMING.eye_y},
            "command": common.command_line(), "loadavg": list(os.getloadavg())}
-    settings = {"rows": args.rows, "seed": args.seed, "pads": pads}
+    settings = {"rows": args.rows, "seed": args.seed, "pads": pads, "smoke": args.smoke}
     written = common.write_results("face_framing", out, markdown(out), settings)
     print(markdown(out))
     print(f"wrote {', '.join(str(w) for w in written)}")

@@ -3,13 +3,15 @@ aligned crops, and with/without the flip averaging baked into the shipped model.
 
     .venv/bin/python bench/face_stability.py                         # ~2 min on 2 cores
     .venv/bin/python bench/face_stability.py --models before=DIR,after=DIR
+    .venv/bin/python bench/face_stability.py --smoke     # seconds: tiny model, drawn faces
 
 Photos: the 600 faces_in_the_wild photos (../shared/data/faces_in_the_wild, no labels; one
 person each). Each photo is transformed (mirrored; turned by -10, -5, +5, +10 degrees about
 its centre, edge pixels repeated), and run through the predict path as a user runs it:
 `Predictor.detect_faces` (BlazeFace averaged with its run on the mirrored frame, Haar where
-it finds nothing, the whole image for a small tight crop), `Predictor.crop` (old: the box grown by 10 %; aligned: eyes levelled and
-FER2013-framed, `faces.crop_face`), `Predictor.predict_crops`. When several faces are found
+it finds nothing, the whole image for a small tight crop), `Predictor.crop` (old: the box
+grown by 10 %; aligned: eyes levelled and FER2013-framed, `faces.crop_face`),
+`Predictor.predict_crops`. When several faces are found
 the largest box is the photo's face. Agreement: share of photos, among those with a face
 in both the original and the transformed photo, whose top label is the same.
 
@@ -133,32 +135,79 @@ def markdown(out: dict) -> str:
               "Crops: `box` = the detector's box grown by 10 % on each side, unrotated (the "
               "predict path before aligned crops); `aligned` = eyes levelled, FER2013 "
               "framing (`ferkeras.faces.crop_face`, the default now). Where a face has no eye "
-              "keypoints (Haar fallback) both crops are the box crop.", ""]
+              "keypoints (Haar fallback) both crops are the box crop. Detectors: `single` = "
+              "one BlazeFace pass (the detector before); `mirror` = averaged with its run on "
+              "the mirrored frame (the default now).", ""]
+    t = out.get("detector_timing")
+    if t:
+        lines += ["BlazeFace per photo, p50 over the first 100 photos x 3 interleaved rounds "
+                  f"(load {out['loadavg'][0]:.1f} on 2 cores: upper bounds): " + "; ".join(
+                      f"{k}-pass {v['wall_ms_p50']:.2f} ms wall, {v['cpu_ms_p50']:.2f} ms CPU"
+                      for k, v in t.items()) + ".", ""]
     return "\n".join(lines) + "\n"
+
+
+def time_detectors(detectors: dict, photos, *, rounds: int = 3) -> dict:
+    """{name: {wall and process-CPU ms per call, p50}} of each detector on the photos,
+    interleaved by round (other jobs share the machine)."""
+    wall: dict = {k: [] for k in detectors}
+    cpu: dict = {k: [] for k in detectors}
+    for r in range(rounds):
+        order = list(detectors.items())
+        order = order[r % len(order):] + order[:r % len(order)]
+        for name, detector in order:
+            wall[name] += common.time_each(lambda im, d=detector: d.detect(im, color="bgr"),
+                                           photos, warmup=2, repeats=len(photos),
+                                           cpu=cpu[name])
+    return {name: {"wall_ms_p50": common.summarize_ms(wall[name])["p50"],
+                   "cpu_ms_p50": common.summarize_ms(cpu[name])["p50"], "calls": len(wall[name])}
+            for name in detectors}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--models", default=f"shipped={ROOT / 'ferkeras' / 'pretrained' / 'ferplus8'}",
-                   help="name=export_dir,... (the first one's Predictor finds and crops)")
+                   help="name=export_dir,... (scored on the same detections and crops)")
+    p.add_argument("--detectors", default="single,mirror",
+                   help="BlazeFace passes to compare: single (one pass), mirror (averaged "
+                        "with its run on the mirrored frame, the default detector)")
     p.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: a tiny random model, drawn faces, no shared data")
     args = p.parse_args(argv)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    from ferkeras.faces import build_detector
     from ferkeras.inference import Predictor
 
+    if args.smoke:
+        from inference import drawn_faces, tiny_export
+
+        args.models = f"tiny={tiny_export(common.WORK / 'face_stability_smoke' / 'model')}"
+        photos = drawn_faces(4)
     specs = dict(item.split("=", 1) for item in args.models.split(","))
-    models = {name: Predictor(path) for name, path in specs.items()}
-    paths, photos = read_photos(pathlib.Path(args.data), args.limit)
+    kinds = [k for k in args.detectors.split(",") if k]
+    if not kinds or set(kinds) - {"single", "mirror"}:
+        p.error(f"--detectors takes single and/or mirror. Received: {args.detectors!r}")
+    if not args.smoke:
+        _, photos = read_photos(pathlib.Path(args.data), args.limit)
     start = time.time()
-    result = measure_stability(models, photos)
+    result, detectors = {}, {}
+    for kind in kinds:
+        detector = build_detector(mirror_average=kind == "mirror")
+        detectors[kind] = detector.first
+        models = {name: Predictor(path, detector=detector) for name, path in specs.items()}
+        for name, agree in measure_stability(models, photos).items():
+            result[f"{name}, {kind}-pass detector"] = agree
     first = next(iter(result.values()))
+    timing = time_detectors(detectors, photos[:100])
     out = {"n_photos": len(photos), "n_with_face": first["aligned"]["n_with_face"],
            "transforms": list(TRANSFORMS), "agreement": result,
-           "models": {k: _describe(v) for k, v in models.items()},
-           "wall_s": round(time.time() - start, 1), "command": common.command_line(),
-           "loadavg": list(os.getloadavg())}
-    settings = {"models": {k: _describe(v) for k, v in models.items()}, "limit": args.limit}
+           "models": {k: _describe(Predictor(v)) for k, v in specs.items()},
+           "detector_timing": timing, "wall_s": round(time.time() - start, 1),
+           "command": common.command_line(), "loadavg": list(os.getloadavg())}
+    settings = {"models": out["models"], "detectors": kinds, "limit": args.limit,
+                "smoke": args.smoke}
     written = common.write_results("face_stability", out, markdown(out), settings)
     print(markdown(out))
     print(f"wrote {', '.join(str(w) for w in written)}")

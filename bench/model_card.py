@@ -3,6 +3,7 @@ bootstrap CIs, per-class recall, the confusion matrix as a picture; a model befo
 scored on the same rows beside it (paired bootstrap of the difference).
 
     .venv/bin/python bench/model_card.py [--baseline DIR]      # ~30 s
+    .venv/bin/python bench/model_card.py --smoke               # seconds: tiny model, fake rows
 
 Rows: the reported half of FER2013 PublicTest (`ferkeras.commands.ship_model.reported_half`,
 the rows bench/inference.py and bench/ship_ferplus.py report on), FERPlus majority over the
@@ -64,6 +65,12 @@ def bootstrap(y, preds: dict, classes: int, *, draws: int = DRAWS, seed: int = 0
             "balanced_acc_ci95": _ci(np.subtract(samples[b]["balanced"],
                                                  samples[a]["balanced"]))}
     return out
+
+
+def _fake_rows(n: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"images": rng.integers(0, 256, (n, 48, 48), np.uint8),
+            "labels": rng.integers(-1, 8, n)}
 
 
 def _ci(values) -> list:
@@ -152,6 +159,9 @@ def main(argv=None) -> int:
                    help="an export folder scored beside it on the same rows (e.g. the model "
                         "before a change)")
     p.add_argument("--png", default=str(SHIPPED / "confusion_matrix.png"))
+    p.add_argument("--smoke", action="store_true",
+                   help="seconds: a tiny random model on random rows, no shared data; the "
+                        "picture goes under the work folder")
     args = p.parse_args(argv)
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from inference import per_class, reported_half_crops
@@ -160,13 +170,24 @@ def main(argv=None) -> int:
     from ferkeras.evaluation import classification_metrics
     from ferkeras.inference import Predictor
 
-    crops = reported_half_crops(pathlib.Path(args.data))
+    if args.smoke:
+        import types
+
+        from inference import tiny_export
+
+        args.model = str(tiny_export(common.WORK / "model_card_smoke" / "model"))
+        args.png = str(common.WORK / "model_card_smoke" / "confusion_matrix.png")
+        crops, val = _fake_rows(200), _fake_rows(200, seed=1)
+        table = types.SimpleNamespace(images=np.concatenate([crops["images"], val["images"]]))
+    else:
+        crops = reported_half_crops(pathlib.Path(args.data))
     models = {}
     if args.baseline:
         models["baseline"] = Predictor(args.baseline)
     models["shipped"] = Predictor(args.model)
     names = list(models["shipped"].class_names)
-    labels = ferplus_majority(crops["plus"], names)[crops["rows"]]
+    labels = (crops["labels"] if args.smoke
+              else ferplus_majority(crops["plus"], names)[crops["rows"]])
     keep = labels >= 0
     batch = crops["images"][..., None].astype(np.float32)
     probs = {k: m.predict_crops(batch) for k, m in models.items()}
@@ -174,13 +195,18 @@ def main(argv=None) -> int:
     scores = bootstrap(labels[keep], preds, len(names))
     # The other half of PublicTest (validation: it picked the training epoch), for a change
     # judged on more than the reported rows.
-    from ferkeras.commands.ship_model import read_tables
-    from ferkeras.data.table import stratified_holdout
+    if args.smoke:
+        val_rows = np.arange(200, 400)
+        val_labels = val["labels"]
+    else:
+        from ferkeras.commands.ship_model import read_tables
+        from ferkeras.data.table import stratified_holdout
 
-    table, plus = read_tables(pathlib.Path(args.data))
-    public = np.flatnonzero(table.usage == "PublicTest")
-    val_rows = public[stratified_holdout(table.emotions[public], fraction=0.5, seed=0)[0]]
-    val_labels = ferplus_majority(plus, names)[val_rows]
+        table, plus = read_tables(pathlib.Path(args.data))
+        public = np.flatnonzero(table.usage == "PublicTest")
+        val_rows = public[stratified_holdout(table.emotions[public], fraction=0.5,
+                                             seed=0)[0]]
+        val_labels = ferplus_majority(plus, names)[val_rows]
     val_keep = val_labels >= 0
     val_x = table.images[val_rows][..., None].astype(np.float32).reshape(-1, 48, 48, 1)
     val_preds = {k: m.predict_crops(val_x)[val_keep].argmax(1) for k, m in models.items()}
@@ -206,7 +232,7 @@ def main(argv=None) -> int:
            "confusion_png": where(png),
            "onnx_sha256": {k: m.metadata["files"].get("onnx_sha256") for k, m in models.items()},
            "command": common.command_line()}
-    settings = {"models": out["models"], "draws": DRAWS, "seed": 0}
+    settings = {"models": out["models"], "draws": DRAWS, "seed": 0, "smoke": args.smoke}
     written = common.write_results("model_card", out, markdown(out), settings)
     print(markdown(out))
     print(f"wrote {', '.join(str(w) for w in written)}, {png}")
