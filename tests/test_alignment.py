@@ -261,3 +261,42 @@ def test_blazeface_gives_a_photo_and_its_mirror_mirror_image_crops():
                                         [640 - eyes[0, 0], eyes[0, 1]]], atol=1e-3)
     crop, crop_m = align_face(canvas, eyes), align_face(mirror, eyes_m)
     np.testing.assert_allclose(crop_m, crop[:, ::-1], atol=1e-2)
+
+
+def test_cli_predict_aligns_by_default_and_no_align_crops_the_box(tmp_path):
+    """`ferkeras predict` (through its entry point, on a JPEG in tmp_path) gives the aligned
+    crop's scores by default and the grown box's with --no-align."""
+    cv2 = pytest.importorskip("cv2")
+    import json
+    import pathlib
+    import sys
+
+    from click.testing import CliRunner
+
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    try:
+        from test_predict import face_image
+        from test_quantize import write_tiny_export
+    finally:
+        sys.path.pop(0)
+    from ferkeras.cli import cli
+    from ferkeras.inference import Predictor
+
+    model = write_tiny_export(tmp_path / "model")
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[100:340, 150:470] = face_image()
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), canvas)
+    scores = {}
+    for flag in ("--align", "--no-align"):
+        result = CliRunner().invoke(cli, ["predict", "--model", str(model), "--json", flag,
+                                          str(path)])
+        assert result.exit_code == 0, result.output
+        (record,) = [json.loads(line) for line in result.output.splitlines()
+                     if line.startswith("{")]
+        scores[flag] = record["scores"]
+    for flag, align in (("--align", True), ("--no-align", False)):
+        (face,) = Predictor(model, align=align).predict(cv2.imread(str(path)), color="bgr")
+        np.testing.assert_allclose(list(scores[flag].values()),
+                                   list(face["scores"].values()), atol=1e-5)
+    assert scores["--align"] != scores["--no-align"]
