@@ -1,4 +1,5 @@
-"""How FER2013 frames its faces, measured with the detector `ferkeras predict` uses (BlazeFace).
+"""How FER2013 frames its faces, measured with the detector `ferkeras predict` uses (BlazeFace,
+its default: averaged with its run on the mirrored frame).
 
     .venv/bin/python bench/face_framing.py [--data ../shared/data] [--rows 3000]   # ~1 min
     .venv/bin/python bench/face_framing.py --smoke     # seconds: drawn faces, no shared data
