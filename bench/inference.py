@@ -2,7 +2,7 @@
 
 Commands (from the repository root; the shared data is read in place, never copied):
 
-    .venv/bin/python bench/inference.py                  # all parts, ~3-5 min on 2 cores
+    .venv/bin/python bench/inference.py                  # all parts, ~13 min at load 8-9 on 2 cores
     .venv/bin/python bench/inference.py --detectors      # only the face-detector table
     .venv/bin/python bench/inference.py --smoke          # seconds: tiny model, no data, no fer
 
