@@ -28,7 +28,9 @@ class _Controller(noise_split.NoiseSplit):
 
     report_dir: pathlib.Path
 
-    def _write(self, epoch, result, probs) -> None:
+    def _write(self, epoch, result, probs, found=None) -> None:
+        """The split's report; `found` (the trusted split's thresholds and T) is for the
+        recipe path's trusted selector, which this callback does not offer."""
         from ferkeras.reports import write_split_report
 
         write_split_report(self.report_dir / f"split-e{epoch + 1:03d}", split=self.split,
