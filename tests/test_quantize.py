@@ -152,6 +152,12 @@ def test_ship_command_quantizes_checks_and_installs(tmp_path):
     assert meta["quantization"]["calibration_images"] == 16
     assert "FER2013 Training" in meta["quantization"]["calibration_source"]
     assert meta["quantization"]["check"]["n"] > 0
+    # Flip averaging is baked in by default, and the install is hashed.
+    from ferkeras.pretrained import verify_hashes
+
+    assert meta["test_time_flip"]["mode"] == "mean_probs"
+    assert verify_hashes(tmp_path / "dest") == []
+    assert "flip averaging baked" in result.output
     # A missing data folder and a non-export are one-line errors.
     result = runner.invoke(cli, [*args[:3], str(tmp_path / "nodata"), *args[4:]])
     assert result.exit_code == 1 and "not found (pass --data" in result.output

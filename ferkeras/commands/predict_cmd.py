@@ -186,9 +186,13 @@ def _silence_stdout() -> None:
 @click.option("--threads", default=0, show_default=True, type=click.IntRange(0, None),
               help="onnxruntime intra-op threads (0: one per core).")
 @click.option("--margin", default=0.1, show_default=True, type=click.FloatRange(0.0, 1.0),
-              help="Grow detected boxes by this share of their size on each side.")
+              help="Grow boxes without eye keypoints (Haar, --no-align) by this share of "
+                   "their size on each side.")
+@click.option("--align/--no-align", default=True, show_default=True,
+              help="Rotate each face so its eyes are level and frame it as FER2013 does "
+                   "(BlazeFace's eye keypoints); --no-align crops the box grown by --margin.")
 def predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector, as_json,
-            annotate, batch_size, threads, margin) -> None:
+            annotate, batch_size, threads, margin, align) -> None:
     """Predict the expression of each face in INPUTS (image files, folders, globs, videos).
 
     Prints a table by default, or JSON lines with --json. A file that is not an image gets
@@ -201,7 +205,7 @@ def predict(inputs, model, webcam, videos, every, max_frames, no_detect, detecto
 
     try:
         _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector,
-                 as_json, annotate, batch_size, threads, margin)
+                 as_json, annotate, batch_size, threads, margin, align)
         sys.stdout.flush()
     except OSError as err:  # stdout on a full disk or a closed pipe
         _silence_stdout()
@@ -210,7 +214,7 @@ def predict(inputs, model, webcam, videos, every, max_frames, no_detect, detecto
 
 
 def _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detector, as_json,
-             annotate, batch_size, threads, margin) -> None:
+             annotate, batch_size, threads, margin, align) -> None:
     import os
     import pathlib
 
@@ -226,7 +230,7 @@ def _predict(inputs, model, webcam, videos, every, max_frames, no_detect, detect
         raise click.ClickException(origin)
     try:
         predictor = Predictor(model_path, threads=threads, batch_size=batch_size,
-                              margin=margin,
+                              margin=margin, align=align,
                               detector=None if no_detect else F.build_detector(detector))
         paths = F.collect_inputs(inputs)
         if videos or webcam is not None or annotate or any(map(F.is_video, paths)):

@@ -8,8 +8,10 @@ Training faces (a seeded sample of `fer2013/fer2013.csv.gz` under `--data`); sco
 and the int8 model on the reported half of PublicTest against the FERPlus majority (the
 split `bench/noisy_fer2013.py` and `bench/inference.py` report on: `stratified_holdout`
 of PublicTest's FER2013 labels, fraction 0.5, seed 0, second half); refuse when int8 loses
-more than `--max-drop` points; then write model.onnx + metadata.json into `--dest` (default:
-the package's `ferkeras/pretrained/ferplus8/`, next to its MODEL_CARD.md).
+more than `--max-drop` points; bake test-time flip averaging into the int8 graph
+(`ferkeras.deploy.flip_average`, `--flip-average`, on by default); then write model.onnx +
+metadata.json (no machine paths: `run_dir` made relative) + SHA256SUMS into `--dest`
+(default: the package's `ferkeras/pretrained/ferplus8/`, next to its MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -96,16 +98,20 @@ def ferplus_majority(plus, class_names) -> np.ndarray:
                    "(0.005 = half a point).")
 @click.option("--no-check", is_flag=True,
               help="Skip the float-vs-int8 accuracy check on PublicTest's reported half.")
+@click.option("--flip-average/--no-flip-average", default=True, show_default=True,
+              help="Average each face's probabilities with its mirror's inside the model "
+                   "(one batch of 2 per face: twice the model's compute).")
 def ship(export_dir, data_root, dest, calibration_images, seed, method, per_channel,
-         max_drop, no_check) -> None:
+         max_drop, no_check, flip_average) -> None:
     """Quantize EXPORT_DIR to int8 (calibrated on FER2013 Training) and install it."""
     import os
     import tempfile
 
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    from ferkeras.deploy.flip_average import bake_flip_average
     from ferkeras.deploy.inference import ModelFolderError, read_metadata
+    from ferkeras.pretrained import HASH_FILE, SHIPPED_DIR, finalize_shipped
     from ferkeras.deploy.quantize import quantize_export
-    from ferkeras.pretrained import SHIPPED_DIR
 
     try:
         meta = read_metadata(export_dir)
@@ -144,15 +150,19 @@ def ship(export_dir, data_root, dest, calibration_images, seed, method, per_chan
                     f"int8 loses {-result['int8_minus_float_acc']:.4f} accuracy (> --max-drop "
                     f"{max_drop}); not installed. Try --method entropy or more calibration "
                     "images.")
+        if flip_average:
+            bake_flip_average(staged)
+            click.echo("test-time flip averaging baked into the int8 graph")
+        finalize_shipped(staged)
         try:
             dest.mkdir(parents=True, exist_ok=True)
-            for name in ("model.onnx", "metadata.json"):
+            for name in ("model.onnx", "metadata.json", HASH_FILE):
                 _copy(staged / name, dest / name)
         except OSError as err:
             raise click.ClickException(f"cannot install into {dest} "
                                        f"({err.strerror or err})") from None
-    click.echo(f"installed {dest / 'model.onnx'} and metadata.json; fill the measured figures "
-               f"into {dest / 'MODEL_CARD.md'}")
+    click.echo(f"installed {dest / 'model.onnx'}, metadata.json and {HASH_FILE}; fill the "
+               f"measured figures into {dest / 'MODEL_CARD.md'} (python bench/model_card.py)")
 
 
 def _copy(src: pathlib.Path, dst: pathlib.Path) -> None:

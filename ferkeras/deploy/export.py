@@ -168,6 +168,7 @@ def build_metadata(run, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
     """The metadata.json of an export of `run` (a `ferkeras.training.runs.Run`); see
     `ferkeras.deploy.inference.read_metadata`."""
     import ferkeras
+    from ferkeras.pretrained import portable_path
     from ferkeras.training.recipe import recipe_hash
 
     info, metrics = run.info, run.metrics
@@ -196,7 +197,8 @@ def build_metadata(run, *, opset: int, parity: dict, onnx_sha256: str) -> dict:
                   "saved_model": "saved_model", "saved_model_signature": "serving_default"},
         "recipe": _jsonable(run.recipe),
         "recipe_hash": recipe_hash(run.recipe),
-        "run_dir": str(run.dir.resolve()),
+        # Relative to the working directory (or the folder's name): no machine paths.
+        "run_dir": portable_path(run.dir.resolve()),
         "weights": run.weights,
         "metrics": {"val": metrics.get("val"), "test": metrics.get("test"),
                     **({"decision": metrics["decision"]} if metrics.get("decision") else {})},

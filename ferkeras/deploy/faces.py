@@ -3,9 +3,9 @@
 Keras-free and import-light: OpenCV, Pillow and tqdm are imported inside the functions that
 need them. OpenCV is the `[webcam]` extra; without it, still images can be read (Pillow) and
 predicted with `detect=False`, while detection, video, webcam and annotation say how to get it.
-Detection lives in `ferkeras.deploy.detection`, crop -> model input in `ferkeras.data.preprocess`;
-their
-public names are re-exported here.
+Detection lives in `ferkeras.deploy.detection`, eye alignment in `ferkeras.deploy.alignment`, crop -> model
+input in `ferkeras.data.preprocess`; their public names are re-exported here. `crop_face` is the
+one crop used by `Predictor`, `ferkeras predict` and the benchmarks.
 
 Conventions: frames from OpenCV are BGR (H, W, 3) uint8; boxes are (x, y, w, h) in pixels of
 the frame they were found in.
@@ -20,23 +20,23 @@ import pathlib
 
 import numpy as np
 
-from ferkeras.data.preprocess import (  # noqa: F401  (re-exported)
-    TF_GREY_WEIGHTS,
-    convert_channels,
-    prepare_face,
-    resize,
-    resize_weights,
-    to_grey,
+from ferkeras.deploy.alignment import (  # noqa: F401  (re-exported)
+    FER2013_FRAMING,
+    FaceFraming,
+    align_face,
+    eyes_from_keypoints,
 )
 from ferkeras.deploy.detection import (  # noqa: F401  (re-exported)
     DEFAULT_DETECTOR,
     DETECTOR_STAGES,
     HAAR_FILE,
     INSTALL_HINT,
+    Detection,
     HaarFaceDetector,
     HaarStage,
     OpenCVMissingError,
     build_detector,
+    detect_faces,
     import_cv2,
     list_detectors,
     merge_boxes,
@@ -62,6 +62,23 @@ def crop_box(image: np.ndarray, box, *, margin: float = 0.1) -> np.ndarray:
         raise ValueError(f"Box lies outside the image. Received: box={box}, "
                          f"image shape={image.shape}")
     return image[y0:y1, x0:x1]
+
+
+def crop_face(image: np.ndarray, box, keypoints=None, *, align: bool = True,
+              margin: float = 0.1, framing: FaceFraming = FER2013_FRAMING,
+              min_side: int = 48, max_side: int = 192) -> np.ndarray:
+    """The crop of one face, as `Predictor` and `ferkeras predict` take it.
+
+    With eye keypoints ((K, 2), see `alignment.eyes_from_keypoints`) and align=True: the
+    face rotated so that its eyes are level and framed as FER2013 frames its faces
+    (`alignment.align_face`), a float32 (s, s[, C]) crop with s in [min_side, max_side]
+    (the image's own scale). Otherwise (no keypoints, e.g. a Haar box, or align=False): the
+    square around `box` grown by `margin` on each side (`crop_box`).
+    """
+    if align and keypoints is not None:
+        return align_face(image, eyes_from_keypoints(keypoints), framing=framing,
+                          min_side=min_side, max_side=max_side)
+    return crop_box(image, box, margin=margin)
 
 
 # ----------------------------------------------------------------------------- sources

@@ -106,10 +106,15 @@ class Predictor:
       the model shipped with ferkeras (`ferkeras.pretrained`).
     threads: onnxruntime intra-op threads (0: onnxruntime's choice).
     batch_size: faces per model call; the input batch is preallocated once.
-    margin: face boxes are grown by this share of their size on each side before cropping.
+    align: faces with eye keypoints (BlazeFace's) are rotated so that the eyes are level and
+      framed as FER2013 frames its faces (`faces.crop_face`, `alignment.FER2013_FRAMING`);
+      False crops the box grown by `margin`, unrotated, as before.
+    margin: boxes without keypoints (Haar cascades, given rectangles, align=False) are grown
+      by this share of their size on each side before cropping.
     detector: called as `detector(image, color="rgb"|"bgr")`, returns a list of (x, y, w, h);
-      default `faces.build_detector()` (BlazeFace, then staged Haar cascades where it finds
-      none), built on first use.
+      a detector with a `detect` method returning `detection.Detection`s also gives eye
+      keypoints. Default `faces.build_detector()` (BlazeFace, then staged Haar cascades where
+      it finds none), built on first use.
     tight_crop_side: when the detector finds no face in an image whose longer side is at most
       this many pixels, the image is taken as a tight face crop and the whole of it is the
       face (`box_source` "whole_image_fallback"); 0 turns the fallback off.
@@ -121,7 +126,7 @@ class Predictor:
     def __init__(self, path: str | os.PathLike | None = None, *, threads: int = 0,
                  batch_size: int = 64,
                  margin: float = 0.1, detector=None, providers=None,
-                 tight_crop_side: int = 160):
+                 tight_crop_side: int = 160, align: bool = True):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1. Received: batch_size={batch_size}")
         if margin < 0:
@@ -154,6 +159,7 @@ class Predictor:
         self.channels = int(self.metadata["channels"])
         self.batch_size = batch_size
         self.margin = margin
+        self.align = bool(align)
         self.tight_crop_side = tight_crop_side
         self._detector = detector
         self._input_name = self.metadata["input"]["name"]
@@ -216,13 +222,28 @@ class Predictor:
         the detector found nothing in a tight crop (see `tight_crop_side`); boxes is empty
         (source "detector") when it found nothing in a larger image.
         """
-        whole = [(0, 0, int(image.shape[1]), int(image.shape[0]))]
+        found, source = self.detect_faces(image, detect=detect, color=color)
+        return [d.box for d in found], source
+
+    def detect_faces(self, image: np.ndarray, *, detect: bool = True, color: str = "rgb"):
+        """(detections, box_source) as `locate_faces`, with each face's keypoints where the
+        detector gives them (`detection.Detection`)."""
+        whole = [_faces.Detection((0, 0, int(image.shape[1]), int(image.shape[0])))]
         if not detect:
             return whole, BOX_WHOLE
-        boxes = [tuple(int(v) for v in box) for box in self.detector(image, color=color)]
-        if not boxes and max(image.shape[:2]) <= self.tight_crop_side:
+        found = _faces.detect_faces(self.detector, image, color=color)
+        if not found and max(image.shape[:2]) <= self.tight_crop_side:
             return whole, BOX_FALLBACK
-        return boxes, BOX_DETECTED
+        return found, BOX_DETECTED
+
+    def crop(self, image: np.ndarray, detection, box_source: str = BOX_DETECTED) -> np.ndarray:
+        """The crop of one detected face (`faces.crop_face`): aligned when it has keypoints
+        and `align` is on, else its box grown by `margin` (none for whole-image boxes)."""
+        if box_source != BOX_DETECTED:
+            return _faces.crop_box(image, detection.box, margin=0.0)
+        return _faces.crop_face(image, detection.box, detection.keypoints, align=self.align,
+                                margin=self.margin, min_side=self.image_size,
+                                max_side=4 * self.image_size)
 
     def face_dict(self, box, probs: np.ndarray, box_source: str = BOX_DETECTED) -> dict:
         """One face as in `predict` and the JSON output: box, label, score, scores, box_source."""
@@ -247,12 +268,10 @@ class Predictor:
         pending, crops = [], []
         for key, image in items:
             image = _check_image(image)
-            boxes, source = self.locate_faces(image, detect=detect, color=color)
-            for box in boxes:
-                margin = self.margin if source == BOX_DETECTED else 0.0
-                crop = _faces.crop_box(image, box, margin=margin)
-                crops.append(self.prepare_crop(crop, color=color))
-            pending.append((key, image, boxes, source))
+            found, source = self.detect_faces(image, detect=detect, color=color)
+            for detection in found:
+                crops.append(self.prepare_crop(self.crop(image, detection, source), color=color))
+            pending.append((key, image, [d.box for d in found], source))
             if len(crops) >= self.batch_size or len(pending) >= max_pending:
                 yield from self._flush(pending, crops)
                 pending, crops = [], []

@@ -162,7 +162,7 @@ def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0,
     - 'constrained': the most accurate rule whose balanced accuracy does not fall below the
       model's own argmax: the tail weight alpha (rows weighted by frequency^-alpha; the
       prior shift's target prior^(1 - alpha)) is chosen on the trusted rows by `folds`-fold
-      cross-validation (`choose_tail_weight`).
+      cross-validation (`choose_tail_weight`); tail_weight None: no rule beat the argmax.
     Returns {"kind", "objective", "tail_weight", "W": (K, K), "b": (K,)} with
     z' = log_softmax(z) @ W + b."""
     if objective not in OBJECTIVES:
@@ -175,7 +175,11 @@ def fit_decision(kind: str, probs, labels, *, train_prior, seed: int = 0,
         extra["tail_weight_cv"] = table
     else:
         alpha = 1.0 if objective == "balanced" else 0.0
-    W, b = _fit_rule(kind, probs, labels, train_prior=train_prior, seed=seed, alpha=alpha)
+    if alpha is None:  # 'constrained' kept the model's own argmax
+        k = np.asarray(probs).shape[1]
+        W, b = np.eye(k), np.zeros(k)
+    else:
+        W, b = _fit_rule(kind, probs, labels, train_prior=train_prior, seed=seed, alpha=alpha)
     return {"kind": kind, "objective": objective, "tail_weight": alpha,
             "W": np.asarray(W).tolist(), "b": np.asarray(b).tolist(), **extra}
 
@@ -208,11 +212,13 @@ def _fit_rule(kind, probs, labels, *, train_prior, seed, alpha):
 
 
 def choose_tail_weight(kind, probs, labels, *, train_prior, seed: int = 0, folds: int = 5,
-                       grid=TAIL_WEIGHTS) -> tuple[float, list]:
+                       grid=TAIL_WEIGHTS) -> tuple[float | None, list]:
     """The 'constrained' objective's alpha: by `folds`-fold cross-validation on the trusted
-    rows (stratified, seeded), the alpha of `grid` with the highest accuracy among those whose
-    balanced accuracy is at least the argmax's on the same rows; the largest alpha when none
-    is. Returns (alpha, [{alpha, accuracy, balanced_accuracy}, ...])."""
+    rows (stratified, seeded), the most accurate candidate among those whose balanced
+    accuracy is at least the argmax's on the same rows. The candidates are the alphas of
+    `grid` and None, the model's own argmax (no rule), which always qualifies: the rule
+    never trades cross-validated accuracy or balanced accuracy below the argmax's.
+    Returns (alpha or None, [{alpha, accuracy, balanced_accuracy}, ...])."""
     from sklearn.model_selection import StratifiedKFold
 
     from ferkeras.noise import transition as tr
@@ -226,16 +232,16 @@ def choose_tail_weight(kind, probs, labels, *, train_prior, seed: int = 0, folds
         for a in grid:
             W, b = _fit_rule(kind, p[fit], y[fit], train_prior=train_prior, seed=seed, alpha=a)
             pred[a][held] = tr.apply_recalibration(p[held], W, b).argmax(1)
+    pred[None] = p.argmax(1)
 
     def bal(x):
         return float(np.mean([(x[y == c] == c).mean() for c in np.unique(y)]))
 
-    floor = bal(p.argmax(1))
-    table = [{"alpha": a, "accuracy": float((pred[a] == y).mean()),
-              "balanced_accuracy": bal(pred[a])} for a in grid]
+    floor = bal(pred[None])
+    table = [{"alpha": a, "accuracy": float((x == y).mean()), "balanced_accuracy": bal(x)}
+             for a, x in pred.items()]
     ok = [r for r in table if r["balanced_accuracy"] >= floor]
-    best = max(ok, key=lambda r: r["accuracy"])["alpha"] if ok else max(grid)
-    return float(best), table
+    return max(ok, key=lambda r: r["accuracy"])["alpha"], table
 
 
 def apply_decision(decision: dict, probs) -> np.ndarray:
