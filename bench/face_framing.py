@@ -158,9 +158,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import cv2
 
-    from ferkeras.deploy.alignment import FER2013_FRAMING
     from ferkeras.commands.ship_model import FER2013_FILE
     from ferkeras.data.fer2013 import read_fer2013_csv
+    from ferkeras.deploy.alignment import FER2013_FRAMING
     from ferkeras.deploy.detection import BlazeFaceDetector
 
     data = pathlib.Path(args.data)

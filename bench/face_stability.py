@@ -134,7 +134,8 @@ def markdown(out: dict) -> str:
     lines += ["", "Models: " + "; ".join(f"`{k}`: {v}" for k, v in out["models"].items()) + ".",
               "Crops: `box` = the detector's box grown by 10 % on each side, unrotated (the "
               "predict path before aligned crops); `aligned` = eyes levelled, FER2013 "
-              "framing (`ferkeras.deploy.faces.crop_face`, the default now). Where a face has no eye "
+              "framing (`ferkeras.deploy.faces.crop_face`, the default now). Where a face has "
+              "no eye "
               "keypoints (Haar fallback) both crops are the box crop. Detectors: `single` = "
               "one BlazeFace pass (the detector before); `mirror` = averaged with its run on "
               "the mirrored frame (the default now).", ""]

@@ -167,8 +167,8 @@ def main(argv=None) -> int:
     from inference import per_class, reported_half_crops
 
     from ferkeras.commands.ship_model import ferplus_majority
-    from ferkeras.training.evaluation import classification_metrics
     from ferkeras.deploy.inference import Predictor
+    from ferkeras.training.evaluation import classification_metrics
 
     if args.smoke:
         import types

@@ -110,8 +110,8 @@ def ship(export_dir, data_root, dest, calibration_images, seed, method, per_chan
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     from ferkeras.deploy.flip_average import bake_flip_average
     from ferkeras.deploy.inference import ModelFolderError, read_metadata
-    from ferkeras.pretrained import HASH_FILE, SHIPPED_DIR, finalize_shipped
     from ferkeras.deploy.quantize import quantize_export
+    from ferkeras.pretrained import HASH_FILE, SHIPPED_DIR, finalize_shipped
 
     try:
         meta = read_metadata(export_dir)

@@ -3,9 +3,9 @@
 Keras-free and import-light: OpenCV, Pillow and tqdm are imported inside the functions that
 need them. OpenCV is the `[webcam]` extra; without it, still images can be read (Pillow) and
 predicted with `detect=False`, while detection, video, webcam and annotation say how to get it.
-Detection lives in `ferkeras.deploy.detection`, eye alignment in `ferkeras.deploy.alignment`, crop -> model
-input in `ferkeras.data.preprocess`; their public names are re-exported here. `crop_face` is the
-one crop used by `Predictor`, `ferkeras predict` and the benchmarks.
+Detection lives in `ferkeras.deploy.detection`, eye alignment in `ferkeras.deploy.alignment`,
+crop -> model input in `ferkeras.data.preprocess`; their public names are re-exported here.
+`crop_face` is the one crop used by `Predictor`, `ferkeras predict` and the benchmarks.
 
 Conventions: frames from OpenCV are BGR (H, W, 3) uint8; boxes are (x, y, w, h) in pixels of
 the frame they were found in.
