@@ -20,6 +20,14 @@ import pathlib
 
 import numpy as np
 
+from ferkeras.data.preprocess import (  # noqa: F401  (re-exported)
+    TF_GREY_WEIGHTS,
+    convert_channels,
+    prepare_face,
+    resize,
+    resize_weights,
+    to_grey,
+)
 from ferkeras.deploy.alignment import (  # noqa: F401  (re-exported)
     FER2013_FRAMING,
     FaceFraming,
