@@ -50,7 +50,7 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-TRUSTED_TRACK = ("t_split", "t_soft", "t_rows", "glc", "t_soft_rows")
+TRUSTED_TRACK = ("t_split", "t_soft", "t_rows", "glc", "t_soft_rows", "t_soft_rows_la")
 RULES = ("argmax", "rule@accuracy", "rule@balanced", "rule@constrained")
 SELECTION = ("mean of accuracy and balanced accuracy, on the run's trusted validation rows, "
              "of its rule@accuracy, 5-fold cross-fitted; seed mean")
