@@ -118,10 +118,13 @@ COMPOSABLE: dict[str, tuple[str, str, str]] = {
                 "self-distillation from the EMA teacher; supervised, composes with ELR",
                 "Tarvainen & Valpola NeurIPS 2017; Hinton et al. 2015"),
     "forward": ("train.forward_correction, train.forward_*",
-                "forward loss correction with an anchor-estimated T; supervised, loss ce",
-                "Patrini et al., Loss Correction, CVPR 2017"),
-    "trusted": ("trusted.*", "a few clean rows: selection, decision rules; any run",
-                "(ferkeras.noise.trusted)"),
+                "forward loss correction, T from anchors or from the trusted rows (gold); "
+                "supervised, loss ce",
+                "Patrini et al., CVPR 2017; Hendrycks et al. (GLC), NeurIPS 2018"),
+    "trusted": ("trusted.*", "a few clean rows: epoch selection, training rows with a weight "
+                "(train_fraction, train_weight), the trusted split (cycle.selector trusted), "
+                "decision rules for accuracy, balanced accuracy or both (constrained); any run",
+                "(ferkeras.noise.trusted, ferkeras.noise.trusted_split)"),
 }
 
 
