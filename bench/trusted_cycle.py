@@ -15,9 +15,9 @@ Protocol (fixed before any trusted-track result was seen)
 - Candidates: the trusted-track configurations of noisy_grid (`TRUSTED_TRACK`), each under
   the decision rules fitted IN THE RUN on its trusted validation rows (decision_rules.json):
   `argmax`, `rule@accuracy` (recalibration fitted for accuracy), `rule@balanced` (fitted for
-  balanced accuracy, rows weighted by inverse class frequency). Added after seed 0 of
-  t_soft_rows and CE had been scored (so not part of the fixed protocol, reported beside
-  it): `rule@constrained`, the most accurate recalibration whose cross-validated balanced
+  balanced accuracy, rows weighted by inverse class frequency). Added after CE seed 0 had
+  been scored, last changed after seed 1 (so not part of the fixed protocol, reported
+  beside it): `rule@constrained`, the most accurate recalibration whose cross-validated balanced
   accuracy on the trusted rows is not below the argmax's (ferkeras.noise.trusted.fit_decision).
 - References: CE (noisy-selected, recipes/fer2013.yaml), CE + the same recalibrations fitted
   post hoc on all trusted rows (`ce+recal@*`: today's recipes/fer2013_trusted.yaml), oracle
