@@ -215,17 +215,7 @@ class CycleTrainer(SupervisedTrainer):
         relabelled rows with their new label; no unsupervised term."""
         new = tf.gather(self.relabels, index)
         labels = tf.where(new >= 0.0, tf.cast(tf.round(new), labels.dtype), labels)
-        is_lab = tf.gather(self.labelled_mask, index)
-        with tf.GradientTape() as tape:
-            logits = self.network(weak, training=True)
-            sup = self.weigh_rows(self.supervised_per_example(labels, logits) * is_lab, index)
-            loss = tf.nn.compute_average_loss(sup) + self._regularization()
-        self.apply_gradients(tape, loss)
-        self.loss_tracker.update_state(sup)
-        self.accuracy_tracker.update_state(labels, logits, sample_weight=is_lab)
-        self.sup_tracker.update_state(sup, sample_weight=is_lab)
-        self.labelled_tracker.update_state(is_lab)
-        return {m.name: m.result() for m in self.metrics}
+        return self._masked_supervised_step(weak, labels, labels, index)
 
     def _soft_step(self, weak, labels, index):
         """Every row `labelled_mask` keeps trains on its row of `soft_relabels` (before the
@@ -234,6 +224,12 @@ class CycleTrainer(SupervisedTrainer):
         onehot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=table.dtype)
         unset = tf.cast(tf.reduce_sum(table, axis=-1, keepdims=True) <= 0.0, table.dtype)
         targets = unset * onehot + (1.0 - unset) * table
+        return self._masked_supervised_step(weak, targets, labels, index)
+
+    def _masked_supervised_step(self, weak, targets, labels, index):
+        """The relabel and soft steps: the supervised loss on `targets` (int labels or (B, K)
+        distributions) for the rows `labelled_mask` keeps, weighted per row; no
+        unsupervised term. `labels` (the given ones) only feed the accuracy metric."""
         is_lab = tf.gather(self.labelled_mask, index)
         with tf.GradientTape() as tape:
             logits = self.network(weak, training=True)
