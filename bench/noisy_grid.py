@@ -132,6 +132,8 @@ def settings_for(config: str, args, seed: int) -> dict:
     }
     if config == "oracle":
         s["select"] = "accuracy on the validation half vs FERPlus majority"
+    if getattr(args, "swap_halves", False):  # only when set, so older runs' hashes stay
+        s["halves"] = "swapped"
     return s
 
 
@@ -451,6 +453,9 @@ def main(argv=None) -> int:
     p.add_argument("--dynamics", action="store_true",
                    help="log every training row's given-label probability and margin per "
                    "epoch (<run>/dynamics.npz; logging only, its seconds are excluded)")
+    p.add_argument("--swap-halves", action="store_true",
+                   help="cross-fit: the reported half becomes the validation (trusted) half "
+                   "and the other way round (use its own --work folder)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)
@@ -484,6 +489,8 @@ def main(argv=None) -> int:
     else:
         t = load_tables(pathlib.Path(args.data), common.WORK / "fer2013_tables.npz")
     rows = split_rows(t, limit_train=args.limit_train, seed=0)
+    if args.swap_halves:
+        rows["val"], rows["reported"] = rows["reported"], rows["val"]
     for seed in seeds:
         for config in configs:
             if args.rescore:
@@ -496,6 +503,7 @@ def main(argv=None) -> int:
     name = "noisy_grid_smoke" if args.smoke else "noisy_grid"
     settings = {"configs": configs, "seeds": seeds, "epochs": args.epochs, "model": args.model,
                 "width": args.width, "limit_train": args.limit_train, "work": str(work),
+                "swap_halves": args.swap_halves,
                 "smoke": args.smoke}
     md = [f"# Real-noise grid runs ({work})", "", "| run | settings hash | wall (s) | best "
           "epoch | finished |", "|---|---|---|---|---|"]
