@@ -34,6 +34,17 @@ Protocol (fixed before any trusted-track result was seen)
   majority (truth: FER2013 == FERPlus), one per split (`detection_auc_by_split`).
 - Cost: wall seconds net of the per-epoch FERPlus logging over CE's; the machine load at the
   end of each run is in its done.json (a shared machine inflates both).
+- Full size (`--work bench/.work/grid_full`, vgg4 w32, 12 epochs; fixed on 2026-12-08
+  before any full-size run had finished): the proxy's winner (t_soft_rows) and CE with every
+  rule, and the oracle. The HEADLINE line (what `targets_trusted_cycle` reports) is chosen on
+  the trusted rows only: every line (config x rule) is scored by its 5-fold cross-fitted
+  accuracy and balanced accuracy on the trusted rows it did not train on (each fold
+  predicted by its rule refitted on the other four; seed mean); among the lines whose
+  trusted balanced accuracy is at least CE argmax's, the most accurate on the trusted rows.
+  The protocol's own line (winner + rule@accuracy) is reported beside it.
+- Cross-fit of the halves (`--swap-work`, runs made with `noisy_grid.py --swap-halves`):
+  the same lines with the two PublicTest halves exchanged (trusted <-> reported), seed 0;
+  each half and their mean are reported.
 """
 
 from __future__ import annotations
@@ -67,12 +78,43 @@ def selection_score(val_probs, labels, *, seed=0) -> float:
     return float(((pred == labels).mean() + nf.balanced_accuracy(labels, pred)) / 2)
 
 
-def line_predictions(runs, *, scored, plus_val) -> tuple[dict, dict]:
+def trusted_cv(val_probs, labels, objective: str, *, seed=0, folds=5) -> tuple[float, float]:
+    """(accuracy, balanced accuracy) on trusted rows of a line's rule, cross-fitted: each of
+    `folds` stratified folds is predicted by the rule (`objective`, or the plain argmax for
+    None) refitted on the other folds. val_probs: (M, K); labels: (M,) trusted labels."""
+    import noisy_fer2013 as nf
+    from sklearn.model_selection import StratifiedKFold
+
+    from ferkeras.noise.trusted import apply_decision, fit_decision
+
+    p, y = np.asarray(val_probs, np.float64), np.asarray(labels)
+    if objective is None:
+        pred = p.argmax(1)
+    else:
+        pred = np.zeros(len(y), np.int64)
+        strata = np.where(np.bincount(y, minlength=p.shape[1])[y] >= folds, y, -1)
+        for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
+                p, strata):
+            d = fit_decision("recalibrate", p[fit], y[fit], train_prior=None, seed=seed,
+                             objective=objective)
+            pred[held] = apply_decision(d, p[held]).argmax(1)
+    return float((pred == y).mean()), float(nf.balanced_accuracy(y, pred))
+
+
+def line_predictions(runs, *, scored, plus_val, trusted=None) -> tuple[dict, dict]:
     """({line: {seed: (R,) predictions on the scored reported rows}}, {config: {seed:
-    selection score}}) for CE (+ post-hoc rules), the oracle and every trusted-track run."""
+    selection score}}) for CE (+ post-hoc rules), the oracle and every trusted-track run.
+    trusted: a dict to fill with {line: {seed: (acc, bal) cross-fitted on trusted rows}}
+    (`trusted_cv`; the full-size headline's selection), or None to skip that work."""
     from ferkeras.noise.trusted import OBJECTIVES, apply_decision, fit_decision
 
     preds, select = {}, {}
+
+    def cv(line, seed, probs, labels, objective):
+        if trusted is not None:
+            trusted.setdefault(line, {})[seed] = trusted_cv(probs, labels, objective,
+                                                            seed=seed)
+
     trusted_val = plus_val >= 0
     for config, by_seed in runs.items():
         for seed, run in by_seed.items():
@@ -80,15 +122,19 @@ def line_predictions(runs, *, scored, plus_val) -> tuple[dict, dict]:
             if config in ("ce", "oracle"):
                 preds.setdefault(config, {})[seed] = p["reported"][scored].argmax(1)
             if config == "ce":
+                cv("ce", seed, p["val"][trusted_val], plus_val[trusted_val], None)
                 for obj in OBJECTIVES:
                     d = fit_decision("recalibrate", p["val"][trusted_val], plus_val[trusted_val],
                                      train_prior=None, seed=seed, objective=obj)
                     preds.setdefault(f"ce+recal@{obj}", {})[seed] = apply_decision(
                         d, p["reported"])[scored].argmax(1)
+                    cv(f"ce+recal@{obj}", seed, p["val"][trusted_val], plus_val[trusted_val],
+                       obj)
             if config not in TRUSTED_TRACK or "rules_val_rows" not in p:
                 continue
             preds.setdefault(config, {})[seed] = p["reported"][scored].argmax(1)
             val_rows = p["rules_val_rows"].astype(np.int64)
+            cv(config, seed, p["val"][val_rows], plus_val[val_rows], None)
             for obj in OBJECTIVES:  # refitted here on the run's own rows: every objective,
                 # also for runs older than one of them; equal to the in-run fit where saved
                 d = fit_decision("recalibrate", p["val"][val_rows], plus_val[val_rows],
@@ -99,6 +145,7 @@ def line_predictions(runs, *, scored, plus_val) -> tuple[dict, dict]:
                     raise SystemExit(f"{config}-s{seed}: the in-run {obj} rule differs from "
                                      "its refit on the same rows")
                 preds.setdefault(f"{config}+rule@{obj}", {})[seed] = got[scored].argmax(1)
+                cv(f"{config}+rule@{obj}", seed, p["val"][val_rows], plus_val[val_rows], obj)
             select.setdefault(config, {})[seed] = selection_score(
                 p["val"][val_rows], plus_val[val_rows], seed=seed)
     return preds, select
@@ -142,18 +189,23 @@ def assemble(args) -> dict:
     else:
         t = load_tables(pathlib.Path(args.data), common.WORK / "fer2013_tables.npz")
     rows = split_rows(t, seed=0)
+    if getattr(args, "swapped", False):  # runs of `noisy_grid.py --swap-halves`
+        rows["val"], rows["reported"] = rows["reported"], rows["val"]
     work = pathlib.Path(args.work)
     runs = nf.load_runs(work)
     scored = t.plus[rows["reported"]] >= 0
     y = t.plus[rows["reported"]][scored]
     plus_val = t.plus[rows["val"]]
-    preds, select = line_predictions(runs, scored=scored, plus_val=plus_val)
+    trusted = {}
+    preds, select = line_predictions(runs, scored=scored, plus_val=plus_val, trusted=trusted)
     lines = {}
     for name, by_seed in preds.items():
         s = [nf.scores(y, np.eye(nf.K)[by_seed[k]]) for k in sorted(by_seed)]
         line = {"seeds": sorted(by_seed),
                 "accuracy": float(np.mean([x["accuracy"] for x in s])),
-                "balanced_accuracy": float(np.mean([x["balanced_accuracy"] for x in s]))}
+                "balanced_accuracy": float(np.mean([x["balanced_accuracy"] for x in s])),
+                "by_seed": {str(k): [x["accuracy"], x["balanced_accuracy"]]
+                            for k, x in zip(sorted(by_seed), s, strict=True)}}
         if name != "ce" and "ce" in preds:
             c = nf.compare_seeds(y, by_seed, preds["ce"])
             line.update({"acc_gain": c["acc_diff"], "acc_gain_ci": c["acc_ci"],
@@ -193,7 +245,13 @@ def assemble(args) -> dict:
                                      "seen)\n")[1].split('"""')[0].strip(),
            "selection": SELECTION, "work": str(work), "n_reported_scored": int(len(y)),
            "trusted_rows": int((plus_val >= 0).sum()), "lines": lines, "configs": configs,
-           "winner": winner, "class_names": list(get_class_names("fer2013"))}
+           "winner": winner, "class_names": list(get_class_names("fer2013")),
+           "size": run_size(runs), "swapped_halves": bool(getattr(args, "swapped", False)),
+           "trusted_cv": {line: {"seeds": sorted(v),
+                                 "accuracy": float(np.mean([a for a, _ in v.values()])),
+                                 "balanced_accuracy": float(np.mean([b for _, b in v.values()]))}
+                          for line, v in sorted(trusted.items())}}
+    out["headline"] = headline(out["trusted_cv"])
     if winner:
         samples = sorted((work / f"{winner}-s{min(runs[winner])}" / "reports").glob(
             "split-e*/samples.csv"))
@@ -205,32 +263,69 @@ def assemble(args) -> dict:
     return out
 
 
+def run_size(runs) -> str:
+    """'proxy (small_cnn w16, 10 epochs)' etc., from the runs' settings (all must agree)."""
+    sizes = {(r["done"]["settings"]["model"], r["done"]["settings"]["width"],
+              r["done"]["settings"]["epochs"]) for v in runs.values() for r in v.values()}
+    if len(sizes) > 1:
+        raise SystemExit(f"runs of several sizes in one folder: {sorted(sizes)}")
+    if not sizes:
+        return "no runs"
+    model, width, epochs = sizes.pop()
+    kind = "proxy" if (model, width) == ("small_cnn", 16) else "full size"
+    return f"{kind} ({model} w{width}, {epochs} epochs)"
+
+
+def headline(trusted_cv: dict) -> str | None:
+    """The protocol's headline line, chosen on trusted rows only: among the lines whose
+    cross-fitted trusted balanced accuracy is at least CE argmax's, the most accurate there."""
+    if "ce" not in trusted_cv:
+        return None
+    floor = trusted_cv["ce"]["balanced_accuracy"]
+    ok = {k: v for k, v in trusted_cv.items() if k != "oracle"
+          and v["balanced_accuracy"] >= floor}
+    return max(ok, key=lambda k: ok[k]["accuracy"]) if ok else None
+
+
 def targets(out) -> dict:
+    """The issue's targets for ONE line (configuration + rule). At proxy size: the protocol's
+    winner with its rule@accuracy (fixed before any trusted-track result). At full size: the
+    headline line (`headline`, chosen on trusted rows; fixed before any full-size result),
+    the protocol's line beside it. Detection AUC and cost are the trusted cycle's (winner)."""
     w = out["winner"]
     if not w:
         return {"winner": None, "note": "no trusted-track runs yet"}
-    main, bal = out["lines"].get(f"{w}+rule@accuracy", {}), out["lines"].get(
-        f"{w}+rule@balanced", {})
+    full = out["size"].startswith("full")
+    line = out["headline"] if full and out.get("headline") else f"{w}+rule@accuracy"
+    config = line.split("+")[0]
+    bal_line = "ce+recal@balanced" if config == "ce" else f"{config}+rule@balanced"
+    main, bal = out["lines"].get(line, {}), out["lines"].get(bal_line, {})
     gap = main.get("acc_gap_recovered") or {}
     det = out["configs"][w]["detection_auc_by_split"] or []
+
+    def figures(v):
+        g = v.get("acc_gap_recovered") or {}
+        return {"acc_gap_recovered": g.get("ratio"), "acc_gap_recovered_ci": g.get("ci"),
+                "acc_gain": v.get("acc_gain"), "acc_gain_ci": v.get("acc_gain_ci"),
+                "bal_gain": v.get("bal_gain"), "bal_gain_ci": v.get("bal_gain_ci"),
+                "bal_gain_ci_low": (v.get("bal_gain_ci") or [None])[0]}
+
     res = {
-        "winner": w, "rule": "rule@accuracy", "seeds": main.get("seeds"),
-        "size": "proxy (small_cnn w16, 10 epochs)",
-        "acc_gap_recovered": gap.get("ratio"), "acc_gap_recovered_ci": gap.get("ci"),
-        "bal_gain": main.get("bal_gain"), "bal_gain_ci_low": (main.get("bal_gain_ci") or
-                                                              [None])[0],
-        "balanced_rule": {"bal_gain": bal.get("bal_gain"),
-                          "bal_gain_ci_low": (bal.get("bal_gain_ci") or [None])[0],
-                          "acc_gain": bal.get("acc_gain"),
-                          "acc_gap_recovered": (bal.get("acc_gap_recovered") or {}).get(
-                              "ratio")},
-        "detection_auc_by_split": det, "cost_ratio": out["configs"][w]["cost_ratio"]}
-    con = out["lines"].get(f"{w}+rule@constrained", {})
-    res["constrained_rule"] = {  # beside the protocol, not part of it (see the protocol)
-        "acc_gap_recovered": (con.get("acc_gap_recovered") or {}).get("ratio"),
-        "acc_gap_recovered_ci": (con.get("acc_gap_recovered") or {}).get("ci"),
-        "acc_gain": con.get("acc_gain"), "bal_gain": con.get("bal_gain"),
-        "bal_gain_ci_low": (con.get("bal_gain_ci") or [None])[0]}
+        "line": line, "winner": w, "rule": line.split("@")[1] if "@" in line else "argmax",
+        "chosen_by": ("headline: on trusted rows (see the protocol)" if full else
+                      "the proxy protocol: winner + rule@accuracy"),
+        "seeds": main.get("seeds"), "size": out["size"], **figures(main),
+        "balanced_rule": {"line": bal_line, **figures(bal)},
+        "detection_auc_by_split": det, "detection_of": w,
+        "cost_ratio": out["configs"][w]["cost_ratio"]}
+    if full:
+        res["protocol_line"] = {"line": f"{w}+rule@accuracy",
+                                **figures(out["lines"].get(f"{w}+rule@accuracy", {}))}
+    else:
+        res["constrained_rule"] = {  # beside the protocol, not part of it (see the protocol)
+            "line": f"{w}+rule@constrained",
+            **figures(out["lines"].get(f"{w}+rule@constrained", {}))}
+    seeds = main.get("seeds") or []
     res["met"] = {
         "acc_gap_recovered>=0.80": bool(gap.get("ratio") is not None and gap["ratio"] >= 0.8),
         "bal_gain>=0_and_ci_low>-1.5": bool(
@@ -242,7 +337,7 @@ def targets(out) -> dict:
         "detection_last>=0.92_and_rising": bool(len(det) >= 2 and det[-1] >= 0.92
                                                 and det[-1] > det[0]),
         "cost_ratio<=2": bool(res["cost_ratio"] is not None and res["cost_ratio"] <= 2.0),
-        "full_size_3_seeds": False}
+        "full_size_3_seeds": bool(full and len(seeds) >= 3)}
     return res
 
 
@@ -286,10 +381,46 @@ def markdown(out) -> str:
         md += [f"| {r['class']} | {r['rows']} | {pct(r['noisy_share'])} | "
                f"{pct(r['flagged_share'])} | {pct(r['flag_precision'])} |"
                for r in out["winner_last_split"]["per_class"]]
+    if out.get("trusted_cv"):
+        md += ["", "Lines scored on the trusted rows only (5-fold cross-fitted, seed mean): "
+               f"the headline is **{out.get('headline')}** (the most accurate line whose "
+               "trusted balanced accuracy is at least CE argmax's).", "",
+               "| line | trusted accuracy | trusted balanced acc. |", "|---|---|---|"]
+        md += [f"| {k}{' (headline)' if k == out.get('headline') else ''} | "
+               f"{pct(v['accuracy'])} | {pct(v['balanced_accuracy'])} |"
+               for k, v in out["trusted_cv"].items()]
+    if out.get("cross_fit"):
+        cf = out["cross_fit"]
+        md += ["", f"## Cross-fit of the halves (seed {cf['seed']})", "",
+               "Half A is reported above (trusted: the validation half); half B swaps them "
+               f"(`{cf['work']}`). Accuracy / balanced accuracy vs FERPlus.", "",
+               "| line | half A | half B | mean | Δ mean vs CE |", "|---|---|---|---|---|"]
+        for k, v in cf["lines"].items():
+            d = v.get("vs_ce")
+            md.append(f"| {k} | {pct(v['a'][0])} / {pct(v['a'][1])} | {pct(v['b'][0])} / "
+                      f"{pct(v['b'][1])} | {pct(v['mean'][0])} / {pct(v['mean'][1])} | " +
+                      ("–" if d is None else f"{100 * d[0]:+.1f} / {100 * d[1]:+.1f}") + " |")
     md += ["", "## targets_trusted_cycle", "", "```json",
            json.dumps(out["targets_trusted_cycle"], indent=1), "```", "",
            "## Protocol", "", out["protocol"], ""]
     return "\n".join(md)
+
+
+def cross_fit(a: dict, b: dict, work_b: str) -> dict:
+    """Seed-0 figures of every line present on both halves: half A (a), half B (b, the
+    halves swapped), their mean, and the mean's difference from CE's."""
+    seed = "0"
+    lines = {}
+    for k in sorted(set(a["lines"]) & set(b["lines"])):
+        fa, fb = a["lines"][k]["by_seed"].get(seed), b["lines"][k]["by_seed"].get(seed)
+        if fa and fb:
+            lines[k] = {"a": fa, "b": fb, "mean": [(fa[0] + fb[0]) / 2, (fa[1] + fb[1]) / 2]}
+    if "ce" in lines:
+        for v in lines.values():
+            v["vs_ce"] = [v["mean"][0] - lines["ce"]["mean"][0],
+                          v["mean"][1] - lines["ce"]["mean"][1]]
+    return {"seed": int(seed), "work": work_b, "lines": lines,
+            "headline_b": b.get("headline")}
 
 
 def main(argv=None) -> int:
@@ -297,6 +428,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work", default=None, help="noisy_grid runs (default bench/.work/"
                    "noisy_grid)")
+    p.add_argument("--swap-work", default=None,
+                   help="runs of `noisy_grid.py --swap-halves` (the cross-fit of the halves)")
     p.add_argument("--smoke", action="store_true", help="fake tables: a smoke grid, then this")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -308,16 +441,28 @@ def main(argv=None) -> int:
 
         noisy_grid.main(["--smoke", "--configs", "ce,t_soft_rows"])
         args.work, name = str(common.WORK / "noisy_grid_smoke"), "trusted_cycle_smoke"
+        swap = common.WORK / "noisy_grid_smoke_swap"
+        noisy_grid.main(["--smoke", "--configs", "ce,t_soft_rows", "--swap-halves",
+                         "--work", str(swap)])
+        args.swap_work = str(swap)
     args.work = args.work or str(common.WORK / "noisy_grid")
     out = assemble(args)
+    full = out["size"].startswith("full")
+    if full and not args.smoke:
+        name = "trusted_cycle_full"
+    if args.swap_work:
+        other = assemble(argparse.Namespace(**{**vars(args), "work": args.swap_work,
+                                               "swapped": True}))
+        out["cross_fit"] = cross_fit(out, other, args.swap_work)
     common.write_results(name, out, markdown(out), {"work": args.work, "smoke": args.smoke,
                                                     "selection": SELECTION})
     if not args.smoke:  # the issue's home for the targets: the real-noise report's JSON
         path = common.RESULTS / "noisy_fer2013.json"
         if path.is_file():
             data = json.loads(path.read_text())
-            data["targets_trusted_cycle"] = {**out["targets_trusted_cycle"],
-                                             "source": "bench/results/trusted_cycle.json"}
+            key = "targets_trusted_cycle" if full else "targets_trusted_cycle_proxy"
+            data[key] = {**out["targets_trusted_cycle"],
+                         "source": f"bench/results/{name}.json"}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=2) + "\n")
             tmp.replace(path)
