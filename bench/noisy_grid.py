@@ -285,7 +285,9 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
     labels, and appends {epoch, reported_acc_ferplus, val_acc_fer2013} to `path` (JSON, kept
     across a resume). LOGGING ONLY: nothing reads it during training, the epoch is still
     selected by ValidationCheckpoint; the report draws it (memorisation curves). Its seconds
-    are kept (`seconds`) so the report can take them out of the run's wall time.
+    are kept (`seconds`) so the report can take them out of the run's wall time. Each epoch's
+    probabilities of the validation half and of the reported rows go to `epoch_probs.npz`
+    beside `path` (float16), for checkpoint-selection signals scored offline.
 
     dynamics: also record the training dynamics of every training row (eval network,
     un-augmented): the probability of its FER2013 label and its margin (that probability
@@ -300,6 +302,7 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
     tr_x, tr_y = t.images[rows["train"]], t.fer[rows["train"]]
     old = json.loads(path.read_text()) if resume and path.is_file() else {}
     dyn_path = path.with_name("dynamics.npz")
+    probs_path = path.with_name("epoch_probs.npz")
 
     class FerplusByEpoch(keras.callbacks.Callback):
         records = list(old.get("records", []))
@@ -309,9 +312,11 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
             t0 = time.time()
             net = getattr(self.model, "eval_network", self.model)
             try:  # a logging failure must not end an hour of training
+                p_rep, p_val = predict(net, rep_x), predict(net, val_x)
                 rec = {"epoch": epoch + 1, "reported_acc_ferplus": float(
-                    (predict(net, rep_x).argmax(1) == rep_y).mean()), "val_acc_fer2013": float(
-                    (predict(net, val_x).argmax(1) == val_y).mean())}
+                    (p_rep.argmax(1) == rep_y).mean()), "val_acc_fer2013": float(
+                    (p_val.argmax(1) == val_y).mean())}
+                self._epoch_probs(epoch + 1, val=p_val, reported=p_rep)
                 if dynamics:
                     self._dynamics(net, epoch + 1)
             except Exception as err:  # noqa: BLE001
@@ -321,6 +326,21 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps({"records": self.records, "seconds": self.seconds}))
             tmp.replace(path)
+
+        def _epoch_probs(self, epoch, **probs):
+            """Every epoch's probabilities of the validation half and of the reported rows
+            (float16, `<run>/epoch_probs.npz`): checkpoint-selection signals are scored
+            offline from them (bench/selection_signal.py)."""
+            got = dict(np.load(probs_path)) if probs_path.is_file() else {}
+            keep = got.get("epochs", np.zeros(0, np.int64)) < epoch
+            out = {"epochs": np.append(got.get("epochs", np.zeros(0, np.int64))[keep], epoch)}
+            for k, v in probs.items():
+                new = v.astype(np.float16)[None]
+                out[k] = np.concatenate([got[k][keep], new]) if k in got else new
+            tmp = probs_path.with_suffix(".tmp.npz")
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **out)
+            tmp.replace(probs_path)
 
         def _dynamics(self, net, epoch):
             p = predict(net, tr_x)
