@@ -161,12 +161,15 @@ def evaluate(run_dir, split, weights, overrides):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe field (repeatable).")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="Run folder [runs/<name>-audit].")
+@click.option("--score", type=click.Choice(["aum", "loss"]), default="aum", show_default=True,
+              help="aum: area under the margin over the warm-up's epochs (flag counts from "
+                   "the confident joint); loss: a class-aware GMM split of the losses.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress output (else: the bar on a terminal, a line per epoch "
                    "in a pipe or log).")
-def audit(recipe, overrides, run_dir, overwrite, quiet):
-    """Find likely label errors: warm-up, one class-aware split, a ranked label_issues.csv."""
+def audit(recipe, overrides, run_dir, score, overwrite, quiet):
+    """Find likely label errors: warm-up training, then a ranked label_issues.csv."""
     import pathlib
 
     from ferkeras.training.recipe import RecipeError, load_recipe
@@ -181,12 +184,12 @@ def audit(recipe, overrides, run_dir, overwrite, quiet):
     from ferkeras.training.runs import RunFolderError
 
     try:
-        summary = audit_recipe(rec, run_dir=run_dir, overwrite=overwrite,
+        summary = audit_recipe(rec, run_dir=run_dir, overwrite=overwrite, score=score,
                                verbose=0 if quiet else "auto", echo=click.echo)
     except (RunFolderError, ValueError, OSError) as err:
         raise click.ClickException(_one_line(err)) from None
     click.echo(f"flagged {summary['flagged']} of {summary['n']} training labels as likely "
-               f"wrong: {summary['report']}/label_issues.csv")
+               f"wrong, ranked by {summary['ranked_by']}: {summary['report']}/label_issues.csv")
     for name, count in summary["flagged_per_class"].items():
         click.echo(f"  {name:9s} {count}")
     if "detection" in summary:

@@ -231,19 +231,32 @@ def test_models_methods_and_help_do_not_import_tensorflow():
     assert "composable" in out.stdout and "train.elr_lambda" in out.stdout
 
 
-def test_audit_writes_ranked_label_issues(tmp_path):
+@pytest.mark.parametrize("score", ["aum", "loss"])
+def test_audit_writes_ranked_label_issues(tmp_path, score):
     recipe = dict(TINY, cycle={"warmup_epochs": 2})
     run_dir = tmp_path / "audit"
-    result = _run(["audit", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"])
+    args = ["audit", str(_write(tmp_path, recipe)), "--run-dir", str(run_dir), "-q"]
+    result = _run(args + ([] if score == "aum" else ["--score", "loss"]))  # aum: the default
     assert result.exit_code == 0, result.output
-    assert "training labels as likely wrong" in result.output
+    assert f"training labels as likely wrong, ranked by {score}" in result.output
     assert "against the true labels: ROC-AUC" in result.output
-    rows = (run_dir / "audit" / "label_issues.csv").read_text().splitlines()
-    assert rows[0].startswith("rank,index,file,given_label,suggested_label")
+    with open(run_dir / "audit" / "label_issues.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0])[:7] == ["rank", "index", "file", "given_label", "suggested_label",
+                                 "suggested_prob", "ranked_by"]
     summary = json.loads((run_dir / "audit" / "summary.json").read_text())
-    assert len(rows) - 1 == summary["flagged"] > 0
-    clean = [float(r.split(",")[6]) for r in rows[1:]]
-    assert all(c <= 0.5 for c in clean)  # only samples below p_clean are flagged
+    assert len(rows) == summary["flagged"] > 0 and summary["ranked_by"] == score
+    assert {r["ranked_by"] for r in rows} == {score}
+    if score == "loss":
+        assert all(float(r["clean_prob"]) <= 0.5 for r in rows)  # below p_clean only
+        assert not (run_dir / "audit" / "margins.npz").exists()
+    else:  # ranked by the area under the margin over both warm-up epochs, lowest first
+        aum = [float(r["aum"]) for r in rows]
+        assert aum == sorted(aum)
+        with np.load(run_dir / "audit" / "margins.npz") as z:
+            assert list(z["epochs"]) == [1, 2] and summary["aum_epochs"] == [1, 2]
+            mean = z["margin"].mean(1)
+        assert np.allclose([mean[int(r["index"])] for r in rows], aum, atol=1e-4)
     assert (run_dir / "audit" / "suspected_errors.png").is_file()
 
 

@@ -5,6 +5,13 @@ out-of-sample probabilities for any Keras model factory.
     issues = find_label_issues(y, probs)                              # (N,) bool
     ranked = find_label_issues(y, probs, return_indices_ranked_by="self_confidence")
     scores = label_quality_scores(y, probs)                           # (N,), low = suspect
+    aum = area_under_margin(margins)                   # (N,) from (N, epochs) training margins
+    issues = find_label_issues_by_aum(y, aum, probs)   # (N,) bool, ranked by aum if asked
+
+`area_under_margin` (Pleiss et al., NeurIPS 2020) ranks from training dynamics: the mean over
+epochs of each row's margin, p(given label) minus the largest other probability. On FER2013
+vs FERPlus it ranks label errors ahead of cleanlab's self-confidence on the same CE runs
+(bench/results/audit_dynamics.md); it is `ferkeras audit`'s default score.
 
 `find_label_issues` and `label_quality_scores` follow `cleanlab.filter.find_label_issues`
 and `cleanlab.rank.get_label_quality_scores` (confident learning, Northcutt et al. 2021):
@@ -221,6 +228,57 @@ def _prune_by_noise_rate(labels, pred_probs, joint, frac_noise, counts, min_keep
             mask[take] = True
             budget -= len(take)
     return mask
+
+
+# ----------------------------------------------------------------------------- training dynamics
+def given_label_margins(labels, pred_probs) -> np.ndarray:
+    """(N,) margin of each row: p(given label) - max over the other classes (in [-1, 1]).
+    labels: (N,) ints; pred_probs: (N, K) probabilities of one epoch's model."""
+    labels, pred_probs = _check(labels, pred_probs)
+    given = pred_probs[np.arange(len(labels)), labels]
+    other = pred_probs.copy()
+    other[np.arange(len(labels)), labels] = -np.inf
+    return given - other.max(axis=1)
+
+
+def area_under_margin(margins) -> np.ndarray:
+    """AUM (Pleiss et al., NeurIPS 2020): (N,) mean over epochs of each row's given-label
+    margin. margins: (N, E) one column per epoch (`given_label_margins`), or (N,) for one
+    epoch. Low AUM = the model kept preferring another class = a likely label error."""
+    m = np.asarray(margins, dtype=np.float64)
+    if m.ndim == 1:
+        m = m[:, None]
+    if m.ndim != 2 or not m.shape[1]:
+        raise ValueError(f"margins must be (N, epochs) with at least one epoch. Received: "
+                         f"shape={np.shape(margins)}")
+    if not np.isfinite(m).all():
+        raise ValueError("margins must be finite.")
+    return m.mean(axis=1)
+
+
+def find_label_issues_by_aum(labels, aum, pred_probs, *, return_indices_ranked: bool = False,
+                             min_examples_per_class: int = 1) -> np.ndarray:
+    """Label issues ranked by area under the margin.
+
+    How many rows of each given class are wrong comes from the calibrated confident joint of
+    `pred_probs` (cleanlab's count, `confident_joint`); which ones, from the lowest AUM in
+    that class. labels: (N,) ints; aum: (N,) `area_under_margin`; pred_probs: (N, K), e.g.
+    the last epoch's probabilities. Returns an (N,) bool mask, or the flagged indices,
+    lowest AUM first (`return_indices_ranked`)."""
+    labels, pred_probs = _check(labels, pred_probs)
+    aum = np.asarray(aum, dtype=np.float64)
+    if aum.shape != labels.shape:
+        raise ValueError(f"aum has shape {aum.shape}, labels {labels.shape}.")
+    k = pred_probs.shape[1]
+    joint = confident_joint(labels, pred_probs)
+    counts = np.bincount(labels, minlength=k)
+    per_class = [min(int(round(joint[c].sum() - joint[c, c])),
+                     max(int(counts[c]) - min_examples_per_class, 0)) for c in range(k)]
+    mask = _lowest_per_class(labels, aum, per_class)
+    if not return_indices_ranked:
+        return mask
+    flagged = np.flatnonzero(mask)
+    return flagged[np.argsort(aum[flagged], kind="stable")]
 
 
 # ----------------------------------------------------------------------------- losses

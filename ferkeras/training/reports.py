@@ -14,13 +14,15 @@ from ferkeras.noise import selection
 
 
 def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_probs,
-                       sheet_size=48, relabels=None) -> pathlib.Path:
+                       sheet_size=48, relabels=None, rank_scores=None) -> pathlib.Path:
     """Write the report folder for one split.
 
     result: the `selection.SplitResult` (arrays (N,) over the training split `split`);
     pred_probs: (N, K) model probabilities; relabels: optional (N,) new labels of the rows
     the split relabelled (-1 = none; cycle.method relabel): samples.csv gets a
-    `relabel` column (the new class name, or empty).
+    `relabel` column (the new class name, or empty); rank_scores: optional (N,) area under
+    the margin (`ferkeras audit`): the contact sheet ranks by it (lowest first) instead of
+    clean_prob, and says so.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +67,7 @@ def write_split_report(out_dir, *, split, data_cfg, class_names, result, pred_pr
                       "loss_histogram.png")
     write_suspects_sheet(out / "suspected_errors.png", split=split, data_cfg=data_cfg,
                          class_names=class_names, clean_prob=clean_prob, losses=losses,
-                         preds=preds, limit=sheet_size)
+                         preds=preds, limit=sheet_size, aum=rank_scores)
     return out
 
 
@@ -96,12 +98,16 @@ def plot_loss_histogram(result, labels, path) -> None:
 
 
 def write_suspects_sheet(path, *, split, data_cfg, class_names, clean_prob, losses, preds,
-                         limit=48) -> None:
-    """Contact sheet of the `limit` most suspected label errors, given vs predicted label."""
+                         limit=48, aum=None) -> None:
+    """Contact sheet of the `limit` most suspected label errors, given vs predicted label,
+    ranked by clean_prob (ties: loss), or by the area under the margin `aum` when given."""
     from ferkeras.data.pipeline import collect_images
     from ferkeras.data.sheet import write_contact_sheet
 
-    ranked = selection.rank_label_issues(clean_prob, losses)
+    if aum is None:
+        ranked, by = selection.rank_label_issues(clean_prob, losses), "clean probability"
+    else:
+        ranked, by = np.argsort(np.asarray(aum), kind="stable"), "area under the margin"
     per_class = max(limit // len(class_names), 1)
     order = np.concatenate([ranked[split.labels[ranked] == c][:per_class]
                             for c in range(len(class_names))])
@@ -112,7 +118,8 @@ def write_suspects_sheet(path, *, split, data_cfg, class_names, clean_prob, loss
     captions = suspect_captions(order, split=split, preds=preds, class_names=class_names)
     io.atomic_savefig(lambda p: write_contact_sheet(
         images, split.labels[order], class_names, p, per_class=per_class,
-        title="most suspected label errors, by given label", captions=captions), path)
+        title=f"most suspected label errors (ranked by {by}), by given label",
+        captions=captions), path)
 
 
 def suspect_captions(order, *, split, preds, class_names) -> list[str]:
