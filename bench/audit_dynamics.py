@@ -55,6 +55,9 @@ def precision_at_k(scores, is_clean, k: int) -> float:
     return float((~is_clean[np.argsort(scores)[:k]]).mean())
 
 
+AUM_EPOCHS = (2, 4, 6)  # budgets of `ferkeras audit`'s warm-up
+
+
 def detectors(runs: dict, labels, num_classes: int) -> dict:
     """{name: (N,) score} for every detector, seed-averaged. runs: {seed: {"train": (N, K)
     probs, "dynamics": {"prob": (N, E), "margin": (N, E)} or None}}."""
@@ -71,6 +74,10 @@ def detectors(runs: dict, labels, num_classes: int) -> dict:
             s["aum"] = d["margin"].astype(np.float64).mean(1)
         for name in list(s):
             s[f"{name}_class_rank"] = class_rank(s[name], labels, num_classes)
+        if d is not None:  # the audit's budget: the margin over the first E epochs only
+            for e in AUM_EPOCHS:
+                if e < d["margin"].shape[1]:
+                    s[f"aum_first_{e}_epochs"] = d["margin"][:, :e].astype(np.float64).mean(1)
         for name, v in s.items():
             per_seed.setdefault(name, []).append(v)
     return {name: np.mean(v, axis=0) for name, v in per_seed.items()}
