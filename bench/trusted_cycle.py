@@ -198,6 +198,9 @@ def assemble(args) -> dict:
     plus_val = t.plus[rows["val"]]
     trusted = {}
     preds, select = line_predictions(runs, scored=scored, plus_val=plus_val, trusted=trusted)
+    oracle_acc, oracle_seeds = None, []
+    if "oracle" not in preds and getattr(args, "oracle_record", None):
+        oracle_acc, oracle_seeds = recorded_oracle(pathlib.Path(args.oracle_record))
     lines = {}
     for name, by_seed in preds.items():
         s = [nf.scores(y, np.eye(nf.K)[by_seed[k]]) for k in sorted(by_seed)]
@@ -215,7 +218,15 @@ def assemble(args) -> dict:
             line["acc_gap_recovered"] = nf.gap_recovered_bootstrap(
                 y, *[[p[k] for k in sorted(p)] for p in (by_seed, preds["ce"],
                                                           preds["oracle"])])
+        elif name != "ce" and "ce" in preds and oracle_acc is not None:
+            line["acc_gap_recovered"] = gap_with_fixed_oracle(
+                y, [by_seed[k] for k in sorted(by_seed)],
+                [preds["ce"][k] for k in sorted(preds["ce"])], oracle_acc)
         lines[name] = line
+    if "oracle" not in preds and oracle_acc is not None:
+        lines["oracle (recorded)"] = {"seeds": oracle_seeds, "accuracy": oracle_acc,
+                                      "balanced_accuracy": None, "by_seed": {},
+                                      "source": args.oracle_record}
     configs = {}
     wall_ce = None
     if "ce" in runs:
@@ -261,6 +272,43 @@ def assemble(args) -> dict:
                                                                    out["class_names"])}
     out["targets_trusted_cycle"] = targets(out)
     return out
+
+
+def recorded_oracle(path: pathlib.Path) -> tuple[float | None, list]:
+    """The oracle's FERPlus accuracy on the reported half from an earlier noisy_grid results
+    file (`noisy_grid_<folder>.json`, same settings): at each oracle run's selected epoch,
+    from its per-epoch log; mean over the seeds that logged it."""
+    runs = json.loads(path.read_text())
+    runs = runs.get("runs") or runs.get("results", {}).get("runs", {})
+    accs = {}
+    for r in runs.values():
+        if r.get("config") != "oracle":
+            continue
+        rec = [x for x in r.get("ferplus_by_epoch") or [] if x.get("epoch") == r["best_epoch"]]
+        if rec and rec[0].get("reported_acc_ferplus") is not None:
+            accs[r["seed"]] = rec[0]["reported_acc_ferplus"]
+    return (float(np.mean(list(accs.values()))) if accs else None), sorted(accs)
+
+
+def gap_with_fixed_oracle(y, line: list, ce: list, oracle_acc: float, *, seed=0) -> dict:
+    """(line - CE) / (oracle - CE) with the oracle's accuracy a recorded constant: the CI
+    resamples the rows for the line and CE (paired) only, so it is narrower than a CI that
+    also resampled the oracle."""
+    import noisy_fer2013 as nf
+
+    rng = np.random.default_rng(seed)
+    hits = [np.stack([p == y for p in preds]).mean(0) for preds in (line, ce)]
+    ratios = []
+    for _ in range(nf.BOOT):
+        idx = rng.integers(0, len(y), len(y))
+        w, c = (h[idx].mean() for h in hits)
+        if oracle_acc > c:
+            ratios.append((w - c) / (oracle_acc - c))
+    w, c = (h.mean() for h in hits)
+    return {"ratio": float((w - c) / (oracle_acc - c)) if oracle_acc > c else None,
+            "ci": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+            if ratios else None, "draws": len(ratios), "oracle": "recorded constant",
+            "oracle_accuracy": oracle_acc}
 
 
 def run_size(runs) -> str:
@@ -428,6 +476,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work", default=None, help="noisy_grid runs (default bench/.work/"
                    "noisy_grid)")
+    p.add_argument("--oracle-record", default=None,
+                   help="without an oracle run in --work: its accuracy from an earlier "
+                   "noisy_grid results file with the same settings (a constant in the gap)")
     p.add_argument("--swap-work", default=None,
                    help="runs of `noisy_grid.py --swap-halves` (the cross-fit of the halves)")
     p.add_argument("--smoke", action="store_true", help="fake tables: a smoke grid, then this")
