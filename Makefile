@@ -22,11 +22,13 @@ install: $(STAMP)
 train: $(STAMP)
 	$(PY) -m ferkeras.cli train recipes/quickstart.yaml --run-dir runs/$(RUN_NAME)
 
+# One pytest worker per core (pytest-xdist); each test file runs whole on one worker, so a
+# file's module fixtures (a trained run shared by its tests) are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=30
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=30
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow"
 
 lint: $(STAMP)
 	$(PY) -m ruff check ferkeras tests bench

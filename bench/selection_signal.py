@@ -217,7 +217,7 @@ def main(argv=None) -> int:
         import noisy_grid
 
         work = common.WORK / "selection_signal_smoke"
-        noisy_grid.main(["--smoke", "--configs", "ce,oracle", "--work", str(work)])
+        noisy_grid.main(["--smoke", "--configs", "ce", "--work", str(work)])
         args.work, name = [str(work)], "selection_signal_smoke"
     args.work = args.work or [str(common.WORK / "noisy_grid")]
     out = assemble(args)
