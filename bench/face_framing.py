@@ -11,7 +11,7 @@ frame, which the short-range detector needs), for each `--pads`. For every face 
 box and the eye keypoints are mapped back to the 48-pixel crop and recorded as shares of its
 side: box centre offset from the crop centre, box width and height, eye distance, the eyes'
 midpoint, and the eyes' roll angle. The medians at the pad that finds most faces are the
-framing `ferkeras.deploy.alignment.FER2013_FRAMING` matches; the other pads show how much the
+framing `ferkeras.data.alignment.FER2013_FRAMING` matches; the other pads show how much the
 figures depend on that choice.
 
 For comparison, the same ratios relative to the BlazeFace box (eye distance / box width,
@@ -54,7 +54,7 @@ def place_in_frame(face: np.ndarray, *, pad: float) -> tuple[np.ndarray, float, 
 
 def measure_crop(detector, face: np.ndarray, *, pad: float) -> dict | None:
     """Box and eye statistics of one face, as shares of the crop's side; None if not found."""
-    from ferkeras.deploy.alignment import eye_angle
+    from ferkeras.data.alignment import eye_angle
 
     frame, offset, scale = place_in_frame(face, pad=pad)
     found = detector.detect(frame, color="rgb")
@@ -121,7 +121,7 @@ def markdown(out: dict) -> str:
               f"{s['eye_distance']['q25']:.3f}-{s['eye_distance']['q75']:.3f}, eye mid y "
               f"{s['eye_y']['q25']:.3f}-{s['eye_y']['q75']:.3f}, box w "
               f"{s['box_w']['q25']:.3f}-{s['box_w']['q75']:.3f}.", "",
-              f"**Framing used** (`ferkeras.deploy.alignment.FER2013_FRAMING`): eye distance "
+              f"**Framing used** (`ferkeras.data.alignment.FER2013_FRAMING`): eye distance "
               f"{f['eye_distance']} of the crop's side, eyes' midpoint at x {f['eye_x']}, "
               f"y {f['eye_y']} (the crop's side = eye distance / {f['eye_distance']}). "
               f"FER2013's faces are level on average (signed roll median "
@@ -159,8 +159,8 @@ def main(argv=None) -> int:
     import cv2
 
     from ferkeras.commands.ship_model import FER2013_FILE
+    from ferkeras.data.alignment import FER2013_FRAMING
     from ferkeras.data.fer2013 import read_fer2013_csv
-    from ferkeras.deploy.alignment import FER2013_FRAMING
     from ferkeras.deploy.detection import BlazeFaceDetector
 
     data = pathlib.Path(args.data)

@@ -1,5 +1,5 @@
 """Aligned crops: synthetic faces with known eye positions and roll come out level and framed
-as FER2013 (`ferkeras.deploy.alignment.FER2013_FRAMING`). NumPy only, except the BlazeFace check."""
+as FER2013 (`ferkeras.data.alignment.FER2013_FRAMING`). NumPy only, except the BlazeFace check."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ferkeras.deploy.alignment import (
+from ferkeras.data.alignment import (
     FER2013_FRAMING,
     FaceFraming,
     align_face,
@@ -300,3 +300,68 @@ def test_cli_predict_aligns_by_default_and_no_align_crops_the_box(tmp_path):
         np.testing.assert_allclose(list(scores[flag].values()),
                                    list(face["scores"].values()), atol=1e-5)
     assert scores["--align"] != scores["--no-align"]
+
+
+def test_training_pipeline_warp_equals_the_numpy_crop_eagerly_and_in_tf_data():
+    """The training pipeline's aligned crop (`pipeline.warp_image`, TF) samples the points
+    `warp_affine` (NumPy, what predict uses) samples: eagerly and inside Dataset.map."""
+    import tensorflow as tf
+
+    from ferkeras.data.alignment import landmark_warps
+    from ferkeras.data.pipeline import warp_image
+
+    image, eyes = synthetic_face(angle=23.0)
+    rgb = np.repeat(image[..., None], 3, axis=2)
+    warp = landmark_warps(np.array([[eyes[0], eyes[1], [0, 0], [0, 0], [0, 0], [0, 0]]]))[0]
+    side = int(warp[0])
+    assert side == crop_side(eyes)
+    want = warp_affine(rgb, eye_similarity(eyes, side=side), side=side)
+    eager = warp_image(tf.constant(rgb), tf.constant(warp)).numpy()
+    mapped = next(iter(tf.data.Dataset.from_tensors((rgb, warp)).map(warp_image))).numpy()
+    for got in (eager, mapped):
+        assert got.shape == (side, side, 3)
+        np.testing.assert_allclose(got, want, atol=0.05)
+    assert np.all(landmark_warps(np.full((1, 68, 2), np.nan)) == -1)  # no landmarks
+
+
+def test_affectnet_landmarks_give_aligned_training_crops(tmp_path):
+    """AffectNet's 68 landmarks -> the crop predict would take; rows without keep the box."""
+    from PIL import Image
+
+    from ferkeras.data.affectnet import read_affectnet_official
+    from ferkeras.data.alignment import FER2013_FRAMING
+    from ferkeras.data.pipeline import make_dataset
+    from ferkeras.labels import get_class_names
+    from ferkeras.training.recipe import recipe_from_dict
+
+    image, eyes = synthetic_face(angle=-17.0)
+    folder = tmp_path / "Manually_Annotated_Images" / "1"
+    folder.mkdir(parents=True)
+    Image.fromarray(image.astype(np.uint8)).convert("RGB").save(folder / "a.png")
+    Image.fromarray(image.astype(np.uint8)).convert("RGB").save(folder / "b.png")
+    marks = np.zeros((68, 2))
+    marks[36:42], marks[42:48] = eyes[0], eyes[1]  # eye centres = the means of 36-41, 42-47
+    text = ";".join(f"{v:.3f}" for v in marks.ravel())
+    lists = tmp_path / "Manually_Annotated_file_lists"
+    lists.mkdir()
+    head = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks," \
+           "expression,valence,arousal\n"
+    (lists / "training.csv").write_text(head + f"1/a.png,90,60,120,150,{text},1,0,0\n"
+                                        f"1/b.png,90,60,120,150,,2,0,0\n")
+    splits, notes = read_affectnet_official(tmp_path, class_names=get_class_names("affectnet8"),
+                                            face_margin=0.0, align_faces=True)
+    train = splits["train"]
+    assert train.warps[0, 0] > 0 and np.all(train.warps[1] == -1)
+    assert any(n and "1 face(s) aligned" in n and "1 without usable landmarks" in n
+               for n in notes)
+    data = recipe_from_dict({"data": {"image_size": 48, "channels": 1}}).data
+    (got,), _, _ = next(iter(make_dataset(train.subset([0]), data, batch_size=1)))
+    # the eyes land where FER2013 puts them: dark, level, at the framing's points
+    ys, xs = np.nonzero(got.numpy()[..., 0] < 90)
+    upper = ys < 48 * (FER2013_FRAMING.eye_y + 0.15)
+    left, right = upper & (xs < 24), upper & (xs >= 24)
+    assert abs(ys[left].mean() - ys[right].mean()) < 1.5  # level
+    gap = (xs[right].mean() - xs[left].mean()) / 48
+    assert gap == pytest.approx(FER2013_FRAMING.eye_distance, abs=0.04)
+    (boxed,), _, _ = next(iter(make_dataset(train.subset([1]), data, batch_size=1)))
+    assert not np.allclose(boxed.numpy(), got.numpy())  # the box crop, unrotated

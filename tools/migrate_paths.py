@@ -29,7 +29,7 @@ MOVES = {
     "pseudo_labels": "trainers.pseudo_labels",
     "export": "deploy.export", "quantize": "deploy.quantize", "inference": "deploy.inference",
     "detection": "deploy.detection", "faces": "deploy.faces",
-    "alignment": "deploy.alignment", "flip_average": "deploy.flip_average",
+    "alignment": "data.alignment", "flip_average": "deploy.flip_average",
     "augment": "data.augment", "preprocess": "data.preprocess",
     "models": "models",
     "codivide": "methods.co_divide.core", "trainers.codivide": "methods.co_divide.trainer",

@@ -1,1 +1,2 @@
-"""Data sources, the synthetic face generator and the tf.data pipeline."""
+"""Data sources, the synthetic face generator, eye alignment (`alignment`, shared with
+`predict`) and the tf.data pipeline."""

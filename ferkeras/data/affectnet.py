@@ -6,6 +6,10 @@ official:   Manually_Annotated_file_lists/{training,validation}.csv with columns
             Manually_Annotated_Images/<subDirectory_filePath> (also looked for under
             Manually_Annotated/). `boxes` hold the face box grown by `data.face_margin` on
             each side and clipped to the image: the final crop, x, y, w, h in pixels.
+            With `data.align_faces` (default), the 68 `facial_landmarks` (x1;y1;...;x68;y68)
+            give each face its aligned crop instead (`warps`: eyes level, framed as FER2013
+            frames its faces, the crop `ferkeras predict` takes: `ferkeras.data.alignment`);
+            a row whose landmarks are missing or malformed keeps its box (counted in notes).
 repackaged: {train_set,val_set}/images/<id>.jpg with annotations/<id>_exp.npy (plus _val,
             _aro, _lnd, unused); faces are already cropped, so `boxes` is None. The .npy files
             are loaded with allow_pickle=False.
@@ -68,9 +72,21 @@ def _label_rows(codes, class_names, *, source, what):
     return ids, note
 
 
+def parse_landmarks(text: str) -> np.ndarray:
+    """(68, 2) from AffectNet's 'x1;y1;...;x68;y68'; all NaN when empty or malformed."""
+    try:
+        values = np.array([float(v) for v in text.strip().split(";")], np.float64)
+    except ValueError:
+        values = np.zeros(0)
+    if values.size != 136 or not np.all(np.isfinite(values)):
+        return np.full((68, 2), np.nan)
+    return values.reshape(68, 2)
+
+
 def _read_affectnet_csv(path, images_dir: pathlib.Path):
-    """Rows of one official CSV: (paths, boxes (N, 4) float, codes (N,), refused)."""
-    paths, boxes, codes, refused = [], [], [], []
+    """Rows of one official CSV: (paths, boxes (N, 4) float, codes (N,), refused,
+    landmarks (N, 68, 2), NaN where missing)."""
+    paths, boxes, codes, refused, landmarks = [], [], [], [], []
     for line, row in read_csv_rows(path, ("subDirectory_filePath", "expression") + _BOX_COLUMNS):
         code = row["expression"].strip()
         if not code.lstrip("-").isdigit() or int(code) not in _ALL_CODES:
@@ -95,11 +111,17 @@ def _read_affectnet_csv(path, images_dir: pathlib.Path):
         paths.append(str(target.absolute()))
         boxes.append(box)
         codes.append(int(code))
-    return paths, np.array(boxes, np.float64).reshape(-1, 4), np.array(codes, np.int64), refused
+        landmarks.append(parse_landmarks(row.get("facial_landmarks", "")))
+    return (paths, np.array(boxes, np.float64).reshape(-1, 4), np.array(codes, np.int64),
+            refused, np.array(landmarks, np.float64).reshape(-1, 68, 2))
 
 
-def read_affectnet_official(root, *, class_names, face_margin: float, source="affectnet"):
-    """{"train", "test"} Splits with paths and final crop boxes, plus notes."""
+def read_affectnet_official(root, *, class_names, face_margin: float, source="affectnet",
+                            align_faces: bool = False):
+    """{"train", "test"} Splits with paths and final crop boxes (and, with align_faces,
+    aligned-crop `warps` from the landmarks), plus notes."""
+    from ferkeras.data.alignment import landmark_warps
+
     root = pathlib.Path(root)
     images_dir = next((root / d for d in IMAGE_DIRS if (root / d).is_dir()), root / IMAGE_DIRS[0])
     splits, notes = {}, []
@@ -108,11 +130,12 @@ def read_affectnet_official(root, *, class_names, face_margin: float, source="af
         if not path.is_file():
             notes.append(f"{source}: {path} not found; no {split} split.")
             continue
-        paths, boxes, codes, refused = _read_affectnet_csv(path, images_dir)
+        paths, boxes, codes, refused, landmarks = _read_affectnet_csv(path, images_dir)
         labels, note = _label_rows(codes, class_names, source=source, what=name)
         notes.append(note)
         keep = labels >= 0
         paths, boxes, labels = np.array(paths, dtype=str)[keep], boxes[keep], labels[keep]
+        landmarks = landmarks[keep]
         probe = probe_images(paths)
         crops = expand_boxes(boxes, np.maximum(probe.sizes, 0), margin=face_margin)
         empty = probe.ok & (crops[:, 0] < 0)
@@ -123,8 +146,15 @@ def read_affectnet_official(root, *, class_names, face_margin: float, source="af
         if probe.mismatched:
             notes.append(f"{source} {name}: {probe.mismatched} file(s) whose content format "
                          "differs from the extension (accepted; decoded by content).")
+        warps = None
+        if align_faces:
+            warps = landmark_warps(landmarks[ok])
+            boxed = int((warps[:, 0] <= 0).sum())
+            notes.append(f"{source} {name}: {int(ok.sum()) - boxed} face(s) aligned from their "
+                         f"landmarks" + (f"; {boxed} without usable landmarks keep their face "
+                                         "box." if boxed else "."))
         splits[split] = Split(
-            labels=labels[ok], paths=paths[ok], boxes=crops[ok], skipped=skipped
+            labels=labels[ok], paths=paths[ok], boxes=crops[ok], warps=warps, skipped=skipped
         )
     return splits, notes
 
@@ -179,12 +209,13 @@ def read_affectnet_repackaged(root, *, class_names, source="affectnet"):
     return splits, notes
 
 
-def read_affectnet_splits(root, *, class_names, face_margin: float, source="affectnet"):
+def read_affectnet_splits(root, *, class_names, face_margin: float, source="affectnet",
+                          align_faces: bool = False):
     """Whichever layout `root` holds, as ({"train", "test"} Splits, notes)."""
     if detect_affectnet_layout(root) == "official":
         return read_affectnet_official(
-            root, class_names=class_names, face_margin=face_margin, source=source
-        )
+            root, class_names=class_names, face_margin=face_margin, source=source,
+            align_faces=align_faces)
     return read_affectnet_repackaged(root, class_names=class_names, source=source)
 
 
@@ -192,8 +223,8 @@ def load_affectnet(cfg, *, seed: int):
     """Source `affectnet`: validation.csv is the test split; val is carved from training."""
     class_names = get_class_names(cfg.class_set)
     splits, notes = read_affectnet_splits(
-        cfg.root, class_names=class_names, face_margin=cfg.face_margin
-    )
+        cfg.root, class_names=class_names, face_margin=cfg.face_margin,
+        align_faces=cfg.align_faces)
     return assemble_bundle(
         splits, cfg=cfg, seed=seed, source="affectnet", class_names=class_names, notes=notes,
         always_carve=True,

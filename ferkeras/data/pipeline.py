@@ -35,11 +35,32 @@ def to_model_input(image, *, size: int, channels: int):
     return image
 
 
-def decode_file(path, box, *, size: int, channels: int):
-    """Read an image file, crop `box` (x, y, w, h; negative w means no box), resize."""
+def warp_image(image, warp):
+    """The aligned crop of an (H, W, C) image: warp (9,) = [side, 8 projective-transform
+    values] (`ferkeras.data.alignment.landmark_warps`), bilinear, edge pixels repeated, as
+    `alignment.warp_affine` samples it. Returns (side, side, C) float32."""
+    side = tf.cast(warp[0], tf.int32)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(image, tf.float32)[None], transforms=tf.cast(warp[1:], tf.float32)[None],
+        output_shape=tf.stack([side, side]), fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="NEAREST")
+    return out[0]
+
+
+def decode_file(path, box, warp=None, *, size: int, channels: int):
+    """Read an image file, crop `box` (x, y, w, h; negative w means no box), or warp it to
+    its aligned crop where `warp` (9,) is given and its side is positive; resize."""
     raw = tf.io.read_file(path)
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
+    if warp is not None:
+        image = tf.cond(warp[0] > 0, lambda: warp_image(image, warp),
+                        lambda: tf.cast(_crop(image, box), tf.float32))
+        return to_model_input(image, size=size, channels=channels)
+    return to_model_input(_crop(image, box), size=size, channels=channels)
+
+
+def _crop(image, box):
     h = tf.shape(image)[0]
     w = tf.shape(image)[1]
     x0 = tf.clip_by_value(box[0], 0, w - 1)
@@ -48,8 +69,7 @@ def decode_file(path, box, *, size: int, channels: int):
     bh = tf.where(box[3] > 0, tf.minimum(box[3], h - y0), h - y0)
     x0 = tf.where(box[2] > 0, x0, 0)
     y0 = tf.where(box[3] > 0, y0, 0)
-    image = tf.image.crop_to_bounding_box(image, y0, x0, bh, bw)
-    return to_model_input(image, size=size, channels=channels)
+    return tf.image.crop_to_bounding_box(image, y0, x0, bh, bw)
 
 
 def _source_dataset(split, data_cfg, *, shuffle_seed=None):
@@ -76,6 +96,14 @@ def _source_dataset(split, data_cfg, *, shuffle_seed=None):
             num_parallel_calls=tf.data.AUTOTUNE,
         ), True
     boxes = split.boxes if split.boxes is not None else np.full((len(split), 4), -1, np.int32)
+    if split.warps is not None:
+        ds = _shuffled(tf.data.Dataset.from_tensor_slices(
+            (split.paths.astype(str), boxes.astype(np.int32), split.warps.astype(np.float32),
+             labels, index)))
+        return ds.map(
+            lambda p, b, w, y, i: (decode_file(p, b, w, size=size, channels=channels), y, i),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        ), False
     ds = _shuffled(tf.data.Dataset.from_tensor_slices(
         (split.paths.astype(str), boxes.astype(np.int32), labels, index)
     ))

@@ -25,6 +25,9 @@ class Split:
     boxes:       (N, 4) int32 or None; face box x, y, w, h in pixels, -1 row for none.
     weights:     (N,) float32 or None; per-row weight in the supervised loss (None = all 1;
                  trusted rows that join the training set, `trusted.train_weight`).
+    warps:       (N, 9) float32 or None; an aligned crop per row (eyes level, FER2013
+                 framing: `ferkeras.data.alignment.landmark_warps`), used instead of the
+                 box; a row of -1 keeps the box.
     skipped:     (file, reason) for each sample the source dropped (corrupt, missing...).
     """
 
@@ -35,6 +38,7 @@ class Split:
     soft_labels: np.ndarray | None = None
     boxes: np.ndarray | None = None
     weights: np.ndarray | None = None
+    warps: np.ndarray | None = None
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
@@ -42,7 +46,8 @@ class Split:
         if (self.images is None) == (self.paths is None):
             raise ValueError("A Split needs exactly one of `images` or `paths`.")
         n = len(self.labels)
-        for name in ("images", "paths", "true_labels", "soft_labels", "boxes", "weights"):
+        for name in ("images", "paths", "true_labels", "soft_labels", "boxes", "weights",
+                     "warps"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(
@@ -88,6 +93,7 @@ class Split:
                      images=both("images"), paths=both("paths"),
                      true_labels=both("true_labels", -1), soft_labels=both("soft_labels"),
                      boxes=both("boxes", -1), weights=both("weights", 1.0),
+                     warps=both("warps", -1.0),
                      skipped=list(self.skipped) + list(other.skipped))
 
     def class_counts(self, num_classes: int) -> np.ndarray:

@@ -5,8 +5,8 @@
     inference.py  `ONNXPredictor`, frame sources, the predict loop
     detection.py  face detectors (BlazeFace ONNX, OpenCV Haar)
     session.py    the onnxruntime session both models run in
-    faces.py      face boxes -> model input crops (`crop_face`)
-    alignment.py  eye keypoints -> levelled, FER2013-framed crops (NumPy)
+    faces.py      face boxes -> model input crops (`crop_face`; eye alignment is
+                  `ferkeras.data.alignment`, shared with the training pipeline)
     flip_average.py  the mean of a face's and its mirror's probabilities, baked into ONNX
 
 The shipped model files stay in `ferkeras/pretrained/` (package data, with its lookup).

@@ -3,7 +3,7 @@
 Keras-free and import-light: OpenCV, Pillow and tqdm are imported inside the functions that
 need them. OpenCV is the `[webcam]` extra; without it, still images can be read (Pillow) and
 predicted with `detect=False`, while detection, video, webcam and annotation say how to get it.
-Detection lives in `ferkeras.deploy.detection`, eye alignment in `ferkeras.deploy.alignment`,
+Detection lives in `ferkeras.deploy.detection`, eye alignment in `ferkeras.data.alignment`,
 crop -> model input in `ferkeras.data.preprocess`; their public names are re-exported here.
 `crop_face` is the one crop used by `Predictor`, `ferkeras predict` and the benchmarks.
 
@@ -20,6 +20,12 @@ import pathlib
 
 import numpy as np
 
+from ferkeras.data.alignment import (  # noqa: F401  (re-exported)
+    FER2013_FRAMING,
+    FaceFraming,
+    align_face,
+    eyes_from_keypoints,
+)
 from ferkeras.data.preprocess import (  # noqa: F401  (re-exported)
     TF_GREY_WEIGHTS,
     convert_channels,
@@ -27,12 +33,6 @@ from ferkeras.data.preprocess import (  # noqa: F401  (re-exported)
     resize,
     resize_weights,
     to_grey,
-)
-from ferkeras.deploy.alignment import (  # noqa: F401  (re-exported)
-    FER2013_FRAMING,
-    FaceFraming,
-    align_face,
-    eyes_from_keypoints,
 )
 from ferkeras.deploy.detection import (  # noqa: F401  (re-exported)
     DEFAULT_DETECTOR,

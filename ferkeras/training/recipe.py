@@ -165,6 +165,9 @@ class DataConfig:
     face_margin: float = _field(
         0.1, "AffectNet: margin around the face box, as a share of its size.", min=0.0, max=1.0
     )
+    align_faces: bool = _field(
+        True, "AffectNet (official layout): crop each face from its 68 landmarks with the eyes "
+        "level, framed as FER2013 (the crop `ferkeras predict` takes); false: the face box.")
     noisy_labels: str = _field(
         "", "RAF-DB: a noisy label file (same 'name label' format) replacing train labels."
     )

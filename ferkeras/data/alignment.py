@@ -159,6 +159,41 @@ def align_face(image: np.ndarray, eyes, *, framing: FaceFraming = FER2013_FRAMIN
     return warp_affine(image, matrix, side=side)
 
 
+def projective_transform(matrix) -> np.ndarray:
+    """(8,) float32 transform of `tf.raw_ops.ImageProjectiveTransformV3` (output pixel index
+    -> input pixel index, integer pixel centres) equal to a (2, 3) crop -> image `matrix` in
+    this module's continuous coordinates (pixel centres at .5): the training pipeline's warp
+    (`ferkeras.data.pipeline`) samples the same points as `warp_affine`."""
+    matrix = np.asarray(matrix, np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"matrix must be (2, 3). Received: shape={matrix.shape}")
+    linear = matrix[:, :2]
+    offset = linear @ np.array([0.5, 0.5]) + matrix[:, 2] - 0.5
+    return np.array([linear[0, 0], linear[0, 1], offset[0], linear[1, 0], linear[1, 1],
+                     offset[1], 0.0, 0.0], np.float32)
+
+
+def landmark_warps(landmarks, *, framing: FaceFraming = FER2013_FRAMING, min_side: int = 48,
+                   max_side: int = 192) -> np.ndarray:
+    """(N, 9) float32 warps of the training pipeline from (N, L, 2) landmarks (iBUG-68 or
+    BlazeFace's 6; NaN rows = none): [side, 8 `projective_transform` values], the aligned
+    crop `align_face` would take (same side rule); rows without usable eyes are all -1."""
+    points = np.asarray(landmarks, np.float64)
+    out = np.full((len(points), 9), -1.0, np.float32)
+    for i, row in enumerate(points):
+        if not np.all(np.isfinite(row)):
+            continue
+        try:
+            eyes = eyes_from_keypoints(row)
+            side = crop_side(eyes, framing=framing, min_side=min_side, max_side=max_side)
+            matrix = eye_similarity(eyes, side=side, framing=framing)
+        except ValueError:  # the eyes coincide: no alignment for this row
+            continue
+        out[i, 0] = side
+        out[i, 1:] = projective_transform(matrix)
+    return out
+
+
 def transform_points(matrix, points) -> np.ndarray:
     """(N, 2) image positions of (N, 2) crop positions under a `eye_similarity` matrix."""
     points = np.asarray(points, np.float64).reshape(-1, 2)
