@@ -134,6 +134,8 @@ def settings_for(config: str, args, seed: int) -> dict:
         s["select"] = "accuracy on the validation half vs FERPlus majority"
     if getattr(args, "swap_halves", False):  # only when set, so older runs' hashes stay
         s["halves"] = "swapped"
+    if getattr(args, "fold", None):
+        s["fold"] = args.fold  # "i/K": trained without fold i of K of the Training rows
     return s
 
 
@@ -262,6 +264,9 @@ def save_probs(net, t, rows, path, run_dir=None) -> float:
     seconds = time.time() - t0
     reported = predict(net, t.images[rows["reported"]])
     extra = {}
+    if "heldout" in rows:  # a K-fold run: out-of-sample probabilities of its held-out fold
+        extra["heldout"] = predict(net, t.images[rows["heldout"]])
+        extra["heldout_rows"] = np.asarray(rows["heldout"], np.int64)
     rules_file = None if run_dir is None else pathlib.Path(run_dir) / "decision_rules.json"
     if rules_file is not None and rules_file.is_file():
         from ferkeras.noise.trusted import OBJECTIVES, apply_decision
@@ -381,7 +386,7 @@ def run(config, seed, args, t, rows, work, log):
     import ferkeras
     from ferkeras.methods.co_divide.core import build_run_network
 
-    name = f"{config}-s{seed}"
+    name = f"{config}-s{seed}" + (f"-fold{args.fold.replace('/', 'of')}" if args.fold else "")
     s = settings_for(config, args, seed)
     h = settings_hash(s)
     done = work / f"{name}.done.json"
@@ -476,6 +481,10 @@ def main(argv=None) -> int:
     p.add_argument("--swap-halves", action="store_true",
                    help="cross-fit: the reported half becomes the validation (trusted) half "
                    "and the other way round (use its own --work folder)")
+    p.add_argument("--fold", default=None, metavar="I/K",
+                   help="K-fold: train without fold I of K of the Training rows (stratified by "
+                   "FER2013 label, seed 0) and save the held-out fold's probabilities "
+                   "(cleanlab's recommended out-of-sample setting; bench/audit_dynamics.py)")
     p.add_argument("--rescore", action="store_true",
                    help="recompute <run>.probs.npz of done runs from their best weights")
     args = p.parse_args(argv)
@@ -511,6 +520,17 @@ def main(argv=None) -> int:
     rows = split_rows(t, limit_train=args.limit_train, seed=0)
     if args.swap_halves:
         rows["val"], rows["reported"] = rows["reported"], rows["val"]
+    if args.fold:
+        from ferkeras.noise.label_issues import stratified_folds
+
+        try:
+            i, k = (int(x) for x in args.fold.split("/"))
+            assert 0 <= i < k and k >= 2
+        except (ValueError, AssertionError):
+            p.error(f"--fold must be I/K with 0 <= I < K, K >= 2. Received: {args.fold!r}")
+        fold_of = stratified_folds(t.fer[rows["train"]], folds=k, seed=0)
+        rows["heldout"] = rows["train"][fold_of == i]
+        rows["train"] = rows["train"][fold_of != i]
     for seed in seeds:
         for config in configs:
             if args.rescore:
