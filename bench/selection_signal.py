@@ -56,10 +56,12 @@ DIAGNOSTIC = ("debiased_acc_true_T",)
 
 def grid_checkpoints(grid: dict) -> dict:
     """Part A from noisy_grid.json's runs: rank correlations of noisy validation accuracy
-    with FERPlus accuracy, over every logged epoch and over each run's selected epoch."""
+    with FERPlus accuracy, over every logged epoch and over each run's selected epoch; and
+    per config, the FERPlus accuracy of the epoch the noisy signal keeps vs the run's peak
+    (`memorisation`: a drop of 2 points or more is where CE has begun to memorise)."""
     from ferkeras.noise.clean_accuracy import rank_correlation
 
-    every, chosen = [], []
+    every, chosen, memo = [], [], {}
     for name, run in sorted(grid.get("runs", {}).items()):
         recs = [r for r in run.get("ferplus_by_epoch") or []
                 if r.get("reported_acc_ferplus") is not None and "val_acc_fer2013" in r]
@@ -68,7 +70,17 @@ def grid_checkpoints(grid: dict) -> dict:
         every += [(r["val_acc_fer2013"], r["reported_acc_ferplus"]) for r in recs]
         best = max(recs, key=lambda r: (r["val_acc_fer2013"], -r["epoch"]))
         chosen.append((name, best["val_acc_fer2013"], best["reported_acc_ferplus"]))
-    out = {"n_checkpoints": len(every), "n_runs": len(chosen)}
+        peak = max(recs, key=lambda r: (r["reported_acc_ferplus"], -r["epoch"]))
+        memo.setdefault(run["config"], []).append({
+            "run": name, "epochs": max(r["epoch"] for r in recs),
+            "peak_epoch": peak["epoch"], "peak": peak["reported_acc_ferplus"],
+            "kept_epoch": best["epoch"], "kept": best["reported_acc_ferplus"]})
+    out = {"n_checkpoints": len(every), "n_runs": len(chosen),
+           "memorisation": {c: {"runs": v, "peak": float(np.mean([x["peak"] for x in v])),
+                                "kept": float(np.mean([x["kept"] for x in v])),
+                                "drop": float(np.mean([x["peak"] - x["kept"] for x in v])),
+                                "epochs": max(x["epochs"] for x in v)}
+                            for c, v in sorted(memo.items())}}
     if every:
         a = np.array(every)
         out["noisy_acc_rank_corr_all_epochs"] = rank_correlation(a[:, 0], a[:, 1])
@@ -150,8 +162,13 @@ def assemble(args) -> dict:
     import common
     from noisy_data import load_tables, split_rows
 
-    grid_file = pathlib.Path(args.grid)
-    part_a = grid_checkpoints(json.loads(grid_file.read_text())) if grid_file.is_file() else {}
+    part_a = {g: grid_checkpoints(json.loads(pathlib.Path(g).read_text())) for g in args.grid
+              if pathlib.Path(g).is_file()}
+    for w in args.work:  # the run folders' own per-epoch logs (runs since the files above)
+        runs = {f.name[:-len(".done.json")]: json.loads(f.read_text())
+                for f in sorted(pathlib.Path(w).glob("*.done.json"))}
+        if runs:
+            part_a[str(w)] = grid_checkpoints({"runs": runs})
     if args.smoke:
         from noisy_data import fake_tables
 
@@ -167,7 +184,7 @@ def assemble(args) -> dict:
     valid = {s: v for s, v in by_acc.items() if v == v and s in SIGNALS}  # not NaN
     chosen = max(valid, key=valid.get) if valid else None
     return {
-        "grid": part_a, "grid_file": str(grid_file), "work": [str(w) for w in args.work],
+        "grid": part_a, "work": [str(w) for w in args.work],
         "checkpoints": points, "n_checkpoints": len(points),
         "rank_corr_vs_ferplus_acc": by_acc, "rank_corr_vs_ferplus_bal": by_bal,
         "chosen": chosen,
@@ -176,9 +193,10 @@ def assemble(args) -> dict:
             "chosen_rank_corr": by_acc.get(chosen) if chosen else None,
             "noisy_val_rank_corr": by_acc.get("noisy_acc"),
             "n_checkpoints": len(points),
-            "noisy_val_rank_corr_grid_all_epochs": part_a.get(
-                "noisy_acc_rank_corr_all_epochs"),
-            "noisy_val_rank_corr_grid_selected": part_a.get("noisy_acc_rank_corr_selected"),
+            "noisy_val_rank_corr_grid": {
+                pathlib.Path(g).name: {"all_epochs": v.get("noisy_acc_rank_corr_all_epochs"),
+                                       "selected": v.get("noisy_acc_rank_corr_selected")}
+                for g, v in part_a.items()},
             "met": bool(chosen and chosen != "noisy_acc"
                         and by_acc[chosen] > by_acc["noisy_acc"])}}
 
@@ -187,13 +205,22 @@ def markdown(out) -> str:
     def f(x):
         return "–" if x is None or x != x else f"{x:+.3f}"
 
-    g = out["grid"]
-    md = ["# Checkpoint-selection signals without trust (#22)", "",
-          f"Part A, the proxy grid's logged epochs (`{out['grid_file']}`): noisy validation "
-          f"accuracy vs FERPlus accuracy, Spearman {f(g.get('noisy_acc_rank_corr_all_epochs'))} "
-          f"over {g.get('n_checkpoints', 0)} checkpoints, "
-          f"{f(g.get('noisy_acc_rank_corr_selected'))} over the {g.get('n_runs', 0)} "
-          "checkpoints the runs selected.", "",
+    md = ["# Checkpoint-selection signals without trust (#22)", ""]
+    for name, g in out["grid"].items():
+        md += [f"Part A, logged epochs of `{name}`: noisy validation accuracy vs FERPlus "
+               f"accuracy, Spearman {f(g.get('noisy_acc_rank_corr_all_epochs'))} over "
+               f"{g.get('n_checkpoints', 0)} checkpoints, "
+               f"{f(g.get('noisy_acc_rank_corr_selected'))} over the {g.get('n_runs', 0)} "
+               "checkpoints the runs selected. FERPlus accuracy of the epoch the noisy signal "
+               "keeps vs the run's peak (seed means):", "",
+               "| config | epochs | peak | kept | drop (points) | peak epochs | kept epochs |",
+               "|---|---|---|---|---|---|---|"]
+        md += [f"| {c} | {v['epochs']} | {100 * v['peak']:.1f} | {100 * v['kept']:.1f} | "
+               f"{100 * v['drop']:+.1f} | {','.join(str(x['peak_epoch']) for x in v['runs'])} "
+               f"| {','.join(str(x['kept_epoch']) for x in v['runs'])} |"
+               for c, v in g.get("memorisation", {}).items()]
+        md.append("")
+    md += [
           f"Part B, {out['n_checkpoints']} checkpoints with probabilities on disk "
           f"({', '.join(f'`{w}`' for w in out['work'])}): Spearman rank correlation of each "
           "signal with the checkpoint's FERPlus accuracy (balanced accuracy) on the reported "
@@ -220,8 +247,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work", action="append", default=None,
                    help="a noisy_grid run folder (repeatable; default bench/.work/noisy_grid)")
-    p.add_argument("--grid", default=str(ROOT / "bench" / "results" / "noisy_grid.json"),
-                   help="the proxy grid's results (every epoch's noisy val accuracy)")
+    p.add_argument("--grid", action="append", default=None,
+                   help="a noisy_grid results JSON with every epoch's noisy val and FERPlus "
+                   "accuracy (repeatable; default the proxy grid's and the full-size runs')")
     p.add_argument("--smoke", action="store_true", help="fake tables, a 2-epoch smoke grid")
     args = p.parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -235,6 +263,8 @@ def main(argv=None) -> int:
         noisy_grid.main(["--smoke", "--configs", "ce", "--work", str(work)])
         args.work, name = [str(work)], "selection_signal_smoke"
     args.work = args.work or [str(common.WORK / "noisy_grid")]
+    args.grid = args.grid or [str(ROOT / "bench" / "results" / f) for f in (
+        "noisy_grid.json", "noisy_grid_noisy_grid_full.json")]
     out = assemble(args)
     common.write_results(name, out, markdown(out), {"work": args.work, "grid": args.grid,
                                                     "smoke": args.smoke})
