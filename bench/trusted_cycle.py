@@ -96,12 +96,13 @@ def trusted_cv(val_probs, labels, objective: str, *, seed=0, folds=5) -> tuple[f
         for fit, held in StratifiedKFold(folds, shuffle=True, random_state=seed).split(
                 p, strata):
             d = fit_decision("recalibrate", p[fit], y[fit], train_prior=None, seed=seed,
-                             objective=objective)
+                             objective=objective, folds=folds)
             pred[held] = apply_decision(d, p[held]).argmax(1)
     return float((pred == y).mean()), float(nf.balanced_accuracy(y, pred))
 
 
-def line_predictions(runs, *, scored, plus_val, trusted=None) -> tuple[dict, dict]:
+def line_predictions(runs, *, scored, plus_val, trusted=None, cv_folds=5
+                     ) -> tuple[dict, dict]:
     """({line: {seed: (R,) predictions on the scored reported rows}}, {config: {seed:
     selection score}}) for CE (+ post-hoc rules), the oracle and every trusted-track run.
     trusted: a dict to fill with {line: {seed: (acc, bal) cross-fitted on trusted rows}}
@@ -113,6 +114,7 @@ def line_predictions(runs, *, scored, plus_val, trusted=None) -> tuple[dict, dic
     def cv(line, seed, probs, labels, objective):
         if trusted is not None:
             trusted.setdefault(line, {})[seed] = trusted_cv(probs, labels, objective,
+                                                            folds=cv_folds,
                                                             seed=seed)
 
     trusted_val = plus_val >= 0
@@ -197,7 +199,8 @@ def assemble(args) -> dict:
     y = t.plus[rows["reported"]][scored]
     plus_val = t.plus[rows["val"]]
     trusted = {}
-    preds, select = line_predictions(runs, scored=scored, plus_val=plus_val, trusted=trusted)
+    preds, select = line_predictions(runs, scored=scored, plus_val=plus_val, trusted=trusted,
+                                     cv_folds=2 if args.smoke else 5)
     oracle_acc, oracle_seeds = None, []
     if "oracle" not in preds and getattr(args, "oracle_record", None):
         oracle_acc, oracle_seeds = recorded_oracle(pathlib.Path(args.oracle_record))
