@@ -126,6 +126,21 @@ def time_block(fn, *, warmup: int, repeats: int) -> list[float]:
     return out
 
 
+def patch_results(name: str, key: str, value: dict) -> bool:
+    """Set `key` of an existing results file `<RESULTS>/<name>.json` to `value` (atomic
+    rewrite; other keys kept): a report that feeds another's targets. False when the file
+    does not exist."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return False
+    data = json.loads(path.read_text())
+    data[key] = value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return True
+
+
 def write_results(name: str, data: dict, markdown: str, settings: dict | None = None, *,
                   results: pathlib.Path = RESULTS, code_files=()):
     """Write `results/<name>.json` and `results/<name>.md` for a run made now; return both

@@ -269,14 +269,8 @@ def main(argv=None) -> int:
     common.write_results(name, out, markdown(out), {"work": args.work, "grid": args.grid,
                                                     "smoke": args.smoke})
     if not args.smoke:
-        path = common.RESULTS / "noisy_fer2013.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            data["selection_signal"] = {**out["selection_signal"],
-                                        "source": "bench/results/selection_signal.json"}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(path)
+        common.patch_results("noisy_fer2013", "selection_signal", {
+            **out["selection_signal"], "source": "bench/results/selection_signal.json"})
     print(markdown(out))
     return 0
 

@@ -511,15 +511,9 @@ def main(argv=None) -> int:
     common.write_results(name, out, markdown(out), {"work": args.work, "smoke": args.smoke,
                                                     "selection": SELECTION})
     if not args.smoke:  # the home for the targets: the real-noise report's JSON
-        path = common.RESULTS / "noisy_fer2013.json"
-        if path.is_file():
-            data = json.loads(path.read_text())
-            key = "targets_trusted_cycle" if full else "targets_trusted_cycle_proxy"
-            data[key] = {**out["targets_trusted_cycle"],
-                         "source": f"bench/results/{name}.json"}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(path)
+        common.patch_results(
+            "noisy_fer2013", "targets_trusted_cycle" if full else "targets_trusted_cycle_proxy",
+            {**out["targets_trusted_cycle"], "source": f"bench/results/{name}.json"})
     print(markdown(out))
     return 0
 
