@@ -8,6 +8,19 @@ Commands (from the repository root; runs come from bench/noisy_grid.py, resumabl
     .venv/bin/python bench/trusted_cycle.py            # this report
     .venv/bin/python bench/trusted_cycle.py --smoke    # a minute, fake tables
 
+Full size (vgg4 w32, 12 epochs; ~25-35 min a run on 2 idle cores), then its report
+(bench/results/trusted_cycle_full.{md,json}; the oracle's accuracy recorded by the earlier
+full-size runs of the same settings stands in until an oracle run is in the folder):
+
+    F="--model vgg4 --width 32 --epochs 12"
+    .venv/bin/python bench/noisy_grid.py --configs ce,t_soft_rows --seeds 0,1,2 $F \
+        --work bench/.work/grid_full
+    .venv/bin/python bench/noisy_grid.py --configs ce,t_soft_rows --seeds 0 $F --swap-halves \
+        --work bench/.work/grid_full_swap
+    .venv/bin/python bench/trusted_cycle.py --work bench/.work/grid_full \
+        --oracle-record bench/results/noisy_grid_noisy_grid_full.json \
+        [--swap-work bench/.work/grid_full_swap]
+
 Protocol (fixed before any trusted-track result was seen)
 - Rows: as bench/noisy_fer2013.py (bench/noisy_data.py): Training rows with FER2013 labels;
   the validation half of PublicTest with FERPlus majority labels is the trusted set; the
