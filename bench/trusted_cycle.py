@@ -264,6 +264,13 @@ def assemble(args) -> dict:
             "trusted_auc_by_split": [float(np.mean(v)) for v in zip(
                 *[d.get("trusted_auc_by_split") or [] for d in done], strict=False)] or None,
             "wall_s": wall, "cost_ratio": wall / wall_ce if wall_ce else None,
+            # back to back: each seed's run over CE's of the same seed, with both runs' load
+            "cost_ratio_by_seed": {
+                str(seed): {"ratio": nf.net_wall_s(r) / nf.net_wall_s(runs["ce"][seed]),
+                            "loadavg_end": [r["done"].get("loadavg_end"),
+                                            runs["ce"][seed]["done"].get("loadavg_end")]}
+                for seed, r in sorted(runs[config].items())
+                if "ce" in runs and seed in runs["ce"]},
             "loadavg_end": [d.get("loadavg_end") for d in done]}
     scored_configs = {c: v for c, v in configs.items() if v["selection_score"] is not None}
     winner = max(scored_configs, key=lambda c: scored_configs[c]["selection_score"],
@@ -434,9 +441,12 @@ def markdown(out) -> str:
     for c, v in out["configs"].items():
         fmt = lambda xs: " → ".join(f"{x:.3f}" for x in xs) if xs else "–"  # noqa: E731
         cost = "–" if v["cost_ratio"] is None else f"{v['cost_ratio']:.2f}"
+        by_seed = ", ".join(f"s{k} {x['ratio']:.2f}" for k, x in
+                            v.get("cost_ratio_by_seed", {}).items())
         md.append(f"| {c} | {','.join(map(str, v['seeds']))} | "
                   f"{pct(v['selection_score'])} | {fmt(v['detection_auc_by_split'])} | "
-                  f"{fmt(v['trusted_auc_by_split'])} | {v['wall_s']:.0f} | {cost} |")
+                  f"{fmt(v['trusted_auc_by_split'])} | {v['wall_s']:.0f} | {cost}"
+                  + (f" ({by_seed})" if by_seed else "") + " |")
     if out.get("winner_last_split"):
         md += ["", f"Winner's last split ({out['winner_last_split']['file']}, seed "
                f"{out['lines'].get(out['winner'], {}).get('seeds', ['?'])[0]}): per given "
