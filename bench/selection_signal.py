@@ -162,13 +162,17 @@ def assemble(args) -> dict:
     import common
     from noisy_data import load_tables, split_rows
 
-    part_a = {g: grid_checkpoints(json.loads(pathlib.Path(g).read_text())) for g in args.grid
-              if pathlib.Path(g).is_file()}
+    def shown(path) -> str:  # relative to the repository where it lies inside it
+        path = pathlib.Path(path).resolve()
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+    part_a = {shown(g): grid_checkpoints(json.loads(pathlib.Path(g).read_text()))
+              for g in args.grid if pathlib.Path(g).is_file()}
     for w in args.work:  # the run folders' own per-epoch logs (runs since the files above)
         runs = {f.name[:-len(".done.json")]: json.loads(f.read_text())
                 for f in sorted(pathlib.Path(w).glob("*.done.json"))}
         if runs:
-            part_a[str(w)] = grid_checkpoints({"runs": runs})
+            part_a[shown(w)] = grid_checkpoints({"runs": runs})
     if args.smoke:
         from noisy_data import fake_tables
 
@@ -184,7 +188,7 @@ def assemble(args) -> dict:
     valid = {s: v for s, v in by_acc.items() if v == v and s in SIGNALS}  # not NaN
     chosen = max(valid, key=valid.get) if valid else None
     return {
-        "grid": part_a, "work": [str(w) for w in args.work],
+        "grid": part_a, "work": [shown(w) for w in args.work],
         "checkpoints": points, "n_checkpoints": len(points),
         "rank_corr_vs_ferplus_acc": by_acc, "rank_corr_vs_ferplus_bal": by_bal,
         "chosen": chosen,
