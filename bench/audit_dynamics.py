@@ -86,8 +86,8 @@ def detectors(runs: dict, labels, num_classes: int) -> dict:
 
 def kfold_probs(work: pathlib.Path, train_rows) -> tuple[np.ndarray, int, int] | None:
     """((N, K) out-of-sample probabilities of the Training rows, folds, epochs per fold run)
-    from the CE K-fold
-    runs of `noisy_grid.py --fold I/K` in `work`; None unless every fold is there."""
+    from the CE K-fold runs of `noisy_grid.py --fold I/K` in `work`; None unless every fold
+    is there."""
     files = sorted(work.glob("ce-s0-fold*of*.probs.npz"))
     if not files:
         return None
@@ -96,9 +96,11 @@ def kfold_probs(work: pathlib.Path, train_rows) -> tuple[np.ndarray, int, int] |
         print(f"{work}: {len(files)} of {k} folds done; no K-fold line yet")
         return None
     position = {int(r): i for i, r in enumerate(train_rows)}
-    probs = np.full((len(train_rows), 7), np.nan)
+    probs = None
     for f in files:
         z = np.load(f)
+        if probs is None:
+            probs = np.full((len(train_rows), z["heldout"].shape[1]), np.nan)
         probs[[position[int(r)] for r in z["heldout_rows"]]] = z["heldout"]
     if np.isnan(probs).any():
         raise SystemExit(f"{work}: the folds do not cover every Training row")

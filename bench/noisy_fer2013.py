@@ -209,24 +209,33 @@ def paired_bootstrap(y, preds_a: list, preds_b: list, *, seed=0) -> dict:
             "bal_ci": [float(np.percentile(bal, 2.5)), float(np.percentile(bal, 97.5))]}
 
 
-def gap_recovered_bootstrap(y, winner: list, ce: list, oracle: list, *, seed=0) -> dict:
+def gap_recovered_bootstrap(y, winner: list, ce: list, oracle: list | float, *,
+                            seed=0) -> dict:
     """(winner - CE) / (oracle - CE) in accuracy, each a mean over its seeds' (R,) predictions,
     and its 95 % CI from resampling the same rows for all three (paired). Draws whose gap
-    (oracle - CE) is not positive are dropped (the ratio is undefined there)."""
+    (oracle - CE) is not positive are dropped (the ratio is undefined there). oracle may be
+    a recorded accuracy (a float) instead of predictions: a constant that the draws do not
+    resample, so the CI is narrower than one that also resampled the oracle."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    hits = [np.stack([p == y for p in preds]).mean(0) for preds in (winner, ce, oracle)]
+    fixed = isinstance(oracle, float)
+    hits = [np.stack([p == y for p in preds]).mean(0)
+            for preds in ((winner, ce) if fixed else (winner, ce, oracle))]
     ratios = []
     for _ in range(BOOT):
         idx = rng.integers(0, n, n)
-        w, c, o = (h[idx].mean() for h in hits)
+        w, c, *o = (h[idx].mean() for h in hits)
+        o = oracle if fixed else o[0]
         if o - c > 0:
             ratios.append((w - c) / (o - c))
-    w, c, o = (h.mean() for h in hits)
-    return {"ratio": float((w - c) / (o - c)) if o > c else None,
-            "ci": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
-            if ratios else None, "draws": len(ratios),
-            "seeds": [len(winner), len(ce), len(oracle)]}
+    w, c, *o = (h.mean() for h in hits)
+    o = oracle if fixed else o[0]
+    out = {"ratio": float((w - c) / (o - c)) if o > c else None,
+           "ci": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+           if ratios else None, "draws": len(ratios)}
+    if fixed:
+        return {**out, "oracle": "recorded constant", "oracle_accuracy": oracle}
+    return {**out, "seeds": [len(winner), len(ce), len(oracle)]}
 
 
 def detection(t, rows, runs: dict, plus_val, fer_val) -> dict:

@@ -301,6 +301,9 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
     Pleiss et al. 2020) are scored from it (bench/audit_dynamics.py)."""
     import keras
 
+    from ferkeras import io
+    from ferkeras.noise.label_issues import given_label_margins
+
     rep = rows["reported"][t.plus[rows["reported"]] >= 0]
     rep_x, rep_y = t.images[rep], t.plus[rep]
     val_x, val_y = t.images[rows["val"]], t.fer[rows["val"]]
@@ -336,35 +339,14 @@ def ferplus_logger(t, rows, path: pathlib.Path, *, resume: bool, dynamics: bool 
             """Every epoch's probabilities of the validation half and of the reported rows
             (float16, `<run>/epoch_probs.npz`): checkpoint-selection signals are scored
             offline from them (bench/selection_signal.py)."""
-            got = dict(np.load(probs_path)) if probs_path.is_file() else {}
-            keep = got.get("epochs", np.zeros(0, np.int64)) < epoch
-            out = {"epochs": np.append(got.get("epochs", np.zeros(0, np.int64))[keep], epoch)}
-            for k, v in probs.items():
-                new = v.astype(np.float16)[None]
-                out[k] = np.concatenate([got[k][keep], new]) if k in got else new
-            tmp = probs_path.with_suffix(".tmp.npz")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **out)
-            tmp.replace(probs_path)
+            io.append_epoch_npz(probs_path, epoch, axis=0,
+                                **{k: v.astype(np.float16) for k, v in probs.items()})
 
         def _dynamics(self, net, epoch):
             p = predict(net, tr_x)
-            given = p[np.arange(len(tr_y)), tr_y]
-            other = p.copy()
-            other[np.arange(len(tr_y)), tr_y] = -1.0
-            margin = given - other.max(1)
-            got = dict(np.load(dyn_path)) if dyn_path.is_file() else {}
-            keep = got.get("epochs", np.zeros(0, np.int64)) < epoch
-            out = {"epochs": np.append(got.get("epochs", np.zeros(0, np.int64))[keep], epoch),
-                   "prob": np.column_stack([got["prob"][:, keep], given]) if got else
-                   given[:, None], "margin": np.column_stack([got["margin"][:, keep], margin])
-                   if got else margin[:, None]}
-            out["prob"], out["margin"] = (out["prob"].astype(np.float16),
-                                          out["margin"].astype(np.float16))
-            tmp = dyn_path.with_suffix(".tmp.npz")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **out)
-            tmp.replace(dyn_path)
+            io.append_epoch_npz(dyn_path, epoch, axis=1,
+                                prob=p[np.arange(len(tr_y)), tr_y].astype(np.float16),
+                                margin=given_label_margins(tr_y, p).astype(np.float16))
 
     return FerplusByEpoch()
 

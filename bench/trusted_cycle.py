@@ -235,7 +235,7 @@ def assemble(args) -> dict:
                 y, *[[p[k] for k in sorted(p)] for p in (by_seed, preds["ce"],
                                                           preds["oracle"])])
         elif name != "ce" and "ce" in preds and oracle_acc is not None:
-            line["acc_gap_recovered"] = gap_with_fixed_oracle(
+            line["acc_gap_recovered"] = nf.gap_recovered_bootstrap(
                 y, [by_seed[k] for k in sorted(by_seed)],
                 [preds["ce"][k] for k in sorted(preds["ce"])], oracle_acc)
         lines[name] = line
@@ -311,27 +311,6 @@ def recorded_oracle(path: pathlib.Path) -> tuple[float | None, list]:
         if rec and rec[0].get("reported_acc_ferplus") is not None:
             accs[r["seed"]] = rec[0]["reported_acc_ferplus"]
     return (float(np.mean(list(accs.values()))) if accs else None), sorted(accs)
-
-
-def gap_with_fixed_oracle(y, line: list, ce: list, oracle_acc: float, *, seed=0) -> dict:
-    """(line - CE) / (oracle - CE) with the oracle's accuracy a recorded constant: the CI
-    resamples the rows for the line and CE (paired) only, so it is narrower than a CI that
-    also resampled the oracle."""
-    import noisy_fer2013 as nf
-
-    rng = np.random.default_rng(seed)
-    hits = [np.stack([p == y for p in preds]).mean(0) for preds in (line, ce)]
-    ratios = []
-    for _ in range(nf.BOOT):
-        idx = rng.integers(0, len(y), len(y))
-        w, c = (h[idx].mean() for h in hits)
-        if oracle_acc > c:
-            ratios.append((w - c) / (oracle_acc - c))
-    w, c = (h.mean() for h in hits)
-    return {"ratio": float((w - c) / (oracle_acc - c)) if oracle_acc > c else None,
-            "ci": [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
-            if ratios else None, "draws": len(ratios), "oracle": "recorded constant",
-            "oracle_accuracy": oracle_acc}
 
 
 def run_size(runs) -> str:

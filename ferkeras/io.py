@@ -11,6 +11,8 @@ import os
 import pathlib
 import tempfile
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path, *, suffix=""):
@@ -71,3 +73,33 @@ def _jsonable(value):
     if isinstance(value, pathlib.Path):
         return str(value)
     raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
+
+
+def append_epoch_npz(path, epoch: int, *, axis: int, **arrays) -> dict:
+    """Add one epoch's `arrays` to the `.npz` at `path` (created if missing) and return its
+    new contents: `epochs` (E,) and each array stacked along `axis` (0: (E, ...), 1:
+    (N, E)), one slice per epoch. An epoch already there, or a later one, is dropped first,
+    so a resumed run rewrites what it redoes. Written atomically; arrays keep their dtype.
+    A file whose arrays do not match the new ones in the other dimensions is refused
+    (ValueError naming it)."""
+    path = pathlib.Path(path)
+    got = {}
+    if path.is_file():
+        with np.load(path) as z:
+            got = {k: z[k] for k in z.files}
+    epochs = got.get("epochs", np.zeros(0, np.int64))
+    keep = epochs < epoch
+    out = {"epochs": np.append(epochs[keep], epoch).astype(np.int64)}
+    for name, value in arrays.items():
+        new = np.expand_dims(np.asarray(value), axis)
+        if name not in got:
+            out[name] = new
+            continue
+        old = np.take(got[name], np.flatnonzero(keep), axis=axis)
+        if np.delete(old.shape, axis).tolist() != np.delete(new.shape, axis).tolist():
+            raise ValueError(f"{path}: {name} has shape {got[name].shape}, this epoch's "
+                             f"{np.asarray(value).shape}; use a new run folder.")
+        out[name] = np.concatenate([old, new.astype(old.dtype)], axis=axis)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **out)
+    return out

@@ -40,3 +40,22 @@ def test_area_under_margin_ranks_injected_flips_first():
         area_under_margin(np.zeros((3, 0)))
     with pytest.raises(ValueError, match="aum has shape"):
         find_label_issues_by_aum(given, aum[:5], last)
+
+
+def test_epoch_npz_appends_replaces_redone_epochs_and_refuses_other_rows(tmp_path):
+    """The per-epoch log behind the audit's margins (ferkeras.io.append_epoch_npz): a resumed
+    run that redoes epoch 2 replaces it and drops what came after."""
+    from ferkeras.io import append_epoch_npz
+
+    path = tmp_path / "margins.npz"
+    for epoch in (1, 2, 3):
+        append_epoch_npz(path, epoch, axis=1, margin=np.full(4, epoch, np.float32))
+    out = append_epoch_npz(path, 2, axis=1, margin=np.full(4, 20.0, np.float32))
+    with np.load(path) as z:
+        assert z["epochs"].tolist() == [1, 2] == out["epochs"].tolist()
+        np.testing.assert_array_equal(z["margin"], [[1, 20]] * 4)
+        assert z["margin"].dtype == np.float32
+    rows = append_epoch_npz(tmp_path / "p.npz", 1, axis=0, val=np.ones((3, 2), np.float16))
+    assert rows["val"].shape == (1, 3, 2) and rows["val"].dtype == np.float16
+    with pytest.raises(ValueError, match="margins.npz: margin has shape"):
+        append_epoch_npz(path, 3, axis=1, margin=np.zeros(5, np.float32))

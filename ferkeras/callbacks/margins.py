@@ -2,8 +2,8 @@
 the area under the margin, `ferkeras.noise.label_issues.area_under_margin`).
 
 The margins go to an `.npz` (`epochs` (E,), `margin` (N, E) float32) rewritten atomically at
-each epoch, so a resumed run keeps the epochs it already recorded (a later epoch replaces
-its column)."""
+each epoch (`ferkeras.io.append_epoch_npz`), so a resumed run keeps the epochs it already
+recorded (a later epoch replaces its column)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ class MarginRecorder(keras.callbacks.Callback):
     def __init__(self, dataset, labels, path):
         super().__init__()
         self.dataset, self.labels, self.path = dataset, np.asarray(labels), pathlib.Path(path)
-        self.last_probs = None
 
     def load(self) -> dict:
+        """{"epochs": (E,), "margin": (N, E)} recorded so far (E = 0 before the first)."""
         if not self.path.is_file():
             return {"epochs": np.zeros(0, np.int64),
                     "margin": np.zeros((len(self.labels), 0), np.float32)}
@@ -41,12 +41,5 @@ class MarginRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         net = getattr(self.model, "eval_network", self.model)
         _, probs = per_sample_losses(net, self.dataset, self.labels)
-        self.last_probs = probs
-        got = self.load()
-        keep = got["epochs"] < epoch + 1
-        out = {"epochs": np.append(got["epochs"][keep], epoch + 1),
-               "margin": np.column_stack([got["margin"][:, keep],
-                                          given_label_margins(self.labels, probs)]
-                                         ).astype(np.float32)}
-        with io.atomic_path(self.path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **out)
+        io.append_epoch_npz(self.path, epoch + 1, axis=1,
+                            margin=given_label_margins(self.labels, probs).astype(np.float32))

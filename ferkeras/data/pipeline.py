@@ -53,11 +53,12 @@ def decode_file(path, box, warp=None, *, size: int, channels: int):
     raw = tf.io.read_file(path)
     image = tf.io.decode_image(raw, channels=3, expand_animations=False)
     image.set_shape((None, None, 3))
-    if warp is not None:
+    if warp is None:
+        image = _crop(image, box)
+    else:
         image = tf.cond(warp[0] > 0, lambda: warp_image(image, warp),
                         lambda: tf.cast(_crop(image, box), tf.float32))
-        return to_model_input(image, size=size, channels=channels)
-    return to_model_input(_crop(image, box), size=size, channels=channels)
+    return to_model_input(image, size=size, channels=channels)
 
 
 def _crop(image, box):
@@ -96,19 +97,13 @@ def _source_dataset(split, data_cfg, *, shuffle_seed=None):
             num_parallel_calls=tf.data.AUTOTUNE,
         ), True
     boxes = split.boxes if split.boxes is not None else np.full((len(split), 4), -1, np.int32)
+    # (path, box[, warp]) decode the image; aligned-crop warps only where the split has them
+    files = (split.paths.astype(str), boxes.astype(np.int32))
     if split.warps is not None:
-        ds = _shuffled(tf.data.Dataset.from_tensor_slices(
-            (split.paths.astype(str), boxes.astype(np.int32), split.warps.astype(np.float32),
-             labels, index)))
-        return ds.map(
-            lambda p, b, w, y, i: (decode_file(p, b, w, size=size, channels=channels), y, i),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        ), False
-    ds = _shuffled(tf.data.Dataset.from_tensor_slices(
-        (split.paths.astype(str), boxes.astype(np.int32), labels, index)
-    ))
+        files += (split.warps.astype(np.float32),)
+    ds = _shuffled(tf.data.Dataset.from_tensor_slices((*files, labels, index)))
     return ds.map(
-        lambda p, b, y, i: (decode_file(p, b, size=size, channels=channels), y, i),
+        lambda *row: (decode_file(*row[:-2], size=size, channels=channels), *row[-2:]),
         num_parallel_calls=tf.data.AUTOTUNE,
     ), False
 

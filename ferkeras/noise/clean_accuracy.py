@@ -21,6 +21,7 @@ on a reference model's out-of-sample probabilities, and score every checkpoint u
 from __future__ import annotations
 
 import numpy as np
+import scipy.stats
 
 from ferkeras.noise.transition import _check_transition
 
@@ -78,18 +79,8 @@ def rank_correlation(signal, truth) -> float:
                          f"{a.shape} and {b.shape}")
     if len(a) < 2:
         return float("nan")
-
-    def ranks(x):
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for v in np.unique(x):  # average the ranks of ties
-            tie = x == v
-            if tie.sum() > 1:
-                r[tie] = r[tie].mean()
-        return r
-
-    ra, rb = ranks(a), ranks(b)
+    ra = scipy.stats.rankdata(a, method="average")
+    rb = scipy.stats.rankdata(b, method="average")
     if ra.std() == 0 or rb.std() == 0:
         return float("nan")
     return float(np.corrcoef(ra, rb)[0, 1])

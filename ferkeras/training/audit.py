@@ -78,9 +78,9 @@ def audit_recipe(recipe, *, run_dir, overwrite=False, verbose="auto", echo=print
         aum = area_under_margin(margins["margin"])
         flagged = find_label_issues_by_aum(train_split.labels, aum, probs,
                                            return_indices_ranked=True)
-        # the report's split is the audit's: flagged rows are the 'noisy' ones
-        result = dataclasses.replace(result, labelled=~np.isin(
-            np.arange(len(train_split)), flagged))
+        labelled = np.ones(len(train_split), bool)  # the report's split is the audit's
+        labelled[flagged] = False
+        result = dataclasses.replace(result, labelled=labelled)
         if train_split.true_labels is not None:  # AUC of the AUM ranking, (aum + 1) / 2
             result = dataclasses.replace(result, scores=selection.score_split_result(
                 dataclasses.replace(result, clean_prob=(aum + 1.0) / 2.0),
@@ -97,7 +97,7 @@ def audit_recipe(recipe, *, run_dir, overwrite=False, verbose="auto", echo=print
                "flagged_per_class": {name: int(np.sum(train_split.labels[flagged] == i))
                                      for i, name in enumerate(class_names)}}
     if aum is not None:
-        summary["aum_epochs"] = [int(e) for e in recorder.load()["epochs"]]
+        summary["aum_epochs"] = [int(e) for e in margins["epochs"]]
     summary["warnings"] = selection.split_warnings(
         result.labelled, train_split.labels, probs, num_classes=k, class_names=class_names)
     for warning in summary["warnings"]:
